@@ -1,0 +1,17 @@
+"""featx: transfer learning on images by cached features.
+
+Embed a folder of labelled images once with a pretrained backbone (VGG16 by default), keep the
+vectors in an HDF5 store, then train light classifiers on them in seconds.
+"""
+
+import os as _os
+
+# TensorFlow's C++ start-up chatter is not for featx's users; set before any TensorFlow import.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+
+from featx.errors import FeatxError  # noqa: E402
+from featx.store import Features, load_features, read_meta  # noqa: E402
+
+__all__ = ["FeatxError", "Features", "load_features", "read_meta", "__version__"]

@@ -1,0 +1,155 @@
+"""backbones: a small registry, name -> how to build a feature extractor from keras.applications.
+
+Each entry knows its input size, its ``preprocess_input`` and the layers featx can read out.
+Layers named ``pool`` / ``block5_pool`` come from the convolutional base (``include_top=False``) and
+are pooled (``avg``, ``max``) or flattened (``none``); the fully connected layers (VGG16's ``fc1``,
+``fc2``) need the whole network, and so weights that include the top.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from featx.errors import FeatxError
+
+POOLINGS = ("avg", "max", "none")
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str
+    module: str  # keras.applications submodule holding preprocess_input
+    constructor: str  # keras.applications attribute that builds the model
+    input_size: int
+    base_layer: str  # last layer of the convolutional base
+    top_layers: tuple[str, ...] = ()  # layers that need include_top=True
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return (*self.top_layers, self.base_layer)
+
+
+BACKBONES = {
+    b.name: b
+    for b in (
+        Backbone("vgg16", "vgg16", "VGG16", 224, "block5_pool", ("fc1", "fc2")),
+        Backbone("vgg19", "vgg19", "VGG19", 224, "block5_pool", ("fc1", "fc2")),
+        Backbone("resnet50", "resnet50", "ResNet50", 224, "conv5_block3_out"),
+        Backbone("mobilenet_v2", "mobilenet_v2", "MobileNetV2", 224, "out_relu"),
+    )
+}
+
+
+def get_backbone(name: str) -> Backbone:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise FeatxError(
+            f"unknown model {name!r}; choose one of: {', '.join(BACKBONES)}"
+        ) from None
+
+
+def check_layer(backbone: Backbone, layer: str, pooling: str) -> None:
+    if layer not in backbone.layers:
+        raise FeatxError(
+            f"{backbone.name} has no layer {layer!r} for features; choose one of: "
+            f"{', '.join(backbone.layers)}"
+        )
+    if pooling not in POOLINGS:
+        raise FeatxError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
+
+
+def check_precision(precision: str) -> str:
+    """Return the Keras dtype policy for a precision name."""
+    try:
+        return PRECISIONS[precision]
+    except KeyError:
+        raise FeatxError(
+            f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}"
+        ) from None
+
+
+def weights_identity(weights: str | None) -> str:
+    """A stable name for the weights: 'imagenet', 'random', or 'sha256:<hex>' of a local file."""
+    if weights is None or weights == "none":
+        return "random"
+    if weights == "imagenet":
+        return "imagenet"
+    path = Path(weights)
+    if not path.is_file():
+        raise FeatxError(f"weights file not found: {weights}")
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def preprocess_fn(backbone: Backbone) -> Callable:
+    """The backbone's own ``preprocess_input`` (applied exactly once, to RGB 0..255 input)."""
+    import keras
+
+    return getattr(keras.applications, backbone.module).preprocess_input
+
+
+def build_extractor(
+    backbone: Backbone, layer: str, pooling: str, weights: str | None, precision: str = "float32"
+):
+    """Build a Keras model mapping preprocessed images (N, S, S, 3) to features (N, D).
+
+    ``weights`` is "imagenet", a local weights file, or None/"none" (random init, for tests; the
+    global Keras seed makes it reproducible).
+    """
+    import keras
+
+    check_layer(backbone, layer, pooling)
+    policy = check_precision(precision)
+    weights = None if weights in (None, "none") else weights
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = _build(keras, backbone, layer, pooling, weights)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    return model
+
+
+def _build(keras, backbone: Backbone, layer: str, pooling: str, weights: str | None):
+    ctor = getattr(keras.applications, backbone.constructor)
+    shape = (backbone.input_size, backbone.input_size, 3)
+    top = layer in backbone.top_layers
+    if weights is None:
+        keras.utils.set_random_seed(0)  # random weights are for tests: make them reproducible
+    try:
+        if top:
+            full = ctor(include_top=True, weights=weights, input_shape=shape)
+            return keras.Model(full.input, full.get_layer(layer).output, name=f"{backbone.name}_{layer}")
+        base = ctor(include_top=False, weights=weights, input_shape=shape,
+                    pooling=None if pooling == "none" else pooling)
+        if pooling == "none":
+            return keras.Sequential([base, keras.layers.Flatten()], name=f"{backbone.name}_{layer}_flat")
+        return base
+    except Exception as e:  # keras raises plain Exception/ValueError for both cases below
+        raise _weights_error(backbone, layer, weights, e) from e
+
+
+def _weights_error(backbone: Backbone, layer: str, weights: str | None, e: Exception) -> FeatxError:
+    text = str(e)
+    if weights == "imagenet" and ("URL fetch failure" in text or "fetch" in text.lower()
+                                  or isinstance(e, OSError)):
+        return FeatxError(
+            f"could not download the ImageNet weights for {backbone.name} (no internet?). "
+            f"Pass a local weights file with --weights PATH, e.g. "
+            f"--weights vgg16_notop_imagenet.weights.h5 --layer {backbone.base_layer}"
+        )
+    if weights not in (None, "imagenet") and layer in backbone.top_layers:
+        return FeatxError(
+            f"could not load {weights} into {backbone.name} with its top layers (needed for "
+            f"--layer {layer}); a file without fc1/fc2 (a 'notop' file) only serves "
+            f"--layer {backbone.base_layer}. Keras said: {text.splitlines()[0] if text else e!r}"
+        )
+    return FeatxError(f"could not build {backbone.name} with weights {weights!r}: {text or e!r}")

@@ -1,0 +1,82 @@
+"""cli: parse, call one library function, print (human text on stdout, or one JSON document).
+
+Progress and logs go to stderr. A :class:`featx.FeatxError` becomes one line on stderr and exit
+code 2. Each command group lives in its own module below and registers itself on ``app``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import typer
+
+try:  # recent typer vendors click; older ones use the click package
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from featx.errors import FeatxError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Transfer learning on images by cached features: embed once, fit classifiers in seconds.",
+)
+err = Console(stderr=True)
+out = Console(highlight=False, soft_wrap=True)
+
+JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+def emit(result: Any, as_json: bool, human: Callable[[], None]) -> None:
+    """Print ``result`` as JSON, or call ``human`` to print it for a person."""
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    else:
+        human()
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar on stderr, driven by (stage, done, total) callbacks."""
+    if not enabled or not err.is_terminal:
+        yield lambda stage, done, total: None
+        return
+    tasks: dict[str, Any] = {}
+    columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+        yield update
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: ``featx ...``. User errors print one line and exit 2."""
+    try:
+        code = app(args=argv, prog_name="featx", standalone_mode=False)
+    except FeatxError as e:
+        _fail(str(e))
+    except click_errors.UsageError as e:
+        hint = f" (see featx {e.ctx.info_name} --help)" if e.ctx and e.ctx.parent else ""
+        _fail(e.format_message() + hint)
+    except click_errors.ClickException as e:
+        _fail(e.format_message(), e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("interrupted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"featx: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+from featx.cli import extract as _extract  # noqa: E402,F401  (registers commands)

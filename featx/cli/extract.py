@@ -1,0 +1,108 @@
+"""featx extract / featx info."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
+
+
+@app.command()
+def extract(
+    data_dir: Path = typer.Argument(..., help="Folder with one subfolder of images per class."),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Store to write [default: features/<data>_<model>_<layer>.h5]."),
+    model: str = typer.Option("vgg16", help="Backbone: vgg16, vgg19, resnet50, mobilenet_v2."),
+    layer: str = typer.Option("fc2", help="Layer to read: fc1, fc2 (4096-d) or block5_pool."),
+    pooling: str = typer.Option("avg", help="For convolutional layers: avg, max or none (flatten)."),
+    weights: str = typer.Option(
+        "imagenet", help="'imagenet' (downloads once) or a local .weights.h5 file (offline)."),
+    precision: str = typer.Option("float32", help="float32, bfloat16 (fast on AMX CPUs) or float16."),
+    resize: str = typer.Option("squash", help="squash (stretch to 224x224) or crop (centre crop)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per model call."),
+    workers: int = typer.Option(2, help="Decoding threads."),
+    commit_every: int = typer.Option(256, "--commit-every", help="Vectors per committed part file.",
+                                     hidden=True),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Embed every image under DATA_DIR into an HDF5 feature store (resumes where it stopped)."""
+    from featx.embed import ExtractorSettings
+    from featx.extract import extract as run_extract
+
+    settings = ExtractorSettings(model=model, layer=layer, pooling=pooling, weights=weights,
+                                 precision=precision, resize=resize)
+    try:
+        with progress_bar(not as_json) as bar:
+            report = run_extract(data_dir, output, settings, batch_size=batch_size,
+                                 workers=workers, commit_every=commit_every,
+                                 on_progress=bar)
+    except KeyboardInterrupt:
+        err.print("interrupted: committed vectors are kept; run the same command to resume")
+        sys.exit(130)
+    result = {
+        "out": str(report.out), "n_images": report.n_images, "n_embedded": report.n_embedded,
+        "n_reused": report.n_reused, "n_skipped": len(report.skipped), "dim": report.dim,
+        "wrote": report.wrote, "images_per_second": round(report.images_per_second, 2),
+        "timings": report.timings,
+        "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
+    }
+    emit(result, as_json, lambda: _print_extract(report))
+
+
+def _print_extract(report) -> None:
+    if report.n_embedded == 0 and not report.wrote:
+        out.print(f"{report.out}: up to date, {report.n_images} vectors; nothing to embed")
+    else:
+        out.print(f"{report.out}: {report.n_images} vectors of {report.dim} dims "
+                  f"({report.n_embedded} embedded, {report.n_reused} reused)")
+    if report.n_embedded:
+        t = report.timings
+        out.print(f"  {report.images_per_second:.1f} images/s; seconds: hash {t['hash']:.1f}, "
+                  f"decode {t['decode']:.1f} (workers, overlapped), model {t['model']:.1f}, "
+                  f"waiting for decode {t['wait']:.1f}, write {t['write']:.1f}, "
+                  f"load model {t.get('load_model', 0):.1f}, total {t['total']:.1f}")
+    _print_skipped(report.skipped)
+
+
+def _print_skipped(skipped: list[tuple[str, str]], limit: int = 20) -> None:
+    if not skipped:
+        return
+    out.print(f"  skipped {len(skipped)} files:")
+    for path, reason in skipped[:limit]:
+        out.print(f"    {path}: {reason}")
+    if len(skipped) > limit:
+        out.print(f"    ... and {len(skipped) - limit} more (all listed with --json)")
+
+
+@app.command()
+def info(
+    store: Path = typer.Argument(..., help="A featx feature store (.h5)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show what a feature store holds: counts per class, dimensions, settings, skipped files."""
+    from featx.store import describe
+
+    result = describe(store)
+    emit(result, as_json, lambda: _print_info(store, result))
+
+
+def _print_info(store: Path, d: dict) -> None:
+    meta = d["meta"]
+    out.print(f"{store}: {d['n']} vectors x {d['dim']} dims, {len(d['classes'])} classes")
+    table = Table("class", "images", box=None, pad_edge=False)
+    for name, count in d["classes"].items():
+        table.add_row(name, str(count))
+    out.print(table)
+    for key in ("model", "layer", "pooling", "input_size", "resize", "precision", "weights",
+                "weights_id", "data_dir", "keras_version", "keras_backend", "featx_version",
+                "created", "updated"):
+        out.print(f"  {key}: {meta.get(key)}")
+    if d["pending_parts"]:
+        out.print(f"  interrupted run: {d['pending_vectors']} more vectors in "
+                  f"{d['pending_parts']} part files; rerun featx extract to merge them")
+    _print_skipped([(s["path"], s["reason"]) for s in d["skipped"]])

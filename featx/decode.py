@@ -1,0 +1,119 @@
+"""decode: image file -> RGB uint8 array at the model's input size.
+
+The one place preprocessing of pixels lives (extract, predict, neighbors and the baseline all call
+it): EXIF orientation, conversion of every mode to RGB, a decompression-bomb guard, and the resize
+policy. It is a pure function of (file bytes, settings).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# featx applies its own, lower pixel limit before decoding; PIL's warning would only be noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+RESIZE_POLICIES = ("squash", "crop")
+RESAMPLE = Image.Resampling.BILINEAR
+DEFAULT_MAX_PIXELS = 64_000_000
+
+
+class DecodeError(Exception):
+    """The file is not a readable image; the message is the reason recorded in the skip list."""
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How a file becomes pixels. Stored with the features so a new image is decoded identically."""
+
+    size: int = 224
+    resize: str = "squash"  # "squash": stretch to size x size; "crop": shorter side, centre crop
+    resample: str = "bilinear"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_POLICIES:
+            raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {self.resize!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def decode_bytes(data: bytes, settings: DecodeSettings = DecodeSettings()) -> np.ndarray:
+    """Decode image bytes to an RGB uint8 array of shape (size, size, 3); raise DecodeError."""
+    if not data:
+        raise DecodeError("empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            _check_pixels(im, settings.max_pixels)
+            im.load()
+            rgb = to_rgb(_exif_transpose(im))
+            return np.asarray(resize(rgb, settings), dtype=np.uint8)
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise DecodeError(f"decompression bomb: {e}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, Image.UnidentifiedImageError) as e:
+        raise DecodeError(_reason(e)) from None
+
+
+def decode_file(path: str | Path, settings: DecodeSettings = DecodeSettings()) -> np.ndarray:
+    """Read and decode one file (see :func:`decode_bytes`)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DecodeError(f"cannot read file: {e.strerror or e}") from None
+    return decode_bytes(data, settings)
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB: 16-bit and float greyscale scaled, transparency on white."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        grey = np.clip(arr * (255.0 / peak), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def resize(im: Image.Image, settings: DecodeSettings) -> Image.Image:
+    """Apply the resize policy: squash to a square, or shorter side + centre crop."""
+    target = (settings.size, settings.size)
+    if settings.resize == "crop":
+        return ImageOps.fit(im, target, method=RESAMPLE, centering=(0.5, 0.5))
+    return im.resize(target, RESAMPLE)
+
+
+def _check_pixels(im: Image.Image, max_pixels: int) -> None:
+    width, height = im.size
+    if width * height > max_pixels:
+        raise DecodeError(
+            f"decompression bomb guard: {width}x{height} pixels exceeds {max_pixels:,}"
+        )
+    if width == 0 or height == 0:
+        raise DecodeError("image has zero size")
+
+
+def _exif_transpose(im: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # a broken EXIF block should not cost the image itself
+        return im
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    if "cannot identify image file" in text:
+        return "not an image (cannot identify image format)"
+    if "truncated" in text.lower():
+        return f"truncated image ({text})"
+    return f"undecodable image ({text})"

@@ -1,0 +1,145 @@
+"""embed: the mapper, uint8 pixels -> feature vectors, with the backbone's own preprocessing.
+
+An :class:`Extractor` is everything needed to embed an image the way a store was built (model,
+layer, pooling, weights, precision, decode settings). ``extract`` runs it over folders; ``predict``
+and ``neighbors`` rebuild it from a store's metadata with :meth:`Extractor.from_meta`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from featx import __version__
+from featx.backbones import (
+    build_extractor,
+    check_layer,
+    check_precision,
+    get_backbone,
+    preprocess_fn,
+    weights_identity,
+)
+from featx.decode import DecodeError, DecodeSettings, decode_file
+from featx.errors import FeatxError
+
+
+@dataclass(frozen=True)
+class ExtractorSettings:
+    """What a user chooses on ``featx extract``; the defaults are the tutorial's VGG16 fc2."""
+
+    model: str = "vgg16"
+    layer: str = "fc2"
+    pooling: str = "avg"  # for convolutional layers: avg, max or none (flatten)
+    weights: str = "imagenet"  # "imagenet", a local weights file, or "none" (random, for tests)
+    precision: str = "float32"  # float32, bfloat16 or float16 (compute; vectors stored as float32)
+    resize: str = "squash"  # squash (the tutorial's stretch) or crop (shorter side, centre crop)
+
+    def normalized(self) -> "ExtractorSettings":
+        """Validate, and drop choices that do not apply (pooling for fully connected layers)."""
+        backbone = get_backbone(self.model)
+        check_layer(backbone, self.layer, self.pooling)
+        check_precision(self.precision)
+        if self.resize not in ("squash", "crop"):
+            raise FeatxError(f"unknown resize policy {self.resize!r}; choose squash or crop")
+        if self.layer in backbone.top_layers:
+            return replace(self, pooling="none")
+        return self
+
+
+class Extractor:
+    """Embeds images: decode (featx.decode) -> preprocess_input once -> backbone -> float32."""
+
+    def __init__(self, settings: ExtractorSettings = ExtractorSettings(), weights_id: str | None = None):
+        self.settings = settings.normalized()
+        self.backbone = get_backbone(self.settings.model)
+        self.decode_settings = DecodeSettings(size=self.backbone.input_size, resize=self.settings.resize)
+        self.weights_id = weights_id or weights_identity(self.settings.weights)
+        self._model = None
+        self._preprocess = None
+
+    @classmethod
+    def from_meta(cls, meta: dict, weights: str | None = None) -> "Extractor":
+        """Rebuild the extractor a store (or bundle) was made with; ``weights`` overrides the path."""
+        settings = ExtractorSettings(
+            model=meta["model"], layer=meta["layer"], pooling=meta["pooling"],
+            weights=weights or meta["weights"], precision=meta["precision"], resize=meta["resize"],
+        )
+        if settings.weights not in ("imagenet", "none") and not Path(settings.weights).is_file():
+            raise FeatxError(
+                f"the weights file these vectors were made with is not at {settings.weights}; "
+                f"pass its new location with --weights PATH"
+            )
+        extractor = cls(settings)
+        if extractor.weights_id != meta["weights_id"]:
+            raise FeatxError(
+                f"weights {settings.weights} ({extractor.weights_id[:19]}...) are not the ones the "
+                f"vectors were made with ({meta['weights_id'][:19]}...); pass those with --weights PATH"
+            )
+        return extractor
+
+    @property
+    def meta(self) -> dict:
+        """Everything needed to embed a new image identically (stored as HDF5 attributes)."""
+        import keras
+
+        s, d = self.settings, self.decode_settings
+        return {
+            "model": s.model, "layer": s.layer, "pooling": s.pooling, "weights": s.weights,
+            "weights_id": self.weights_id, "precision": s.precision, "input_size": d.size,
+            "resize": d.resize, "resample": d.resample, "preprocess": f"{self.backbone.module}.preprocess_input",
+            "featx_version": __version__, "keras_version": keras.__version__,
+            "keras_backend": keras.backend.backend(),
+        }
+
+    @property
+    def model(self):
+        if self._model is None:
+            # Keras reports downloads on stdout; keep stdout clean for --json.
+            with contextlib.redirect_stdout(sys.stderr):
+                self._model = build_extractor(
+                    self.backbone, self.settings.layer, self.settings.pooling,
+                    self.settings.weights, self.settings.precision,
+                )
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.output_shape[-1])
+
+    def preprocess(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 RGB (N, S, S, 3) -> the backbone's input (caffe mode for VGG: BGR, mean removed)."""
+        if self._preprocess is None:
+            self._preprocess = preprocess_fn(self.backbone)
+        return self._preprocess(pixels.astype(np.float32))
+
+    def embed_preprocessed(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Run the backbone on preprocessed input, padding to ``batch_size`` so shapes never vary."""
+        n = len(x)
+        if batch_size and n < batch_size:
+            x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), dtype=x.dtype)])
+        y = self.model.predict_on_batch(x)
+        return np.asarray(y, dtype=np.float32)[:n]
+
+    def embed_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        out = [self.embed_preprocessed(self.preprocess(pixels[i:i + batch_size]), batch_size)
+               for i in range(0, len(pixels), batch_size)]
+        return np.concatenate(out) if out else np.empty((0, self.dim), np.float32)
+
+    def embed_files(
+        self, paths: list[str | Path], batch_size: int = 32
+    ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+        """Embed a few files: (vectors, indices of the files embedded, (path, reason) failures)."""
+        pixels, ok, failures = [], [], []
+        for i, p in enumerate(paths):
+            try:
+                pixels.append(decode_file(p, self.decode_settings))
+                ok.append(i)
+            except DecodeError as e:
+                failures.append((str(p), str(e)))
+        stack = np.stack(pixels) if pixels else np.empty((0, 1, 1, 3), np.uint8)
+        vectors = self.embed_pixels(stack, batch_size) if pixels else np.empty((0, 0), np.float32)
+        return vectors, ok, failures

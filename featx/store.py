@@ -1,0 +1,365 @@
+"""store: the HDF5 feature store, the contract between the expensive and the cheap half of featx.
+
+Layout of ``FILE.h5`` (plain HDF5; see the README for reading it with h5py alone)::
+
+    /features      float32 (N, D), chunked     one embedding per image
+    /labels        int32   (N,)                index into /class_names
+    /paths         utf-8   (N,)                relative to the data folder, POSIX separators
+    /hashes        ascii   (N,)                sha256 of the file's bytes (hex)
+    /class_names   utf-8   (C,)                class folder names, sorted; label i is class_names[i]
+    /skipped/{paths,reasons,hashes}            files not embedded, and why
+    attributes     featx_schema, model, layer, pooling, input_size, resize, resample, precision,
+                   weights, weights_id, dim, data_dir, featx_version, keras_version, keras_backend,
+                   created, updated
+
+Crash safety: ``FILE.h5`` is only ever replaced whole (written to a temporary file, fsynced, then
+renamed), so it is always readable. New vectors are first committed to small part files in
+``FILE.h5.parts/`` (each also written then renamed); they are merged into the store as the run goes
+and at its end, and a killed run's parts are merged by the next run. Vectors are keyed by content
+hash, so merging twice never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import h5py
+import numpy as np
+
+from featx.errors import FeatxError
+
+SCHEMA_VERSION = 1
+FINGERPRINT_KEYS = (
+    "model", "layer", "pooling", "input_size", "resize", "resample", "precision", "weights_id",
+)
+GATHER_ROWS = 1024  # rows copied at a time when a store is rewritten: bounds memory
+STR = h5py.string_dtype("utf-8")
+
+
+@dataclass
+class Features:
+    """A store's contents in memory: arrays plus metadata (see :func:`load_features`)."""
+
+    features: np.ndarray  # (N, D) float32
+    labels: np.ndarray  # (N,) int
+    paths: list[str]
+    hashes: np.ndarray  # (N,) str, sha256 hex
+    class_names: list[str]
+    meta: dict
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @property
+    def dim(self) -> int:
+        return self.features.shape[1]
+
+
+def open_store(path: str | os.PathLike) -> h5py.File:
+    """Open a featx store read-only; a clear FeatxError when it is missing or not a featx store."""
+    path = Path(path)
+    if not path.is_file():
+        raise FeatxError(f"feature store not found: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise FeatxError(f"not an HDF5 file (so not a featx store): {path}") from None
+    if "featx_schema" not in f.attrs or "features" not in f:
+        f.close()
+        raise FeatxError(f"not a featx feature store (no featx_schema attribute): {path}")
+    if int(f.attrs["featx_schema"]) > SCHEMA_VERSION:
+        f.close()
+        raise FeatxError(f"{path} was written by a newer featx (schema {f.attrs['featx_schema']})")
+    return f
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """The store's metadata attributes as plain Python values, plus ``n`` and ``class_names``."""
+    with open_store(path) as f:
+        return _meta(f)
+
+
+def load_features(path: str | os.PathLike) -> Features:
+    """Read a whole store into memory (see :func:`iter_chunks` for stores larger than memory)."""
+    with open_store(path) as f:
+        return Features(
+            features=f["features"][:].astype(np.float32, copy=False),
+            labels=f["labels"][:].astype(np.int64),
+            paths=strings(f["paths"]),
+            hashes=np.array(strings(f["hashes"])),
+            class_names=strings(f["class_names"]),
+            meta=_meta(f),
+            skipped=read_skipped(f),
+        )
+
+
+def iter_chunks(
+    path: str | os.PathLike, chunk_rows: int = 4096
+) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """Yield (rows, features, labels) blocks of at most ``chunk_rows`` rows, in store order."""
+    with open_store(path) as f:
+        n = f["labels"].shape[0]
+        for start in range(0, n, chunk_rows):
+            rows = slice(start, min(start + chunk_rows, n))
+            yield rows, f["features"][rows].astype(np.float32, copy=False), f["labels"][rows]
+
+
+def read_skipped(f: h5py.File) -> list[tuple[str, str]]:
+    if "skipped" not in f:
+        return []
+    return list(zip(strings(f["skipped/paths"]), strings(f["skipped/reasons"])))
+
+
+def fingerprint(meta: dict) -> dict:
+    """The settings that must match for two vectors to be comparable."""
+    return {k: meta.get(k) for k in FINGERPRINT_KEYS}
+
+
+def check_fingerprint(path: Path, have: dict, want: dict, what: str = "store") -> None:
+    """Refuse to mix vectors made with other settings, naming the ones that differ."""
+    diff = [f"{k}: {have.get(k)} (stored) vs {want.get(k)} (now)"
+            for k in FINGERPRINT_KEYS if have.get(k) != want.get(k)]
+    if diff:
+        raise FeatxError(
+            f"{path} holds vectors made with other settings ({'; '.join(diff)}); featx will not "
+            f"mix them in one {what}. Use another -o file, or the stored settings."
+        )
+
+
+# --- the vector cache: hash -> vector, backed by files on disk -------------------------------
+
+
+class VectorCache:
+    """Find vectors by content hash in a set of HDF5 files (the store and part files)."""
+
+    def __init__(self) -> None:
+        self._files: list[h5py.File] = []
+        self._where: dict[str, tuple[int, int]] = {}
+
+    def add(self, path: Path) -> None:
+        f = h5py.File(path, "r")
+        k = len(self._files)
+        self._files.append(f)
+        for i, h in enumerate(strings(f["hashes"])):
+            self._where.setdefault(h, (k, i))
+
+    def __contains__(self, h: str) -> bool:
+        return h in self._where
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def gather(self, hashes: list[str], dim: int) -> np.ndarray:
+        """The vectors of ``hashes`` (all must be present), read file by file in row order."""
+        out = np.empty((len(hashes), dim), dtype=np.float32)
+        by_file: dict[int, list[tuple[int, int]]] = {}
+        for pos, h in enumerate(hashes):
+            k, row = self._where[h]
+            by_file.setdefault(k, []).append((row, pos))
+        for k, pairs in by_file.items():
+            rows = np.array(sorted({r for r, _ in pairs}))
+            block = self._files[k]["features"][rows]
+            index = {r: j for j, r in enumerate(rows)}
+            for row, pos in pairs:
+                out[pos] = block[index[row]]
+        return out
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+        self._files.clear()
+        self._where.clear()
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Rows:
+    """The rows a store should hold, in order."""
+
+    paths: list[str]
+    labels: list[int]
+    hashes: list[str]
+
+
+def write_store(
+    path: Path,
+    rows: Rows,
+    class_names: list[str],
+    meta: dict,
+    skipped: list[tuple[str, str, str]],
+    vectors: Callable[[int, int], np.ndarray],
+) -> None:
+    """Write a complete store atomically: a temporary file, fsync, then rename over ``path``.
+
+    ``vectors(start, stop)`` returns the rows' vectors a block at a time, so memory stays bounded.
+    """
+    dim = int(meta["dim"])
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            _write_datasets(f, rows, class_names, skipped, dim)
+            for start in range(0, len(rows.hashes), GATHER_ROWS):
+                stop = min(start + GATHER_ROWS, len(rows.hashes))
+                f["features"][start:stop] = vectors(start, stop)
+            for key, value in meta.items():
+                f.attrs[key] = value
+            f.attrs["featx_schema"] = SCHEMA_VERSION
+        _fsync_replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_datasets(f: h5py.File, rows: Rows, class_names, skipped, dim: int) -> None:
+    n = len(rows.paths)
+    chunk_rows = max(1, min(max(n, 1), (1 << 20) // (4 * dim)))
+    f.create_dataset("features", shape=(n, dim), maxshape=(None, dim), dtype="float32",
+                     chunks=(chunk_rows, dim))
+    f.create_dataset("labels", data=np.asarray(rows.labels, dtype=np.int32).reshape(n))
+    f.create_dataset("paths", data=np.asarray(rows.paths, dtype=object).reshape(n), dtype=STR)
+    f.create_dataset("hashes", data=np.asarray(rows.hashes, dtype="S64").reshape(n))
+    f.create_dataset("class_names", data=np.asarray(class_names, dtype=object), dtype=STR)
+    g = f.create_group("skipped")
+    for j, name in enumerate(("paths", "reasons", "hashes")):
+        g.create_dataset(name, data=np.asarray([s[j] for s in skipped], dtype=object).reshape(-1),
+                         dtype=STR)
+
+
+def save_features(path: str | os.PathLike, feats: Features) -> None:
+    """Write an in-memory :class:`Features` as a store (``meta`` must hold the extractor settings)."""
+    meta = {k: v for k, v in feats.meta.items() if k not in ("n", "class_names")}
+    meta["dim"] = feats.dim
+    rows = Rows(list(feats.paths), [int(x) for x in feats.labels], [str(h) for h in feats.hashes])
+    skipped = [(p, r, "") for p, r in feats.skipped]
+    write_store(Path(path), rows, list(feats.class_names), meta, skipped,
+                lambda a, b: np.asarray(feats.features[a:b], dtype=np.float32))
+
+
+def write_part(
+    parts_dir: Path, seq: int, hashes: list[str], vectors: np.ndarray,
+    failures: list[tuple[str, str]], fp: dict,
+) -> Path:
+    """Commit new vectors (and files that failed to decode) as one small part file, atomically."""
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    path = parts_dir / f"part-{seq:06d}.h5"
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("features", data=vectors.astype(np.float32, copy=False))
+        f.create_dataset("hashes", data=np.asarray(hashes, dtype="S64").reshape(-1))
+        f.create_dataset("failed_hashes", data=np.asarray([h for h, _ in failures], dtype="S64"))
+        f.create_dataset("failed_reasons", data=np.asarray([r for _, r in failures], dtype=object),
+                         dtype=STR)
+        f.attrs["fingerprint"] = json.dumps(fp, sort_keys=True)
+    _fsync_replace(tmp, path)
+    return path
+
+
+def list_parts(parts_dir: Path) -> list[Path]:
+    """Committed part files, oldest first (unfinished ``.tmp`` files are not parts)."""
+    if not parts_dir.is_dir():
+        return []
+    return sorted(parts_dir.glob("part-*.h5"))
+
+
+def read_part_header(path: Path) -> tuple[dict, list[tuple[str, str]]]:
+    """A part's settings fingerprint and its (hash, reason) decode failures."""
+    with h5py.File(path, "r") as f:
+        fp = json.loads(f.attrs["fingerprint"])
+        failures = list(zip(strings(f["failed_hashes"]), strings(f["failed_reasons"])))
+    return fp, failures
+
+
+def remove_parts(parts_dir: Path) -> None:
+    for p in parts_dir.glob("part-*"):
+        p.unlink(missing_ok=True)
+    try:
+        parts_dir.rmdir()
+    except OSError:
+        pass
+
+
+def parts_dir_for(store: Path) -> Path:
+    return store.with_name(store.name + ".parts")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def strings(ds: h5py.Dataset) -> list[str]:
+    return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in ds[()]]
+
+
+def read_attrs(f: h5py.File) -> dict:
+    return {k: plain(v) for k, v in f.attrs.items()}
+
+
+def read_rows(f: h5py.File) -> Rows:
+    return Rows(strings(f["paths"]), f["labels"][:].tolist(), strings(f["hashes"]))
+
+
+def read_failed_hashes(f: h5py.File) -> dict[str, str]:
+    """content hash -> reason, for stored skips that were decode failures (not worth retrying)."""
+    if "skipped" not in f:
+        return {}
+    pairs = zip(strings(f["skipped/hashes"]), strings(f["skipped/reasons"]))
+    return {h: reason for h, reason in pairs if h}
+
+
+def _meta(f: h5py.File) -> dict:
+    meta = read_attrs(f)
+    meta["n"] = int(f["labels"].shape[0])
+    meta["class_names"] = strings(f["class_names"])
+    return meta
+
+
+def plain(v):
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v
+
+
+def _fsync_replace(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """A summary of a store for ``featx info``: counts per class, dims, metadata, skipped, parts."""
+    path = Path(path)
+    with open_store(path) as f:
+        meta = _meta(f)
+        counts = np.bincount(f["labels"][:], minlength=len(meta["class_names"]))
+        skipped = read_skipped(f)
+        dim = int(f["features"].shape[1])
+    parts = list_parts(parts_dir_for(path))
+    pending = 0
+    for p in parts:
+        with h5py.File(p, "r") as f:
+            pending += int(f["hashes"].shape[0])
+    return {
+        "n": meta["n"], "dim": dim,
+        "classes": {name: int(c) for name, c in zip(meta["class_names"], counts)},
+        "meta": {k: v for k, v in meta.items() if k not in ("n", "class_names")},
+        "skipped": [{"path": p, "reason": r} for p, r in skipped],
+        "pending_parts": len(parts), "pending_vectors": pending,
+    }

@@ -1,0 +1,106 @@
+"""Shared fixtures: generated image folders, a tiny real store, and ../shared material.
+
+Fast tests use generated images and small backbones with random weights (``weights="none"``,
+seeded, so reproducible). Tests marked ``shared`` use the real ImageNet weights and photos in
+``../shared`` and are skipped cleanly when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SHARED_WEIGHTS = SHARED / "weights" / "vgg16_notop_imagenet.weights.h5"
+PETS = SHARED / "data" / "pets-dev"
+FLOWERS = SHARED / "data" / "flowers5"
+
+needs_shared = pytest.mark.skipif(
+    not (SHARED_WEIGHTS.is_file() and PETS.is_dir() and FLOWERS.is_dir()),
+    reason="../shared (real weights and photos) is absent",
+)
+
+# A small, fast extractor for tests that need real Keras models but not real weights.
+TINY = dict(model="mobilenet_v2", layer="out_relu", pooling="avg", weights="none")
+
+
+def make_images(root: Path, counts: dict[str, int], size=(64, 48), seed: int = 0,
+                ext: str = ".jpg") -> Path:
+    """Write ``counts[class]`` generated JPEGs per class: each class has its own hue and shape."""
+    rng = np.random.default_rng(seed)
+    for k, (name, n) in enumerate(sorted(counts.items())):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = rng.integers(0, 60, size=(size[1], size[0], 3), dtype=np.uint8)
+            img[..., k % 3] += 150  # class colour
+            y0, x0 = rng.integers(0, size[1] // 2), rng.integers(0, size[0] // 2)
+            img[y0:y0 + size[1] // 3, x0:x0 + size[0] // 3] = 255 - 40 * k
+            Image.fromarray(img).save(root / name / f"{name}_{i:03d}{ext}", quality=90)
+    return root
+
+
+def subset(src: Path, dest: Path, per_class: int) -> Path:
+    """A folder of symlinks to the first ``per_class`` files (sorted) of each class of ``src``."""
+    for class_dir in sorted(p for p in src.iterdir() if p.is_dir()):
+        (dest / class_dir.name).mkdir(parents=True, exist_ok=True)
+        for f in sorted(class_dir.iterdir())[:per_class]:
+            (dest / class_dir.name / f.name).symlink_to(f)
+    return dest
+
+
+@pytest.fixture
+def image_tree(tmp_path: Path) -> Path:
+    """Two classes of six generated 64x48 JPEGs each."""
+    return make_images(tmp_path / "data", {"cat": 6, "dog": 6})
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory) -> Path:
+    """A real store from ``featx.extract`` (MobileNetV2, random weights) on 3 x 10 generated images."""
+    from featx.embed import ExtractorSettings
+    from featx.extract import extract
+
+    base = tmp_path_factory.mktemp("tiny")
+    data = make_images(base / "data", {"circle": 10, "square": 10, "star": 10})
+    report = extract(data, base / "tiny.h5", ExtractorSettings(**TINY), batch_size=16)
+    return report.out
+
+
+def _shared_store(request, name: str, src: Path, per_class: int) -> Path:
+    """A VGG16 block5_pool/avg store of a fixed subset of a shared data set, with the real weights.
+
+    Cached in pytest's cache folder between local runs (extraction resumes, so a cached store is
+    checked, not trusted); a clean checkout, as in CI, builds it afresh.
+    """
+    from featx.embed import ExtractorSettings
+    from featx.extract import extract
+
+    cache = request.config.cache.mkdir("featx-shared")
+    data = cache / f"{name}-{per_class}"
+    if not data.exists():
+        subset(src, data, per_class)
+    settings = ExtractorSettings(layer="block5_pool", pooling="avg", weights=str(SHARED_WEIGHTS))
+    return extract(data, cache / f"{name}-{per_class}.h5", settings, batch_size=16).out
+
+
+@pytest.fixture(scope="session")
+def pets_store(request) -> Path:
+    """Real VGG16 features of 300 pets-dev photos (150 cats, 150 dogs)."""
+    if not SHARED_WEIGHTS.is_file():
+        pytest.skip("../shared is absent")
+    return _shared_store(request, "pets", PETS, 150)
+
+
+@pytest.fixture(scope="session")
+def flowers_store(request) -> Path:
+    """Real VGG16 features of 200 flowers5 photos (40 per class)."""
+    if not SHARED_WEIGHTS.is_file():
+        pytest.skip("../shared is absent")
+    return _shared_store(request, "flowers", FLOWERS, 40)

@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+
+from featx.discover import discover
+from featx.errors import FeatxError
+from tests.conftest import make_images
+
+
+def test_classes_sorted_and_extensions_case_insensitive(tmp_path: Path):
+    make_images(tmp_path, {"b_dog": 2, "a_cat": 2})
+    (tmp_path / "a_cat" / "upper.JPG").write_bytes((tmp_path / "a_cat" / "a_cat_000.jpg").read_bytes())
+    (tmp_path / "a_cat" / "nested").mkdir()
+    (tmp_path / "a_cat" / "nested" / "x.PNG").write_bytes(b"whatever")
+    ds = discover(tmp_path)
+    assert ds.class_names == ["a_cat", "b_dog"]
+    assert "a_cat/upper.JPG" in ds.paths and "a_cat/nested/x.PNG" in ds.paths
+    assert ds.labels == [0] * 4 + [1] * 2
+
+
+def test_system_and_non_image_files_are_reported(tmp_path: Path):
+    make_images(tmp_path, {"cat": 1, "dog": 1})
+    for name in ("Thumbs.db", ".DS_Store", "notes.txt"):
+        (tmp_path / "cat" / name).write_bytes(b"x")
+    (tmp_path / "README").write_text("hi")
+    reasons = dict(discover(tmp_path).skipped)
+    assert reasons["cat/Thumbs.db"] == "system file"
+    assert reasons["cat/.DS_Store"] == "system file"
+    assert "not an image" in reasons["cat/notes.txt"]
+    assert reasons["README"] == "file outside a class folder"
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: None, "not found"),
+    (lambda p: p.mkdir(), "no images found"),
+    (lambda p: make_images(p, {"cat": 2}), "only one class"),
+])
+def test_unusable_folders_raise(tmp_path: Path, setup, message):
+    folder = tmp_path / "data"
+    setup(folder)
+    with pytest.raises(FeatxError, match=message):
+        discover(folder)

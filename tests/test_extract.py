@@ -1,0 +1,218 @@
+"""featx extract: store layout, resume, renames, duplicates, bad input, crash safety."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from featx import load_features
+from featx.embed import ExtractorSettings
+from featx.errors import FeatxError
+from featx.extract import extract
+from tests.conftest import TINY, make_images
+
+SETTINGS = ExtractorSettings(**TINY)
+
+
+def test_store_layout_is_plain_hdf5(tiny_store: Path):
+    with h5py.File(tiny_store, "r") as f:
+        assert f["features"].shape == (30, 1280) and f["features"].dtype == np.float32
+        assert f["features"].chunks is not None
+        assert f["labels"][:].tolist() == [0] * 10 + [1] * 10 + [2] * 10
+        assert f["paths"][0].decode() == "circle/circle_000.jpg"
+        assert len(f["hashes"][0]) == 64
+        assert [c.decode() for c in f["class_names"][:]] == ["circle", "square", "star"]
+        for key in ("model", "layer", "pooling", "input_size", "resize", "precision",
+                    "weights_id", "keras_version", "keras_backend", "featx_version", "created"):
+            assert key in f.attrs, key
+        assert f.attrs["featx_schema"] == 1
+
+
+def test_load_features_api(tiny_store: Path):
+    feats = load_features(tiny_store)
+    assert feats.n == 30 and feats.dim == 1280
+    assert feats.meta["model"] == "mobilenet_v2" and feats.meta["weights_id"] == "random"
+    assert np.isfinite(feats.features).all() and feats.features.std() > 0
+
+
+def test_vector_equals_keras_model_called_by_hand(tiny_store: Path):
+    import keras
+    from PIL import Image
+
+    feats = load_features(tiny_store)
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(include_top=False, weights=None, pooling="avg",
+                                           input_shape=(224, 224, 3))
+    data = Path(feats.meta["data_dir"])
+    pixels = np.stack([
+        np.asarray(Image.open(data / p).convert("RGB").resize((224, 224), Image.BILINEAR))
+        for p in feats.paths[:4]
+    ]).astype("float32")
+    by_hand = model.predict_on_batch(keras.applications.mobilenet_v2.preprocess_input(pixels))
+    np.testing.assert_allclose(feats.features[:4], by_hand, rtol=1e-4, atol=1e-5)
+
+
+def test_rerun_does_no_work(image_tree: Path, tmp_path: Path):
+    out = tmp_path / "s.h5"
+    first = extract(image_tree, out, SETTINGS)
+    mtime = out.stat().st_mtime_ns
+    second = extract(image_tree, out, SETTINGS)
+    assert first.n_embedded == 12 and second.n_embedded == 0
+    assert second.wrote is False and out.stat().st_mtime_ns == mtime
+
+
+def test_new_renamed_and_duplicate_files(image_tree: Path, tmp_path: Path):
+    out = tmp_path / "s.h5"
+    extract(image_tree, out, SETTINGS)
+    before = load_features(out)
+    (image_tree / "cat" / "cat_000.jpg").rename(image_tree / "cat" / "renamed.jpg")
+    shutil.copy(image_tree / "dog" / "dog_001.jpg", image_tree / "cat" / "copy_of_dog.jpg")
+    make_images(image_tree / "new", {"cat": 2}, seed=7)  # two genuinely new images
+    for p in (image_tree / "new" / "cat").iterdir():
+        p.rename(image_tree / "cat" / p.name.replace("cat_", "new_"))
+    shutil.rmtree(image_tree / "new")
+
+    report = extract(image_tree, out, SETTINGS)
+    after = load_features(out)
+    assert report.n_embedded == 2  # the rename and the copy cost no model time
+    assert after.n == 15 and len(set(after.paths)) == 15
+    assert "cat/cat_000.jpg" not in after.paths
+    old = dict(zip(before.paths, before.features))
+    new = dict(zip(after.paths, after.features))
+    np.testing.assert_array_equal(new["cat/renamed.jpg"], old["cat/cat_000.jpg"])
+    np.testing.assert_array_equal(new["cat/copy_of_dog.jpg"], old["dog/dog_001.jpg"])
+    assert after.labels[after.paths.index("cat/copy_of_dog.jpg")] == 0  # labelled by its folder
+
+
+def test_other_settings_refuse_to_mix(image_tree: Path, tmp_path: Path):
+    out = tmp_path / "s.h5"
+    extract(image_tree, out, SETTINGS)
+    with pytest.raises(FeatxError, match="resize: squash .stored. vs crop"):
+        extract(image_tree, out, ExtractorSettings(**{**TINY, "resize": "crop"}))
+    with pytest.raises(FeatxError, match="pooling: avg .stored. vs max"):
+        extract(image_tree, out, ExtractorSettings(**{**TINY, "pooling": "max"}))
+
+
+def test_bad_files_are_skipped_with_reasons(image_tree: Path, tmp_path: Path):
+    cat = image_tree / "cat"
+    (cat / "empty.jpg").write_bytes(b"")
+    (cat / "truncated.jpg").write_bytes((cat / "cat_001.jpg").read_bytes()[:300])
+    (cat / "text.png").write_text("not really a png")
+    (cat / "Thumbs.db").write_bytes(b"\0" * 10)
+    (cat / ".DS_Store").write_bytes(b"\0" * 10)
+    (cat / "UPPER.JPG").write_bytes((cat / "cat_002.jpg").read_bytes()[:-1] + b"\xd9")
+    report = extract(image_tree, tmp_path / "s.h5", SETTINGS)
+    reasons = dict(report.skipped)
+    assert reasons["cat/empty.jpg"] == "empty file"
+    assert "truncated" in reasons["cat/truncated.jpg"]
+    assert "not an image" in reasons["cat/text.png"]
+    assert reasons["cat/Thumbs.db"] == reasons["cat/.DS_Store"] == "system file"
+    feats = load_features(tmp_path / "s.h5")
+    assert "cat/UPPER.JPG" in feats.paths and feats.n == 13
+    assert dict(feats.skipped) == reasons  # the skip list is stored too
+
+
+def test_decompression_bomb_is_skipped(image_tree: Path, tmp_path: Path):
+    from PIL import Image
+
+    Image.new("L", (9000, 8000)).save(image_tree / "dog" / "bomb.png")  # 72 Mpx > 64 Mpx guard
+    report = extract(image_tree, tmp_path / "s.h5", SETTINGS)
+    assert "decompression bomb" in dict(report.skipped)["dog/bomb.png"]
+
+
+def _run_cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    cmd = [sys.executable, "-c", "from featx.cli import main; main()", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})}, **kw)
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+    """Poll a condition on the files a child writes (not a sleep standing in for sync)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "timed out waiting for the child"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_killed_run_leaves_readable_store_and_resumes(tmp_path: Path, sig):
+    data = make_images(tmp_path / "data", {"a": 20, "b": 20})
+    out = tmp_path / "s.h5"
+    args = ["extract", str(data), "-o", str(out), "--model", TINY["model"], "--layer", TINY["layer"],
+            "--weights", "none", "--batch-size", "4", "--commit-every", "4"]
+    proc = _run_cli(*args)
+    # Kill once the store has been merged once (16 rows) and more parts are committed.
+    parts = tmp_path / "s.h5.parts"
+    _wait_for(lambda: out.exists() and len(list(parts.glob("part-*.h5"))) >= 1, proc)
+    proc.send_signal(sig)
+    proc.communicate(timeout=120)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+
+    partial = load_features(out)  # readable, and every row complete
+    assert 0 < partial.n < 40 and len(set(partial.paths)) == partial.n
+
+    report = extract(data, out, SETTINGS)
+    full = load_features(out)
+    assert full.n == 40 and len(set(full.paths)) == 40
+    assert report.n_embedded < 40  # committed work was not redone
+    assert not parts.exists()
+    clean = load_features(extract(data, tmp_path / "clean.h5", SETTINGS).out)
+    np.testing.assert_allclose(full.features, clean.features, rtol=1e-5, atol=1e-6)
+    assert full.paths == clean.paths
+
+
+def test_cli_extract_json_and_info(image_tree: Path, tmp_path: Path):
+    import json
+
+    out = tmp_path / "s.h5"
+    proc = _run_cli("extract", str(image_tree), "-o", str(out), "--model", TINY["model"], "--layer",
+                    TINY["layer"], "--weights", "none", "--json")
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    result = json.loads(stdout)
+    assert result["n_images"] == 12 and result["n_embedded"] == 12 and result["dim"] == 1280
+    assert set(result["timings"]) >= {"hash", "decode", "model", "write", "total"}
+    proc = _run_cli("info", str(out), "--json")
+    stdout, _ = proc.communicate(timeout=120)
+    info = json.loads(stdout)
+    assert info["classes"] == {"cat": 6, "dog": 6} and info["meta"]["layer"] == "out_relu"
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda d, t: [str(t / "missing")], "data folder not found"),
+    (lambda d, t: [str(d), "-o", str(d / "cat" / "cat_000.jpg" / "x.h5")], "cannot create"),
+    (lambda d, t: [str(d), "--layer", "fc9"], "no layer 'fc9'"),
+    (lambda d, t: [str(d), "--precision", "int8"], "unknown precision"),
+    (lambda d, t: ["info", str(d / "cat" / "cat_000.jpg")], "not an HDF5 file"),
+])
+def test_cli_misuse_is_one_clear_line(image_tree: Path, tmp_path: Path, make_args, message):
+    args = make_args(image_tree, tmp_path)
+    if args[0] != "info":
+        args = ["extract", *args]
+    proc = _run_cli(*args, "--weights", "none") if args[0] == "extract" else _run_cli(*args)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("featx: error:")]
+    assert len(lines) == 1 and message in lines[0], stderr
+    assert "Traceback" not in stderr
+
+
+def test_offline_imagenet_download_names_weights_option(image_tree: Path, tmp_path: Path):
+    # An unreachable proxy makes the download fail the same way on any machine, online or not.
+    env = {"KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    proc = _run_cli("extract", str(image_tree), "-o", str(tmp_path / "s.h5"), env=env)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert "could not download the ImageNet weights" in stderr and "--weights PATH" in stderr
