@@ -170,6 +170,7 @@ class _Run:
     def _embed(self, todo: list[tuple[str, Path]]) -> None:
         t_model = time.perf_counter()
         self.dim = self.dim or self.extractor.dim  # builds the model
+        self.extractor.warm_up(self.batch_size)
         self.timings["load_model"] = time.perf_counter() - t_model
         seq = len(st.list_parts(self.parts_dir))
         pending_rows, done = 0, 0

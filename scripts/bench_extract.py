@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Benchmark extraction: model-alone ceiling, featx end to end, and the tutorial's in-memory way.
+
+Each measurement runs in a fresh subprocess, so its peak memory (RSS) is its own. Examples::
+
+    # real photos, real weights: ceiling vs featx vs tutorial, float32 and bfloat16
+    python scripts/bench_extract.py --data ../shared/data/pets-dev --limit 200 \
+        --weights ../shared/weights/vgg16_notop_imagenet.weights.h5 --layer block5_pool
+
+    # memory against image count, on generated 500x375 JPEGs, with a fast model
+    python scripts/bench_extract.py --generate 1000,10000 --model mobilenet_v2 --layer out_relu \
+        --weights none --precision float32 --skip-ceiling
+
+Prints a table (and --json FILE writes it) with machine, backend, image count and sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# --- children: one measurement each ----------------------------------------------------------
+
+
+def child_ceiling(a) -> dict:
+    """The model alone on random input already in memory: the most extraction can reach."""
+    import numpy as np
+
+    from featx.embed import Extractor, ExtractorSettings
+
+    ex = Extractor(_settings(a, a.precision))
+    x = ex.preprocess(np.random.default_rng(0).integers(0, 256, (a.batch_size, 224, 224, 3)))
+    ex.embed_preprocessed(x, a.batch_size)  # build + trace
+    n, t0 = 0, time.perf_counter()
+    while n < a.ceiling_images:
+        ex.embed_preprocessed(x, a.batch_size)
+        n += a.batch_size
+    return {"images_per_s": n / (time.perf_counter() - t0), "images": n}
+
+
+def child_featx(a) -> dict:
+    from featx.extract import extract
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        r = extract(a.data, Path(tmp) / "b.h5", _settings(a, a.precision),
+                    batch_size=a.batch_size, workers=a.workers)
+        wall = time.perf_counter() - t0
+    t = r.timings
+    return {"images_per_s": r.images_per_second, "images": r.n_embedded, "wall_s": wall,
+            "decode_s": t["decode"], "model_s": t["model"], "wait_s": t["wait"],
+            "write_s": t["write"], "hash_s": t["hash"], "load_model_s": t.get("load_model", 0.0)}
+
+
+def child_reference(a) -> dict:
+    """The tutorial: every image into one array (keras load_img), then model.predict."""
+    import numpy as np
+    import keras
+
+    from featx.discover import discover
+    from featx.embed import Extractor
+
+    ex = Extractor(_settings(a, a.precision))
+    model = ex.model
+    ds = discover(a.data)
+    t0 = time.perf_counter()
+    arrays = [keras.utils.img_to_array(keras.utils.load_img(ds.root / p, target_size=(224, 224)))
+              for p in ds.paths]
+    x = ex.preprocess(np.stack(arrays))
+    del arrays
+    model.predict(x, batch_size=a.batch_size, verbose=0)
+    return {"images_per_s": len(ds.paths) / (time.perf_counter() - t0), "images": len(ds.paths)}
+
+
+CHILDREN = {"ceiling": child_ceiling, "featx": child_featx, "reference": child_reference}
+
+
+def _settings(a, precision: str):
+    from featx.embed import ExtractorSettings
+
+    return ExtractorSettings(model=a.model, layer=a.layer, pooling=a.pooling, weights=a.weights,
+                             precision=precision)
+
+
+# --- parent: data, runs, table -----------------------------------------------------------------
+
+
+def generate(root: Path, n: int, size: tuple[int, int]) -> Path:
+    """n random-texture JPEGs of the given size in two classes."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    for i in range(n):
+        d = root / ("a" if i % 2 else "b")
+        d.mkdir(parents=True, exist_ok=True)
+        img = np.roll(base, shift=i * 7, axis=1)
+        Image.fromarray(img).save(d / f"{i:06d}.jpg", quality=85)
+    return root
+
+
+def limited(src: Path, dest: Path, limit: int) -> Path:
+    """A symlinked subset with ``limit`` images split over the classes."""
+    classes = sorted(p for p in src.iterdir() if p.is_dir())
+    per = max(1, limit // len(classes))
+    for c in classes:
+        (dest / c.name).mkdir(parents=True, exist_ok=True)
+        for f in sorted(c.iterdir())[:per]:
+            (dest / c.name / f.name).symlink_to(f.resolve())
+    return dest
+
+
+def run_child(kind: str, a, data: Path, precision: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--data", str(data), "--precision", precision,
+           "--model", a.model, "--layer", a.layer, "--pooling", a.pooling, "--weights", a.weights,
+           "--batch-size", str(a.batch_size), "--workers", str(a.workers),
+           "--ceiling-images", str(a.ceiling_images)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def machine() -> dict:
+    import keras
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
+                if ln.startswith("model name")), platform.processor())
+    flags = open("/proc/cpuinfo").read()
+    return {"cpu": cpu, "cores": os.cpu_count(), "amx_bf16": "amx_bf16" in flags,
+            "avx512": "avx512f" in flags, "backend": keras.backend.backend(),
+            "keras": keras.__version__, "python": platform.python_version()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", type=Path, help="A data folder (one subfolder per class).")
+    p.add_argument("--limit", type=int, help="Use at most this many images of --data.")
+    p.add_argument("--generate", help="Comma-separated image counts of generated JPEGs.")
+    p.add_argument("--size", default="500x375", help="Generated image size, WxH.")
+    p.add_argument("--model", default="vgg16")
+    p.add_argument("--layer", default="block5_pool")
+    p.add_argument("--pooling", default="avg")
+    p.add_argument("--weights", default="none")
+    p.add_argument("--precision", default="float32,bfloat16")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--ceiling-images", type=int, default=128)
+    p.add_argument("--skip-ceiling", action="store_true")
+    p.add_argument("--skip-reference", action="store_true")
+    p.add_argument("--json", type=Path, help="Also write the results here.")
+    p.add_argument("--child", choices=list(CHILDREN), help=argparse.SUPPRESS)
+    a = p.parse_args()
+
+    if a.child:
+        result = CHILDREN[a.child](a)
+        result["peak_rss_mb"] = peak_rss_mb()
+        print(json.dumps(result))
+        return
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = []
+        if a.data:
+            data = limited(a.data, Path(tmp) / "subset", a.limit) if a.limit else a.data
+            sets.append((str(a.data), data))
+        for n in (int(x) for x in (a.generate or "").split(",") if x):
+            w, h = (int(v) for v in a.size.split("x"))
+            sets.append((f"generated {n} x {a.size}", generate(Path(tmp) / f"gen{n}", n, (w, h))))
+        for label, data in sets:
+            for precision in a.precision.split(","):
+                kinds = [k for k, skip in (("ceiling", a.skip_ceiling), ("featx", False),
+                                           ("reference", a.skip_reference)) if not skip]
+                for kind in kinds:
+                    r = run_child(kind, a, data, precision)
+                    rows.append({"data": label, "precision": precision, "method": kind, **r})
+                    print(f"{label:>28} {precision:>9} {kind:>10} {r['images_per_s']:7.2f} img/s "
+                          f"{r['peak_rss_mb']:8.0f} MB peak  ({r['images']} images)", flush=True)
+    report = {"machine": machine(), "model": a.model, "layer": a.layer, "pooling": a.pooling,
+              "weights": a.weights, "batch_size": a.batch_size, "workers": a.workers, "rows": rows}
+    for r in rows:
+        ceiling = next((c["images_per_s"] for c in rows if c["method"] == "ceiling"
+                        and c["data"] == r["data"] and c["precision"] == r["precision"]), None)
+        if ceiling and r["method"] == "featx":
+            r["fraction_of_ceiling"] = r["images_per_s"] / ceiling
+            print(f"{r['data']:>28} {r['precision']:>9} featx reaches "
+                  f"{100 * r['fraction_of_ceiling']:.0f}% of the model-alone ceiling")
+    print(json.dumps(report["machine"]))
+    if a.json:
+        a.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
