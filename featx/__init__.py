@@ -12,6 +12,15 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __version__ = "0.1.0"
 
 from featx.errors import FeatxError  # noqa: E402
-from featx.store import Features, load_features, read_meta  # noqa: E402
+from featx.store import Features, iter_chunks, load_features, read_meta  # noqa: E402
 
-__all__ = ["FeatxError", "Features", "load_features", "read_meta", "__version__"]
+__all__ = ["EmbeddingTransformer", "FeatxError", "Features", "iter_chunks", "load_features",
+           "read_meta", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "EmbeddingTransformer":  # lazy: importing featx does not import scikit-learn
+        from featx.transformer import EmbeddingTransformer
+
+        return EmbeddingTransformer
+    raise AttributeError(f"module 'featx' has no attribute {name!r}")

@@ -1,0 +1,163 @@
+"""featx neighbors / map / duplicates / export: reuse a store's embeddings beyond classifiers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from featx.cli import JSON_OPTION, app, emit, err, out
+
+STORE_ARG = typer.Argument(..., help="A featx feature store (.h5).")
+
+
+@app.command()
+def neighbors(
+    store: Path = STORE_ARG,
+    queries: List[str] = typer.Argument(
+        ..., help="Paths stored in the store (as `featx export` lists them) or new image files."),
+    k: int = typer.Option(8, "-k", help="Neighbours per query (a stored query is its own first)."),
+    grid: Optional[Path] = typer.Option(
+        None, "--grid", help="Write a PNG: one row per query, the query then its neighbours."),
+    weights: Optional[str] = typer.Option(
+        None, help="Where the store's weights file is now, if it moved (for new image files)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Most similar stored images (cosine similarity) for stored paths or new image files."""
+    from featx.neighbors import find_neighbors
+
+    results = find_neighbors(store, queries, k=k, weights=weights)
+    if grid:
+        _draw_grid(store, results, grid)
+    result = {"store": str(store), "k": k, "grid": str(grid) if grid else None,
+              "queries": [r.as_dict() for r in results]}
+
+    def human() -> None:
+        for r in results:
+            label = f", stored as {r.label}" if r.label else ""
+            out.print(f"{r.query} ({r.source}{label})")
+            for n in r.neighbors:
+                out.print(f"  {n.rank:>3}  {n.similarity:.4f}  {n.label:<14} {n.path}")
+        if grid:
+            out.print(f"grid: {grid}")
+
+    emit(result, as_json, human)
+
+
+def _draw_grid(store: Path, results, grid: Path) -> None:
+    from featx.store import read_meta
+    from featx.thumbs import Cell, draw_sheet, resolve, short
+
+    data_dir = read_meta(store).get("data_dir")
+    rows = []
+    for r in results:
+        query = Cell(resolve(r.query, data_dir), f"QUERY{' (' + r.label + ')' if r.label else ''}\n"
+                     f"{short(r.query)}")
+        rows.append([query] + [
+            Cell(resolve(n.path, data_dir), f"#{n.rank} {n.label} {n.similarity:.3f}\n{short(n.path)}",
+                 alert=bool(r.label) and n.label != r.label)
+            for n in r.neighbors])
+    draw_sheet(rows, grid, f"{store.name}: nearest neighbours by cosine similarity "
+                           f"(red: another class than the query)")
+
+
+@app.command("map")
+def map_(
+    store: Path = STORE_ARG,
+    output: Path = typer.Option(Path("map.png"), "-o", "--output", help="Scatter plot (PNG)."),
+    mosaic: Optional[Path] = typer.Option(
+        None, "--mosaic", help="Also draw image thumbnails at their 2-D positions (PNG)."),
+    coords: Optional[Path] = typer.Option(
+        None, "--coords", help="Save the 2-D coordinates (.csv or .json)."),
+    method: str = typer.Option("tsne", help="tsne (PCA to 50 dims, then t-SNE) or pca (2 PCs)."),
+    max_points: int = typer.Option(
+        5000, "--max-points", help="Random sample of this many images for larger stores."),
+    perplexity: float = typer.Option(30.0, help="t-SNE perplexity."),
+    seed: int = typer.Option(0, help="Seed of the sample and of t-SNE."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """A 2-D map of the collection: PCA + t-SNE, coloured by class; optionally a thumbnail mosaic."""
+    import time
+
+    from featx.maps import draw_mosaic, draw_scatter, make_map, save_coords
+
+    t0 = time.perf_counter()
+    m = make_map(store, method=method, max_points=max_points, perplexity=perplexity, seed=seed)
+    seconds = time.perf_counter() - t0
+    draw_scatter(m, output, store.name)
+    if mosaic:
+        draw_mosaic(m, mosaic, store.name)
+    if coords:
+        save_coords(m, coords)
+    result = {"store": str(store), "n_points": len(m.rows), "n_total": m.n_total,
+              "method": m.method, "seconds": round(seconds, 2), "map": str(output),
+              "mosaic": str(mosaic) if mosaic else None, "coords": str(coords) if coords else None}
+
+    def human() -> None:
+        sample = f" (random sample of {m.n_total})" if len(m.rows) < m.n_total else ""
+        out.print(f"{len(m.rows)} images{sample} mapped by {m.method} in {seconds:.1f} s")
+        for key in ("map", "mosaic", "coords"):
+            if result[key]:
+                out.print(f"  {key}: {result[key]}")
+
+    emit(result, as_json, human)
+
+
+@app.command()
+def duplicates(
+    store: Path = STORE_ARG,
+    threshold: float = typer.Option(
+        0.95, help="Cosine similarity at or above which two images are near-duplicates."),
+    sheet: Optional[Path] = typer.Option(
+        None, "--sheet", help="PNG of the pairs, cross-label ones first."),
+    sheet_max: int = typer.Option(20, "--sheet-max", help="Pairs drawn on the sheet."),
+    limit: int = typer.Option(30, help="Groups printed (all are in --json)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Exact (same content) and near-duplicate images; pairs across labels are listed first."""
+    from featx.near_duplicates import draw_pairs, find_duplicates
+
+    report = find_duplicates(store, threshold=threshold)
+    if sheet and report.pairs:
+        draw_pairs(report, sheet, limit=sheet_max)
+    elif sheet:
+        err.print("no duplicate pairs: no sheet written")
+    result = {"store": str(store), **report.as_dict(),
+              "sheet": str(sheet) if sheet and report.pairs else None}
+
+    def human() -> None:
+        out.print(f"{report.n} images: {result['n_exact_pairs']} exact and "
+                  f"{result['n_near_pairs']} near-duplicate pairs (cosine >= {threshold}) in "
+                  f"{len(report.groups)} groups; {result['n_cross_label_pairs']} pairs across labels")
+        for g in result["groups"][:limit]:
+            flag = "CROSS-LABEL " if g["cross_label"] else ""
+            out.print(f"  {flag}group of {len(g['members'])} ({', '.join(g['labels'])})")
+            for mem in g["members"]:
+                out.print(f"    {mem['label']:<14} {mem['path']}")
+        if len(result["groups"]) > limit:
+            out.print(f"  ... and {len(result['groups']) - limit} more groups (all with --json)")
+        if result["sheet"]:
+            out.print(f"sheet: {result['sheet']}")
+
+    emit(result, as_json, human)
+
+
+@app.command()
+def export(
+    store: Path = STORE_ARG,
+    fmt: str = typer.Option("npz", "--format", help="npz (numpy arrays) or csv (one row per image)."),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Output file [default: the store's name with .npz/.csv]."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Export vectors, labels, paths and class names for other tools."""
+    from featx.export import export as run_export
+    from featx.store import read_meta
+
+    meta = read_meta(store)
+    path = run_export(store, output, fmt)
+    result = {"store": str(store), "out": str(path), "format": fmt, "n": meta["n"],
+              "dim": meta["dim"], "class_names": meta["class_names"]}
+    emit(result, as_json, lambda: out.print(f"{path}: {meta['n']} vectors x {meta['dim']} dims, "
+                                            f"{len(meta['class_names'])} classes ({fmt})"))

@@ -1,0 +1,50 @@
+"""export: a store's vectors, labels, paths and class names as .npz or .csv for other tools.
+
+``.npz`` holds plain arrays (no pickled objects, so ``np.load`` needs no ``allow_pickle``):
+``features`` (N, D) float32, ``labels`` (N,) int32, ``paths``, ``hashes`` and ``class_names``
+(unicode). ``.csv`` has one row per image: ``path,label,class,hash,f0..f{D-1}``, written a block of
+rows at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from featx.errors import FeatxError
+from featx import store as st
+
+FORMATS = ("npz", "csv")
+
+
+def export(store: str | os.PathLike, out: str | os.PathLike | None = None,
+           fmt: str = "npz", chunk_rows: int = 4096) -> Path:
+    """Write the store to ``out`` (default: the store's name with the format's suffix)."""
+    if fmt not in FORMATS:
+        raise FeatxError(f"unknown --format {fmt!r}; choose npz or csv")
+    store = Path(store)
+    out = Path(out) if out else store.with_suffix(f".{fmt}")
+    if out.resolve() == store.resolve():
+        raise FeatxError(f"refusing to overwrite the store itself: {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "npz":
+        feats = st.load_features(store)
+        np.savez(out, features=feats.features, labels=feats.labels.astype(np.int32),
+                 paths=np.array(feats.paths, dtype=str), hashes=np.array(feats.hashes, dtype=str),
+                 class_names=np.array(feats.class_names, dtype=str))
+        return out
+    with st.open_store(store) as f:
+        paths, hashes = st.strings(f["paths"]), st.strings(f["hashes"])
+        class_names = st.strings(f["class_names"])
+        dim = int(f["features"].shape[1])
+    with open(out, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "class", "hash", *(f"f{j}" for j in range(dim))])
+        for rows, block, labels in st.iter_chunks(store, chunk_rows):
+            for i, vec, label in zip(range(rows.start, rows.stop), block, labels):
+                w.writerow([paths[i], int(label), class_names[label], hashes[i],
+                            *(f"{v:.9g}" for v in vec)])
+    return out

@@ -1,0 +1,179 @@
+"""neighbors: exact cosine k-nearest-neighbour search over a store's vectors.
+
+Vectors are L2-normalised, so cosine similarity is a dot product; the store is scanned a block of
+rows at a time (:func:`featx.store.iter_chunks`) and a running top-k is kept per query, so memory
+is bounded by ``queries x chunk_rows`` whatever the store's size. A query is a stored image (by its
+path in the store) or a new image file, embedded with the store's own extractor settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from featx.errors import FeatxError
+from featx import store as st
+
+CHUNK_ROWS = 16384
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero), as float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def topk_cosine(
+    queries: np.ndarray, blocks: Iterable[tuple[int, np.ndarray]], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` rows by cosine similarity for each query, scanning ``(start_row, block)`` pairs.
+
+    Returns ``(rows, similarities)``, each (n_queries, k'), best first, where k' = min(k, rows seen);
+    ties are broken by the lower row index so results are reproducible.
+    """
+    q = normalize(queries)
+    best_rows = np.empty((len(q), 0), dtype=np.int64)
+    best_sims = np.empty((len(q), 0), dtype=np.float32)
+    for start, block in blocks:
+        sims = q @ normalize(block).T  # (n_queries, block_rows)
+        rows = np.broadcast_to(np.arange(start, start + block.shape[0]), sims.shape)
+        if sims.shape[1] > k:  # keep only this block's candidates before merging
+            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            sims, rows = np.take_along_axis(sims, part, 1), np.take_along_axis(rows, part, 1)
+        all_sims = np.concatenate([best_sims, sims], axis=1)
+        all_rows = np.concatenate([best_rows, rows], axis=1)
+        order = np.lexsort((all_rows, -all_sims), axis=1)[:, :k]
+        best_sims = np.take_along_axis(all_sims, order, 1)
+        best_rows = np.take_along_axis(all_rows, order, 1)
+    return best_rows, best_sims
+
+
+@dataclass
+class Neighbor:
+    rank: int
+    path: str
+    label: str
+    similarity: float
+
+
+@dataclass
+class QueryResult:
+    query: str
+    source: str  # "stored" (a row of the store) or "file" (embedded now, or found by content)
+    label: str | None  # the stored class, for stored queries
+    neighbors: list[Neighbor] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"query": self.query, "source": self.source, "label": self.label,
+                "neighbors": [vars(n) for n in self.neighbors]}
+
+
+def find_neighbors(
+    store: str | os.PathLike, queries: list[str], k: int = 8, weights: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> list[QueryResult]:
+    """The ``k`` most similar stored images for each query (a stored path or an image file).
+
+    A stored query is its own first neighbour (similarity 1). A file whose content is already in
+    the store uses the stored vector; other files are embedded with the store's extractor
+    (``weights`` overrides the weights path recorded in the store).
+    """
+    if k < 1:
+        raise FeatxError(f"-k must be at least 1, got {k}")
+    if not queries:
+        raise FeatxError("give at least one query: a path stored in the store, or an image file")
+    with st.open_store(store) as f:
+        meta = st.read_attrs(f)
+        paths = st.strings(f["paths"])
+        hashes = st.strings(f["hashes"])
+        labels = f["labels"][:]
+        class_names = st.strings(f["class_names"])
+        row_of_path = {p: i for i, p in enumerate(paths)}
+        row_of_hash = {h: i for i, h in reversed(list(enumerate(hashes)))}
+        results, vectors, to_embed = [], [None] * len(queries), []
+        self_rows: list[int | None] = [None] * len(queries)  # store row of each stored query
+        for j, q in enumerate(queries):
+            row = _stored_row(q, row_of_path, row_of_hash, meta.get("data_dir"))
+            if row is not None:
+                vectors[j] = f["features"][row].astype(np.float32)
+                stored = _as_stored(q, row_of_path, meta.get("data_dir"))
+                self_rows[j] = row if stored else None
+                results.append(QueryResult(q, "stored" if stored else "file",
+                                           class_names[labels[row]]))
+            elif Path(q).is_file():
+                to_embed.append(j)
+                results.append(QueryResult(q, "file", None))
+            else:
+                raise FeatxError(f"{q} is neither a path stored in {store} nor an image file")
+    if to_embed:
+        _embed_queries(meta, weights, [queries[j] for j in to_embed], to_embed, vectors)
+    rows, sims = topk_cosine(np.stack(vectors), st_blocks(store, chunk_rows), k)
+    for j, own in enumerate(self_rows):
+        if own is not None:  # a stored query comes first among its exact copies
+            _self_first(rows[j], sims[j], own)
+    for res, r_row, s_row in zip(results, rows, sims):
+        res.neighbors = [
+            Neighbor(rank + 1, paths[r], class_names[labels[r]], round(float(s), 6))
+            for rank, (r, s) in enumerate(zip(r_row, s_row))
+        ]
+    return results
+
+
+def _self_first(rows: np.ndarray, sims: np.ndarray, own: int) -> None:
+    """Move ``own`` to rank 1 (in place) when it ties with the best similarity."""
+    hit = np.flatnonzero(rows == own)
+    if len(hit) and hit[0] > 0 and sims[hit[0]] >= sims[0] - 1e-6:
+        i, own_sim = hit[0], sims[hit[0]]
+        rows[1:i + 1], sims[1:i + 1] = rows[:i].copy(), sims[:i].copy()
+        rows[0], sims[0] = own, own_sim
+
+
+def st_blocks(store: str | os.PathLike, chunk_rows: int) -> Iterable[tuple[int, np.ndarray]]:
+    """(start_row, features) blocks of a store, read lazily."""
+    for rows, block, _ in st.iter_chunks(store, chunk_rows):
+        yield rows.start, block
+
+
+def _as_stored(q: str, row_of_path: dict, data_dir: str | None) -> bool:
+    return q in row_of_path or _relative_to_data(q, data_dir) in row_of_path
+
+
+def _stored_row(q: str, row_of_path: dict, row_of_hash: dict, data_dir: str | None) -> int | None:
+    """The store row of a query: by stored path, by file inside the data folder, or by content."""
+    if q in row_of_path:
+        return row_of_path[q]
+    rel = _relative_to_data(q, data_dir)
+    if rel in row_of_path:
+        return row_of_path[rel]
+    p = Path(q)
+    if p.is_file():
+        return row_of_hash.get(hashlib.sha256(p.read_bytes()).hexdigest())
+    return None
+
+
+def _relative_to_data(q: str, data_dir: str | None) -> str | None:
+    if not data_dir or not Path(q).exists():
+        return None
+    try:
+        return Path(q).resolve().relative_to(Path(data_dir).resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def _embed_queries(meta: dict, weights: str | None, files: list[str], slots: list[int],
+                   vectors: list) -> None:
+    from featx.embed import Extractor
+
+    extractor = Extractor.from_meta(meta, weights=weights)
+    got, ok, failures = extractor.embed_files(files)
+    if failures:
+        path, reason = failures[0]
+        raise FeatxError(f"cannot embed {path}: {reason}")
+    for vec, i in zip(got, ok):
+        vectors[slots[i]] = vec

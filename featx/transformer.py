@@ -1,0 +1,160 @@
+"""transformer: image paths -> embeddings, scikit-learn style, with a feature store as the cache.
+
+:class:`EmbeddingTransformer` fits in a ``sklearn.pipeline.Pipeline`` in front of any estimator.
+``transform(paths)`` hashes each file (sha256 of its bytes, as ``featx extract`` does), takes the
+vectors of known content from its cache store and embeds only new content, then adds those vectors
+to the cache (one atomic rewrite per call). The cache is an ordinary featx store: rows are keyed by
+content, ``data_dir`` is ``/`` and paths are absolute (without the leading ``/``), all labelled
+``unlabelled``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from featx.errors import FeatxError
+from featx import store as st
+
+CACHE_CLASS = "unlabelled"
+EMBED_BLOCK = 256  # files decoded and embedded at a time: bounds the memory of pixels
+
+
+class EmbeddingTransformer(TransformerMixin, BaseEstimator):
+    """Turn a list of image paths into an (n, D) float32 array of backbone embeddings.
+
+    Parameters are the ``featx extract`` settings plus ``cache``, the store used as the cache
+    (created on first use; an existing cache must have been made with the same settings).
+    """
+
+    def __init__(self, cache: str | os.PathLike = "featx-cache.h5", model: str = "vgg16",
+                 layer: str = "fc2", pooling: str = "avg", weights: str = "imagenet",
+                 precision: str = "float32", resize: str = "squash", batch_size: int = 32):
+        self.cache = cache
+        self.model = model
+        self.layer = layer
+        self.pooling = pooling
+        self.weights = weights
+        self.precision = precision
+        self.resize = resize
+        self.batch_size = batch_size
+
+    @classmethod
+    def like_store(cls, store: str | os.PathLike, cache: str | os.PathLike,
+                   weights: str | None = None, **kw) -> "EmbeddingTransformer":
+        """A transformer whose vectors are comparable to ``store``'s (same extractor settings)."""
+        meta = st.read_meta(store)
+        return cls(cache=cache, model=meta["model"], layer=meta["layer"], pooling=meta["pooling"],
+                   weights=weights or meta["weights"], precision=meta["precision"],
+                   resize=meta["resize"], **kw)
+
+    def fit(self, X, y=None) -> "EmbeddingTransformer":
+        """Nothing to learn; checks the settings (and the cache's, if it exists)."""
+        self._check_cache(self._extractor().meta)
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """Embeddings of the image files ``X`` (a sequence of paths), in order."""
+        paths = [Path(p) for p in _as_list(X)]
+        hashes = [_sha256(p) for p in paths]
+        extractor = self._extractor()
+        cache = Path(self.cache)
+        have = self._check_cache(extractor.meta)
+        todo: dict[str, Path] = {}
+        for h, p in zip(hashes, paths):
+            if h not in have and h not in todo:
+                todo[h] = p
+        new = self._embed(extractor, todo)
+        if new:
+            self._append(cache, extractor, new, todo)
+        vectors = st.VectorCache()
+        try:
+            vectors.add(cache)
+            return vectors.gather(hashes, int(st.read_meta(cache)["dim"]))
+        finally:
+            vectors.close()
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        meta = st.read_meta(self.cache)
+        return np.array([f"{self.model}_{self.layer}_{j}" for j in range(int(meta["dim"]))],
+                        dtype=object)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _extractor(self):
+        from featx.embed import Extractor, ExtractorSettings
+
+        settings = ExtractorSettings(model=self.model, layer=self.layer, pooling=self.pooling,
+                                     weights=str(self.weights), precision=self.precision,
+                                     resize=self.resize)
+        key = (settings, self.batch_size)
+        if getattr(self, "_extractor_key", None) != key:
+            self._extractor_obj = Extractor(settings)
+            self._extractor_key = key
+        return self._extractor_obj
+
+    def _check_cache(self, meta: dict) -> set[str]:
+        """Hashes already in the cache (none if it does not exist yet); refuses other settings."""
+        cache = Path(self.cache)
+        if not cache.exists():
+            return set()
+        with st.open_store(cache) as f:
+            st.check_fingerprint(cache, st.fingerprint(st.read_attrs(f)), st.fingerprint(meta),
+                                 what="cache")
+            return set(st.strings(f["hashes"]))
+
+    def _embed(self, extractor, todo: dict[str, Path]) -> dict[str, np.ndarray]:
+        items = list(todo.items())
+        new: dict[str, np.ndarray] = {}
+        for start in range(0, len(items), EMBED_BLOCK):
+            block = items[start:start + EMBED_BLOCK]
+            vectors, ok, failures = extractor.embed_files([p for _, p in block], self.batch_size)
+            if failures:
+                path, reason = failures[0]
+                raise FeatxError(f"cannot embed {path}: {reason}")
+            for vec, i in zip(vectors, ok):
+                new[block[i][0]] = vec
+        return new
+
+    def _append(self, cache: Path, extractor, new: dict[str, np.ndarray],
+                todo: dict[str, Path]) -> None:
+        """Rewrite the cache store (atomically) with the new vectors added at the end."""
+        old = st.load_features(cache) if cache.exists() else None
+        hashes = list(new)
+        rows_paths = [str(todo[h].resolve()).lstrip("/") for h in hashes]
+        vecs = np.stack([new[h] for h in hashes])
+        if old is not None:
+            hashes = [str(h) for h in old.hashes] + hashes
+            rows_paths = list(old.paths) + rows_paths
+            vecs = np.concatenate([old.features, vecs])
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        meta = {**extractor.meta, "dim": int(vecs.shape[1]), "data_dir": "/",
+                "created": old.meta.get("created", now) if old else now, "updated": now}
+        rows = st.Rows(rows_paths, [0] * len(hashes), hashes)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        st.write_store(cache, rows, [CACHE_CLASS], meta, [], lambda a, b: vecs[a:b])
+
+    def __getstate__(self) -> dict:  # the Keras model is rebuilt on demand, never pickled
+        state = dict(self.__dict__)
+        state.pop("_extractor_obj", None)
+        state.pop("_extractor_key", None)
+        return state
+
+
+def _as_list(X) -> list:
+    if isinstance(X, (str, os.PathLike)):
+        raise FeatxError("transform takes a list of image paths, not a single path")
+    items = list(np.asarray(X, dtype=object).ravel()) if isinstance(X, np.ndarray) else list(X)
+    return [os.fspath(p) for p in items]
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as e:
+        raise FeatxError(f"cannot read {path}: {e.strerror or e}") from None
