@@ -41,7 +41,7 @@ def child_ceiling(a) -> dict:
     """The model alone on random input already in memory: the most extraction can reach."""
     import numpy as np
 
-    from featx.embed import Extractor, ExtractorSettings
+    from featx.embed import Extractor
 
     ex = Extractor(_settings(a, a.precision))
     x = ex.preprocess(np.random.default_rng(0).integers(0, 256, (a.batch_size, 224, 224, 3)))

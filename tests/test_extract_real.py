@@ -1,0 +1,76 @@
+"""extract with the real ImageNet VGG16 weights and photos in ../shared, and on the JAX backend."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featx import load_features
+from featx.embed import ExtractorSettings
+from featx.extract import extract
+from tests.conftest import SHARED_WEIGHTS, PETS, TINY, needs_shared, subset
+
+VGG = ExtractorSettings(layer="block5_pool", pooling="avg", weights=str(SHARED_WEIGHTS))
+
+
+@pytest.fixture(scope="module")
+def pets4(tmp_path_factory) -> Path:
+    return subset(PETS, tmp_path_factory.mktemp("pets4") / "data", 2)
+
+
+@pytest.fixture(scope="module")
+def pets4_store(pets4: Path, tmp_path_factory) -> Path:
+    return extract(pets4, tmp_path_factory.mktemp("s") / "tf.h5", VGG, batch_size=4).out
+
+
+@needs_shared
+def test_vgg16_vector_equals_keras_by_hand(pets4_store: Path):
+    """featx's stored vector == keras VGG16 + preprocess_input once, on the same resize."""
+    import keras
+    from PIL import Image
+
+    feats = load_features(pets4_store)
+    model = keras.applications.VGG16(include_top=False, weights=str(SHARED_WEIGHTS),
+                                     input_shape=(224, 224, 3), pooling="avg")
+    root = Path(feats.meta["data_dir"])
+    x = np.stack([np.asarray(Image.open(root / p).convert("RGB").resize((224, 224), Image.BILINEAR),
+                             dtype="float32") for p in feats.paths])
+    by_hand = model.predict(keras.applications.vgg16.preprocess_input(x), verbose=0)
+    np.testing.assert_allclose(feats.features, by_hand, rtol=1e-4, atol=1e-4)
+    # The tutorial's extra /255 after preprocess_input gives other vectors: featx does not do it.
+    tutorial = model.predict(keras.applications.vgg16.preprocess_input(x.copy()) / 255.0, verbose=0)
+    assert not np.allclose(feats.features, tutorial, rtol=0.1)
+
+
+def _extract_on_jax(data: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-c", "from featx.cli import main; main()", "extract", str(data),
+           "-o", str(out), "--batch-size", "4", *args]
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_runs_unchanged_on_the_jax_backend(image_tree: Path, tmp_path: Path):
+    pytest.importorskip("jax")
+    out = tmp_path / "jax.h5"
+    proc = _extract_on_jax(image_tree, out, "--model", TINY["model"], "--layer", TINY["layer"],
+                           "--weights", "none")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    feats = load_features(out)
+    assert feats.meta["keras_backend"] == "jax" and feats.features.shape == (12, 1280)
+    assert np.isfinite(feats.features).all() and feats.features.std() > 0
+
+
+@needs_shared
+def test_jax_and_tensorflow_give_the_same_vectors(pets4: Path, pets4_store: Path, tmp_path: Path):
+    pytest.importorskip("jax")
+    out = tmp_path / "jax.h5"
+    proc = _extract_on_jax(pets4, out, "--layer", "block5_pool", "--weights", str(SHARED_WEIGHTS))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tf_feats, jax_feats = load_features(pets4_store), load_features(out)
+    assert jax_feats.paths == tf_feats.paths
+    np.testing.assert_allclose(jax_feats.features, tf_feats.features, rtol=1e-3, atol=1e-3)
