@@ -90,7 +90,8 @@ class Extractor:
         return {
             "model": s.model, "layer": s.layer, "pooling": s.pooling, "weights": s.weights,
             "weights_id": self.weights_id, "precision": s.precision, "input_size": d.size,
-            "resize": d.resize, "resample": d.resample, "preprocess": f"{self.backbone.module}.preprocess_input",
+            "resize": d.resize, "resample": d.resample,
+            "preprocess": f"{self.backbone.module}.preprocess_input",
             "featx_version": __version__, "keras_version": keras.__version__,
             "keras_backend": keras.backend.backend(),
         }
