@@ -1,0 +1,174 @@
+"""featx fit / featx sweep / featx predict: classifiers on cached vectors, and using them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from featx.cli import JSON_OPTION, app, emit, err, out
+from featx.errors import FeatxError
+
+SPLIT_OPTION = typer.Option("70/15/15", "--split", help="train/val/test shares, e.g. 70/15/15.")
+SPLIT_SEED_OPTION = typer.Option(0, "--split-seed", help="Seed of the derived split.")
+
+
+@app.command()
+def fit(
+    store: Path = typer.Argument(..., help="A featx feature store (.h5)."),
+    clf: str = typer.Option("logreg", "--clf", help="logreg, svm, linear-svm or softmax."),
+    C: Optional[float] = typer.Option(None, "--C", help="Inverse L2 strength [1; softmax: none]."),
+    class_weight: str = typer.Option("none", "--class-weight", help="none or balanced."),
+    epochs: int = typer.Option(50, help="softmax: most epochs (early stopping on val loss)."),
+    lr: float = typer.Option(1e-3, "--lr", help="softmax: Adam learning rate."),
+    batch_size: int = typer.Option(32, "--batch-size", help="softmax: vectors per step."),
+    patience: int = typer.Option(5, help="softmax: epochs without val-loss gain before stopping."),
+    max_iter: Optional[int] = typer.Option(None, "--max-iter", help="logreg / linear-svm iterations."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the classifier's randomness."),
+    split: str = SPLIT_OPTION,
+    split_seed: int = SPLIT_SEED_OPTION,
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Bundle directory [default: models/<store>_<clf>/]."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Train one classifier on a store's cached vectors, evaluate it, save a model bundle."""
+    from featx.bundle import save_bundle
+    from featx.fit import fit_store
+    from featx.split import parse_fractions
+
+    result = fit_store(store, clf, parse_fractions(split), split_seed, C=C,
+                       class_weight=class_weight, epochs=epochs, lr=lr, batch_size=batch_size,
+                       patience=patience, max_iter=max_iter, seed=seed)
+    bundle_dir = output or Path("models") / f"{store.stem}_{clf}"
+    save_bundle(bundle_dir, result.head, result.class_names, result.store_meta,
+                metrics=result.metrics, split=result.split, store=store)
+    summary = result.summary() | {"bundle": str(bundle_dir)}
+    emit(summary, as_json, lambda: _print_fit(summary))
+
+
+def _print_fit(s: dict[str, Any]) -> None:
+    def acc(part):
+        return f"{s[part]['accuracy']:.4f}" if s.get(part) else "n/a (empty part)"
+    out.print(f"{s['clf']} on {s['store']}: train {s['n_train']}, val {s['n_val']}, "
+              f"test {s['n_test']} vectors; fit {s['fit_seconds']:.2f} s")
+    if s.get("epochs_run"):
+        out.print(f"  softmax head: {s['epochs_run']} epochs, best (restored) epoch {s['best_epoch']}")
+    out.print(f"  val accuracy {acc('val')}, test accuracy {acc('test')}")
+    if s.get("test"):
+        names, t = s["class_names"], s["test"]
+        table = Table("class (test)", "precision", "recall", "n", *names, box=None, pad_edge=False)
+        for i, name in enumerate(names):
+            table.add_row(name, f"{t['precision'][i]:.3f}", f"{t['recall'][i]:.3f}",
+                          str(t["support"][i]), *map(str, t["confusion"][i]))
+        out.print("  confusion matrix: rows are true classes, columns predicted")
+        out.print(table)
+    out.print(f"  bundle: {s['bundle']}")
+
+
+def _values(text: Optional[str], cast) -> list:
+    if text is None:
+        return []
+    try:
+        return [cast(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise FeatxError(f"cannot read {text!r} as a comma-separated list") from None
+
+
+@app.command()
+def sweep(
+    store: Path = typer.Argument(..., help="A featx feature store (.h5)."),
+    clf: str = typer.Option("logreg,linear-svm,softmax", "--clf", help="Comma-separated heads."),
+    C: Optional[str] = typer.Option("0.01,0.1,1,10", "--C", help="Comma-separated C values."),
+    class_weight: Optional[str] = typer.Option(None, "--class-weight", help="e.g. none,balanced."),
+    lr: Optional[str] = typer.Option(None, "--lr", help="softmax: comma-separated learning rates."),
+    epochs: Optional[str] = typer.Option(None, "--epochs", help="softmax: comma-separated."),
+    jobs: int = typer.Option(2, "--jobs", "-j", help="Parallel fits (joblib)."),
+    backend: str = typer.Option("loky", help="joblib backend: loky (processes) or threading."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the classifiers' randomness."),
+    split: str = SPLIT_OPTION,
+    split_seed: int = SPLIT_SEED_OPTION,
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Folder for results.csv / .json [default: reports/<store>_sweep/]."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also save the best as a bundle."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Fit a grid of classifiers in parallel, select on validation, test the best once."""
+    from featx.split import parse_fractions
+    from featx.sweep import run_sweep
+
+    if backend not in ("loky", "threading"):
+        raise FeatxError(f"--backend is loky or threading, got {backend!r}")
+    grid = {"C": _values(C, float), "class_weight": _values(class_weight, str),
+            "lr": _values(lr, float), "epochs": _values(epochs, int)}
+    out_dir = output or Path("reports") / f"{store.stem}_sweep"
+
+    def progress(row, done, total):
+        if not as_json:
+            err.print(f"  [{done}/{total}] {_point(row)}: "
+                      + (f"val {row['val_accuracy']:.4f}, {row['fit_seconds']:.2f} s"
+                         if "val_accuracy" in row else row.get("error", "")),
+                      markup=False, highlight=False)
+
+    result = run_sweep(store, _values(clf, str), grid, fractions=parse_fractions(split),
+                       split_seed=split_seed, seed=seed, n_jobs=jobs, backend=backend,
+                       out_dir=out_dir, bundle=bundle, on_row=progress)
+    emit(result.as_dict(), as_json, lambda: _print_sweep(result))
+    if result.interrupted:
+        err.print(f"interrupted: {len(result.rows)} finished rows kept in {out_dir}")
+        sys.exit(130)
+
+
+def _point(row: dict[str, Any]) -> str:
+    from featx.sweep import GRID_KEYS
+
+    params = ", ".join(f"{k}={row[k]}" for k in GRID_KEYS if k in row)
+    return f"{row['clf']}({params})"
+
+
+def _print_sweep(r) -> None:
+    table = Table("rank", "classifier", "val acc", "train acc", "fit s", box=None, pad_edge=False)
+    for i, row in enumerate(r.rows, 1):
+        val = f"{row['val_accuracy']:.4f}" if "val_accuracy" in row else row.get("error", "failed")
+        train = f"{row['train_accuracy']:.4f}" if "train_accuracy" in row else ""
+        table.add_row(str(i), _point(row), val, train, f"{row.get('fit_seconds', 0):.2f}")
+    s = r.split
+    out.print(f"{len(r.rows)}/{r.n_points} points in {r.seconds:.1f} s, selected on the validation "
+              f"part (train {s['n_train']}, val {s['n_val']}, test {s['n_test']})")
+    out.print(table)
+    if r.best:
+        b = r.best
+        test = f"{b['test_accuracy']:.4f}" if b["test_accuracy"] is not None else "n/a"
+        out.print(f"best: {_point(b)}, val {b['val_accuracy']:.4f}; refitted on train "
+                  f"({b['refit_seconds']:.2f} s), test accuracy {test}")
+    for key, path in r.files.items():
+        out.print(f"  {key}: {path}")
+
+
+@app.command()
+def predict(
+    bundle: Path = typer.Argument(..., help="A model bundle from featx fit (a directory)."),
+    images: list[Path] = typer.Argument(..., help="Image files or folders."),
+    top_k: int = typer.Option(3, "--top-k", "-k", help="Classes listed per image."),
+    weights: Optional[str] = typer.Option(
+        None, help="Where the extractor's weights file is now (its identity must match)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per model call."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Class probabilities for new images, embedded exactly as the bundle's store was."""
+    from featx.predict import predict as run_predict
+
+    report = run_predict(bundle, images, k=top_k, weights=weights, batch_size=batch_size)
+    emit(report.as_dict(), as_json, lambda: _print_predict(report))
+    for path, reason in report.errors:  # per-file errors on stderr, also with --json
+        err.print(f"featx: error: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
+    if not report.predictions:
+        sys.exit(1)
+
+
+def _print_predict(r) -> None:
+    for p in r.predictions:
+        tops = ", ".join(f"{c} {v:.3f}" for c, v in p.top_k)
+        out.print(f"{p.path}: {p.label}  ({tops})", markup=False)

@@ -1,0 +1,261 @@
+"""featx fit / sweep / predict: heads, the bundle, the sweep, predictions on new images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from featx.bundle import load_bundle, read_bundle_info
+from featx.cli import main
+from featx.fit import fit_store, load_split
+from featx.heads import CLASSIFIERS
+from featx.split import split_indices
+from featx.store import Features, load_features, save_features
+from featx.sweep import build_grid, run_sweep
+from tests.conftest import needs_shared
+
+META = dict(model="vgg16", layer="block5_pool", pooling="avg", weights="none", weights_id="none",
+            precision="float32", input_size=224, resize="squash", resample="bilinear")
+
+
+def synthetic_store(path: Path, counts=(60, 60, 60), dim=32, sep=3.0, seed=0) -> Path:
+    """Gaussian blobs, one a class, as a store; the first two rows are exact duplicates."""
+    rng = np.random.default_rng(seed)
+    y = np.concatenate([np.full(n, k) for k, n in enumerate(counts)])
+    centres = rng.normal(size=(len(counts), dim)) * sep
+    X = (centres[y] + rng.normal(size=(len(y), dim))).astype(np.float32)
+    hashes = np.array([f"{i:064x}" for i in range(len(y))])
+    hashes[1] = hashes[0]
+    X[1] = X[0]
+    names = [f"class{k}" for k in range(len(counts))]
+    save_features(path, Features(X, y, [f"{names[k]}/{i}.jpg" for i, k in enumerate(y)], hashes,
+                                 names, dict(META)))
+    return path
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return synthetic_store(tmp_path / "syn.h5")
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    captured = capsys.readouterr()
+    return e.value.code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("clf", CLASSIFIERS)
+def test_every_head_learns_and_gives_probabilities(store: Path, clf: str):
+    result = fit_store(store, clf, epochs=30, lr=0.01)  # lr, epochs: softmax only
+    assert result.val["accuracy"] >= 0.9 and result.test["accuracy"] >= 0.9
+    split = load_split(store)
+    proba = result.head.predict_proba(split.X("test"))
+    assert proba.shape == (split.n("test"), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    assert (result.head.predict(split.X("test")) == proba.argmax(1)).all()
+    cm = np.array(result.test["confusion"])
+    assert cm.sum() == split.n("test") and np.trace(cm) / cm.sum() == result.test["accuracy"]
+
+
+def test_fit_uses_the_derived_split(store: Path):
+    feats = load_features(store)
+    rows = split_indices(feats.hashes, feats.labels, (0.7, 0.15, 0.15), seed=3)
+    result = fit_store(store, "logreg", split_seed=3)
+    assert [result.split[f"n_{p}"] for p in ("train", "val", "test")] == [
+        len(rows[p]) for p in ("train", "val", "test")]
+    part_of = {int(i): part for part, idx in rows.items() for i in idx}
+    assert part_of[0] == part_of[1]  # rows 0 and 1 share a content hash: same part
+
+
+def test_softmax_head_early_stopping_and_history(tmp_path: Path):
+    # more dimensions than training rows and overlapping classes: the head overfits quickly
+    store = synthetic_store(tmp_path / "hard.h5", dim=256, sep=0.05)
+    result = fit_store(store, "softmax", epochs=100, patience=2, lr=0.01)
+    h = result.history
+    assert set(h) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    n = len(h["loss"])
+    assert n < 100 and all(len(v) == n for v in h.values())  # stopped early
+    best = int(np.argmin(h["val_loss"]))
+    assert result.extra["best_epoch"] == best + 1
+    # restore_best_weights: the model's val loss is the best epoch's, not the last one's
+    split = load_split(store)
+    proba = result.head.predict_proba(split.X("val"))
+    onehot = np.eye(3)[split.y("val")]
+    ce = -np.mean(np.sum(onehot * np.log(np.clip(proba, 1e-7, 1)), axis=1))
+    assert ce == pytest.approx(h["val_loss"][best], rel=1e-3)
+
+
+def test_balanced_class_weights_raise_minority_recall(tmp_path: Path):
+    path = synthetic_store(tmp_path / "imb.h5", counts=(400, 40), dim=8, sep=0.6, seed=1)
+    plain = fit_store(path, "logreg", split=load_split(path))
+    balanced = fit_store(path, "logreg", class_weight="balanced")
+    recall = lambda r: r.val["recall"][1] + r.test["recall"][1]  # noqa: E731
+    assert recall(balanced) > recall(plain)
+    assert balanced.params["class_weight"] == "balanced"
+
+
+def test_bundle_round_trip_via_cli(store: Path, tmp_path: Path, capsys):
+    out_dir = tmp_path / "bundle"
+    code, out, err = cli(capsys, "fit", str(store), "--clf", "logreg", "--C", "0.5", "--seed", "0",
+                         "-o", str(out_dir), "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    for key in ("clf", "val_accuracy", "test_accuracy", "n_train", "n_val", "n_test", "fit_seconds"):
+        assert key in s
+    assert s["clf"] == "logreg" and s["params"]["C"] == 0.5
+    assert s["n_train"] + s["n_val"] + s["n_test"] == 180
+    info = read_bundle_info(out_dir)
+    assert info["kind"] == "features" and info["class_names"] == ["class0", "class1", "class2"]
+    assert {"model", "layer", "pooling", "weights_id", "resize", "dim"} <= set(info["extractor"])
+    assert info["metrics"]["test"]["accuracy"] == s["test_accuracy"]
+    shutil.move(str(store), tmp_path / "gone.h5")  # loading never needs the training data
+    bundle = load_bundle(out_dir)
+    split = load_split(tmp_path / "gone.h5")
+    assert np.mean(bundle.head.predict(split.X("test")) == split.y("test")) == s["test_accuracy"]
+
+
+def test_softmax_bundle_keeps_history(store: Path, tmp_path: Path):
+    from featx.bundle import save_bundle
+
+    r = fit_store(store, "softmax", epochs=5)
+    path = save_bundle(tmp_path / "b", r.head, r.class_names, r.store_meta, metrics=r.metrics)
+    b = load_bundle(path)
+    assert b.history == r.history and len(b.history["val_accuracy"]) == 5
+    X = load_features(store).features
+    np.testing.assert_allclose(b.head.predict_proba(X), r.head.predict_proba(X), atol=1e-6)
+
+
+def test_bad_inputs_one_line_and_exit_2(store: Path, tmp_path: Path, capsys):
+    not_store = tmp_path / "x.h5"
+    not_store.write_bytes(b"not hdf5")
+    one = tmp_path / "one.h5"
+    feats = load_features(store)
+    keep = feats.labels == 0
+    save_features(one, Features(feats.features[keep], feats.labels[keep] * 0,
+                                [p for p, k in zip(feats.paths, keep) if k], feats.hashes[keep],
+                                ["class0"], dict(META)))
+    cases = [
+        (("fit", str(not_store)), "not an HDF5 file"),
+        (("fit", str(tmp_path / "missing.h5")), "not found"),
+        (("fit", str(one)), "one class"),
+        (("fit", str(store), "--clf", "forest"), "unknown classifier 'forest'"),
+        (("sweep", str(store), "--clf", "logreg,forest"), "unknown classifier 'forest'"),
+        (("fit", str(store), "--C", "-1"), "C must be positive"),
+        (("predict", str(tmp_path), str(tmp_path)), "not a featx bundle"),
+    ]
+    for args, message in cases:
+        code, out, err = cli(capsys, *args)
+        assert code == 2, (args, err)
+        assert err.startswith("featx: error:") and message in err and err.count("\n") == 1, err
+
+
+def test_sweep_grid_parallel_csv_json(store: Path, tmp_path: Path):
+    grid = {"C": [0.01, 1.0], "lr": [1e-3, 1e-2], "class_weight": [], "epochs": [5]}
+    points = build_grid(["logreg", "softmax"], grid)
+    assert len(points) == 2 + 4  # lr and epochs apply to softmax only
+    seen = []
+    result = run_sweep(store, ["logreg", "softmax"], grid, n_jobs=2, backend="threading",
+                       out_dir=tmp_path / "sw", bundle=tmp_path / "best",
+                       on_row=lambda row, done, total: seen.append((done, total)))
+    assert not result.interrupted and len(result.rows) == 6 and seen[-1] == (6, 6)
+    accs = [r["val_accuracy"] for r in result.rows]
+    assert accs == sorted(accs, reverse=True)
+    best = result.best
+    assert best["val_accuracy"] == accs[0] and 0.0 <= best["test_accuracy"] <= 1.0
+    assert best["refit_val_accuracy"] == pytest.approx(best["val_accuracy"])  # refit is the same
+    with open(tmp_path / "sw" / "results.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 6
+    doc = json.loads((tmp_path / "sw" / "results.json").read_text())
+    assert doc["best"]["clf"] == best["clf"] and doc["selection"].startswith("validation")
+    assert read_bundle_info(tmp_path / "best")["clf"] == best["clf"]
+
+
+def test_sweep_interrupt_keeps_finished_rows(store: Path, tmp_path: Path):
+    def stop(row, done, total):
+        if done == 2:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the main thread
+
+    result = run_sweep(store, ["logreg"], {"C": [0.01, 0.1, 1, 10, 100]}, n_jobs=1,
+                       out_dir=tmp_path / "sw", on_row=stop)
+    assert result.interrupted and len(result.rows) == 2 and result.best is None
+    with open(tmp_path / "sw" / "results.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 2
+    assert json.loads((tmp_path / "sw" / "results.json").read_text())["interrupted"] is True
+
+
+def test_predict_embeds_like_the_store(tiny_store: Path, tmp_path: Path, capsys):
+    from featx.predict import predict
+
+    bundle = tmp_path / "tiny_logreg"
+    code, _, err = cli(capsys, "fit", str(tiny_store), "-o", str(bundle), "--json")
+    assert code == 0, err
+    feats = load_features(tiny_store)
+    data = Path(feats.meta["data_dir"])
+    new = tmp_path / "new"
+    new.mkdir()
+    for rel in feats.paths[:3]:
+        shutil.copy(data / rel, new / Path(rel).name)
+    (new / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    (new / "notes.txt").write_text("not an image")  # not an image name: ignored in folders
+    report = predict(bundle, [new, tmp_path / "missing.png"], k=2)
+    assert sorted(Path(p.path).name for p in report.predictions) == sorted(
+        Path(r).name for r in feats.paths[:3])
+    assert {Path(p).name for p, _ in report.errors} == {"broken.jpg", "missing.png"}
+    b = load_bundle(bundle)
+    stored = b.head.predict_proba(feats.features[:3])
+    by_name = {Path(p.path).name: p for p in report.predictions}
+    for i, rel in enumerate(feats.paths[:3]):
+        p = by_name[Path(rel).name]
+        assert list(p.probabilities) == feats.class_names and len(p.top_k) == 2
+        np.testing.assert_allclose([p.probabilities[c] for c in feats.class_names], stored[i],
+                                   atol=1e-4)
+        assert p.top_k[0][0] == feats.class_names[int(stored[i].argmax())]
+
+    code, out, err = cli(capsys, "predict", str(bundle), str(new), "--top-k", "1", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["n_predicted"] == 3 and doc["n_errors"] == 1
+    assert [Path(e["path"]).name for e in doc["errors"]] == ["broken.jpg"]
+    assert "broken.jpg" in err and err.startswith("featx: error:")  # also one line on stderr
+    assert all(len(p["top_k"]) == 1 for p in doc["predictions"])
+
+
+def test_predict_refuses_a_bundle_whose_extractor_does_not_match(tiny_store: Path, tmp_path: Path,
+                                                                  capsys):
+    bundle = tmp_path / "b"
+    assert cli(capsys, "fit", str(tiny_store), "-o", str(bundle))[0] == 0
+    img = tmp_path / "x.png"
+    Image.new("RGB", (40, 30), "red").save(img)
+    info = json.loads((bundle / "bundle.json").read_text())
+    info["extractor"]["weights_id"] = "sha256:" + "0" * 64
+    (bundle / "bundle.json").write_text(json.dumps(info))
+    code, _, err = cli(capsys, "predict", str(bundle), str(img))
+    assert code == 2 and "--weights" in err and err.count("\n") == 1
+    info["extractor"]["weights_id"] = load_features(tiny_store).meta["weights_id"]
+    info["input"]["dim"] = 512  # a head made for other vectors
+    (bundle / "bundle.json").write_text(json.dumps(info))
+    code, _, err = cli(capsys, "predict", str(bundle), str(img))
+    assert code == 2 and "does not match" in err
+
+
+@needs_shared
+@pytest.mark.shared
+def test_pets_logreg_accuracy(pets_store: Path):
+    """300 pets-dev photos (150 a class; the split gives 210 train, 44 val, 46 test)."""
+    result = fit_store(pets_store, "logreg")
+    assert result.split["n_test"] >= 40
+    assert result.test["accuracy"] >= 0.96
+
+
+@needs_shared
+@pytest.mark.shared
+def test_flowers_logreg_clearly_above_chance(flowers_store: Path):
+    """200 flowers5 photos (40 a class); chance is 0.2."""
+    result = fit_store(flowers_store, "logreg")
+    assert result.test["accuracy"] >= 0.6
