@@ -160,10 +160,11 @@ def _stored_row(q: str, row_of_path: dict, row_of_hash: dict, data_dir: str | No
 def _relative_to_data(q: str, data_dir: str | None) -> str | None:
     if not data_dir or not Path(q).exists():
         return None
-    try:
-        return Path(q).resolve().relative_to(Path(data_dir).resolve()).as_posix()
-    except ValueError:
-        return None
+    for path in (Path(os.path.abspath(q)), Path(q).resolve()):  # symlinks kept, then resolved
+        for root in (Path(os.path.abspath(data_dir)), Path(data_dir).resolve()):
+            if path.is_relative_to(root):
+                return path.relative_to(root).as_posix()
+    return None
 
 
 def _embed_queries(meta: dict, weights: str | None, files: list[str], slots: list[int],

@@ -2,10 +2,10 @@
 
 :class:`EmbeddingTransformer` fits in a ``sklearn.pipeline.Pipeline`` in front of any estimator.
 ``transform(paths)`` hashes each file (sha256 of its bytes, as ``featx extract`` does), takes the
-vectors of known content from its cache store and embeds only new content, then adds those vectors
-to the cache (one atomic rewrite per call). The cache is an ordinary featx store: rows are keyed by
-content, ``data_dir`` is ``/`` and paths are absolute (without the leading ``/``), all labelled
-``unlabelled``.
+vectors of known content from an optional read-only ``store`` (e.g. the one ``featx extract`` built)
+and from its ``cache`` store, embeds only new content, and adds those vectors to the cache (one
+atomic rewrite per call). The cache is an ordinary featx store whose rows are keyed by content, with
+absolute paths, all labelled ``unlabelled``.
 """
 
 from __future__ import annotations
@@ -28,14 +28,17 @@ EMBED_BLOCK = 256  # files decoded and embedded at a time: bounds the memory of 
 class EmbeddingTransformer(TransformerMixin, BaseEstimator):
     """Turn a list of image paths into an (n, D) float32 array of backbone embeddings.
 
-    Parameters are the ``featx extract`` settings plus ``cache``, the store used as the cache
-    (created on first use; an existing cache must have been made with the same settings).
+    Parameters are the ``featx extract`` settings plus ``cache``, the store new vectors are added
+    to (created on first use), and ``store``, a store read but never written (see
+    :meth:`like_store`). Both must have been made with the same settings.
     """
 
-    def __init__(self, cache: str | os.PathLike = "featx-cache.h5", model: str = "vgg16",
+    def __init__(self, cache: str | os.PathLike = "featx-cache.h5", store: str | None = None,
+                 model: str = "vgg16",
                  layer: str = "fc2", pooling: str = "avg", weights: str = "imagenet",
                  precision: str = "float32", resize: str = "squash", batch_size: int = 32):
         self.cache = cache
+        self.store = store
         self.model = model
         self.layer = layer
         self.pooling = pooling
@@ -47,24 +50,26 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
     @classmethod
     def like_store(cls, store: str | os.PathLike, cache: str | os.PathLike,
                    weights: str | None = None, **kw) -> "EmbeddingTransformer":
-        """A transformer whose vectors are comparable to ``store``'s (same extractor settings)."""
+        """Vectors comparable to ``store``'s (its settings), reusing its vectors for known content."""
         meta = st.read_meta(store)
-        return cls(cache=cache, model=meta["model"], layer=meta["layer"], pooling=meta["pooling"],
+        return cls(cache=cache, store=str(store), model=meta["model"], layer=meta["layer"], pooling=meta["pooling"],
                    weights=weights or meta["weights"], precision=meta["precision"],
                    resize=meta["resize"], **kw)
 
     def fit(self, X, y=None) -> "EmbeddingTransformer":
         """Nothing to learn; checks the settings (and the cache's, if it exists)."""
-        self._check_cache(self._extractor().meta)
+        self._known(self._extractor().meta)
         return self
 
     def transform(self, X) -> np.ndarray:
         """Embeddings of the image files ``X`` (a sequence of paths), in order."""
         paths = [Path(p) for p in _as_list(X)]
+        if not paths:
+            raise FeatxError("transform needs at least one image path")
         hashes = [_sha256(p) for p in paths]
         extractor = self._extractor()
         cache = Path(self.cache)
-        have = self._check_cache(extractor.meta)
+        have = self._known(extractor.meta)
         todo: dict[str, Path] = {}
         for h, p in zip(hashes, paths):
             if h not in have and h not in todo:
@@ -74,13 +79,15 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
             self._append(cache, extractor, new, todo)
         vectors = st.VectorCache()
         try:
-            vectors.add(cache)
-            return vectors.gather(hashes, int(st.read_meta(cache)["dim"]))
+            sources = [Path(p) for p in (self.store, cache) if p and Path(p).exists()]
+            for path in sources:
+                vectors.add(path)
+            return vectors.gather(hashes, int(st.read_meta(sources[0])["dim"]))
         finally:
             vectors.close()
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        meta = st.read_meta(self.cache)
+        meta = st.read_meta(self.store or self.cache)
         return np.array([f"{self.model}_{self.layer}_{j}" for j in range(int(meta["dim"]))],
                         dtype=object)
 
@@ -98,15 +105,17 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
             self._extractor_key = key
         return self._extractor_obj
 
-    def _check_cache(self, meta: dict) -> set[str]:
-        """Hashes already in the cache (none if it does not exist yet); refuses other settings."""
-        cache = Path(self.cache)
-        if not cache.exists():
-            return set()
-        with st.open_store(cache) as f:
-            st.check_fingerprint(cache, st.fingerprint(st.read_attrs(f)), st.fingerprint(meta),
-                                 what="cache")
-            return set(st.strings(f["hashes"]))
+    def _known(self, meta: dict) -> set[str]:
+        """Hashes in the store and the cache (if they exist); refuses ones made otherwise."""
+        known: set[str] = set()
+        for path in (self.store, self.cache):
+            if path is None or (path == self.cache and not Path(path).exists()):
+                continue
+            with st.open_store(path) as f:
+                st.check_fingerprint(Path(path), st.fingerprint(st.read_attrs(f)),
+                                     st.fingerprint(meta), what="cache")
+                known.update(st.strings(f["hashes"]))
+        return known
 
     def _embed(self, extractor, todo: dict[str, Path]) -> dict[str, np.ndarray]:
         items = list(todo.items())
@@ -126,14 +135,14 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         """Rewrite the cache store (atomically) with the new vectors added at the end."""
         old = st.load_features(cache) if cache.exists() else None
         hashes = list(new)
-        rows_paths = [str(todo[h].resolve()).lstrip("/") for h in hashes]
+        rows_paths = [str(todo[h].resolve()) for h in hashes]
         vecs = np.stack([new[h] for h in hashes])
         if old is not None:
             hashes = [str(h) for h in old.hashes] + hashes
             rows_paths = list(old.paths) + rows_paths
             vecs = np.concatenate([old.features, vecs])
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        meta = {**extractor.meta, "dim": int(vecs.shape[1]), "data_dir": "/",
+        meta = {**extractor.meta, "dim": int(vecs.shape[1]), "data_dir": "",
                 "created": old.meta.get("created", now) if old else now, "updated": now}
         rows = st.Rows(rows_paths, [0] * len(hashes), hashes)
         cache.parent.mkdir(parents=True, exist_ok=True)
