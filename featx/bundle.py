@@ -17,9 +17,9 @@ layer, pooling, weights, weights_id, precision, input_size, resize, resample, pr
 
 * ``"features"``: a head on cached vectors; an image is embedded with
   ``Extractor.from_meta(bundle.extractor)`` first (``input = {"type": "vectors", "dim": D}``).
-* ``"cnn"`` (reserved for the from-scratch baseline): a ``model.keras`` taking decoded pixels
-  (``input = {"type": "pixels", "input_size", "resize", "resample", "scale"}``); add a loader to
-  ``KINDS`` when it lands.
+* ``"cnn"``: the from-scratch baseline (:mod:`featx.baseline`), a ``model.keras`` taking decoded
+  pixels (``input = {"type": "pixels", "input_size", "resize", "resample", "scale"}``); written by
+  ``featx.baseline.save_baseline``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from featx.errors import FeatxError
 from featx.heads import Head, check_clf, load_head
 
 BUNDLE_VERSION = 1
-KINDS = ("features",)  # "cnn" is reserved for the from-scratch baseline
+KINDS = ("features", "cnn")  # "cnn": the from-scratch baseline (featx.baseline)
 EXTRACTOR_KEYS = ("model", "layer", "pooling", "weights", "weights_id", "precision", "input_size",
                   "resize", "resample", "preprocess", "dim", "keras_backend")
 
@@ -136,6 +136,12 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     """Load a bundle directory; needs neither the store nor the training images."""
     info = read_bundle_info(path)
     directory = Path(path) if Path(path).is_dir() else Path(path).parent
+    if info["kind"] == "cnn":  # decoded pixels in, see featx.baseline
+        from featx.baseline import load_cnn_head
+
+        return Bundle(path=directory, kind="cnn", clf="cnn", class_names=info["class_names"],
+                      extractor=info.get("extractor", {}), params=info.get("params", {}),
+                      head=load_cnn_head(directory, info), info=info)
     clf = check_clf(info["clf"])
     model_path = directory / info.get("model_file", "")
     if not model_path.is_file():

@@ -87,6 +87,10 @@ def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike],
     report = PredictReport(bundle=b.path, class_names=b.class_names, errors=errors)
     if not files:
         return report
+    if extractor is None and b.kind == "cnn":  # the baseline CNN takes decoded pixels
+        from featx.baseline import PixelReader
+
+        extractor = PixelReader.from_info(b.info)
     extractor = extractor or Extractor.from_meta(b.extractor, weights=weights)
     for start in range(0, len(files), 256):  # bounded memory for big folders
         chunk = files[start:start + 256]

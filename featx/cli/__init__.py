@@ -82,3 +82,4 @@ def _fail(message: str, code: int = 2) -> None:
 from featx.cli import extract as _extract  # noqa: E402,F401  (registers commands)
 from featx.cli import reuse as _reuse  # noqa: E402,F401  (neighbors, map, duplicates, export)
 from featx.cli import fit as _fit  # noqa: E402,F401  (fit, sweep, predict)
+from featx.cli import baseline as _baseline  # noqa: E402,F401  (baseline, report)

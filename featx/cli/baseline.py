@@ -1,0 +1,111 @@
+"""featx baseline / featx report: the from-scratch CNN, and the comparison report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
+
+SPLIT_HELP = "train/val/test shares, e.g. 70/15/15 (as for featx fit)."
+
+
+@app.command()
+def baseline(
+    data_dir: Path = typer.Argument(..., help="Folder with one subfolder per class."),
+    store: Optional[Path] = typer.Option(
+        None, "--store", help="Take the rows (hence the split) from this store of DATA_DIR; "
+        "otherwise they are computed from the folder, with the same result."),
+    size: int = typer.Option(224, "--size", help="Input size in pixels (square)."),
+    resize: str = typer.Option("squash", "--resize", help="squash or crop (as for extract)."),
+    epochs: int = typer.Option(10, "--epochs", help="Training epochs."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per step."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    workers: int = typer.Option(2, "--workers", help="Decoding threads."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the weights' initialisation and shuffling."),
+    split: str = typer.Option("70/15/15", "--split", help=SPLIT_HELP),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the derived split."),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Bundle directory [default: models/<data-dir>_cnn/]."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Train the tutorial's small CNN from scratch on the images (same split as the store)."""
+    from featx.baseline import BaselineSettings, save_baseline, train_baseline
+    from featx.split import parse_fractions
+
+    settings = BaselineSettings(size=size, resize=resize, epochs=epochs, batch_size=batch_size,
+                                lr=lr, seed=seed, workers=workers)
+    with progress_bar(not as_json) as progress:
+        result = train_baseline(data_dir, settings, store=store, fractions=parse_fractions(split),
+                                split_seed=split_seed, progress=progress)
+    bundle_dir = output or Path("models") / f"{data_dir.resolve().name}_cnn"
+    save_baseline(bundle_dir, result)
+    summary = result.summary() | {"bundle": str(bundle_dir)}
+    emit(summary, as_json, lambda: _print_baseline(summary))
+
+
+def _print_baseline(s: dict[str, Any]) -> None:
+    def acc(part):
+        return f"{s[part]['accuracy']:.4f}" if s.get(part) else "n/a (empty part)"
+    p = s["params"]
+    out.print(f"scratch CNN on {s['data_dir']} ({p['size']}x{p['size']}, {s['epochs_run']} epochs): "
+              f"train {s['n_train']}, val {s['n_val']}, test {s['n_test']} images; "
+              f"fit {s['fit_seconds']:.1f} s", markup=False)
+    out.print(f"  rows: {s['rows']}", markup=False)
+    h = s["history"]
+    for i, (vl, va) in enumerate(zip(h.get("val_loss", []), h.get("val_accuracy", [])), 1):
+        out.print(f"  epoch {i:>3}: loss {h['loss'][i - 1]:.4f}, accuracy "
+                  f"{h['accuracy'][i - 1]:.4f}, val loss {vl:.4f}, val accuracy {va:.4f}")
+    out.print(f"  val accuracy {acc('val')}, test accuracy {acc('test')}")
+    out.print(f"  bundle: {s['bundle']}", markup=False)
+
+
+@app.command()
+def report(
+    store: Path = typer.Argument(..., help="The data set's feature store (.h5)."),
+    models: Path = typer.Option(
+        Path("models"), "--models", help="Folder searched for bundles of this data set."),
+    bundles: Optional[list[Path]] = typer.Option(
+        None, "--bundle", help="Use these bundles instead of searching (repeatable)."),
+    clf: Optional[str] = typer.Option(
+        None, "--clf", help="Classifier of the confusion matrix and mistakes [softmax, or the "
+        "best on test]: a clf name (cnn for the baseline) or a bundle path."),
+    sweep: Optional[Path] = typer.Option(
+        None, "--sweep", help="Sweep results.json [default: reports/<store>_sweep/results.json "
+        "when it exists]."),
+    per_class: int = typer.Option(6, "--per-class", help="Sample images per class."),
+    mistakes: int = typer.Option(12, "--mistakes", help="Worst mistakes shown."),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Report folder [default: reports/<store>/]."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Figures (curves, confusion matrix, samples, worst mistakes, sweep) and an HTML/MD page."""
+    from featx.report import make_report
+
+    out_dir = output or Path("reports") / store.stem
+    sweep_file = sweep or Path("reports") / f"{store.stem}_sweep" / "results.json"
+    result = make_report(store, out_dir, models=models, bundles=bundles or None, clf=clf,
+                         sweep=sweep_file if (sweep or sweep_file.is_file()) else None,
+                         per_class=per_class, n_mistakes=mistakes)
+    emit(result.as_dict(), as_json, lambda: _print_report(result))
+    for note in result.notes:
+        err.print(f"note: {note}", markup=False, highlight=False)
+
+
+def _print_report(r) -> None:
+    from rich.table import Table
+
+    table = Table("model", "kind", "val acc", "test acc", "train/val/test", box=None,
+                  pad_edge=False)
+    for row in r.table:
+        table.add_row(row["name"], row["kind"], _fmt(row["val_accuracy"]),
+                      _fmt(row["test_accuracy"]), f"{row['n_train']}/{row['n_val']}/{row['n_test']}")
+    out.print(table)
+    for key, path in r.files.items():
+        out.print(f"  {key}: {path}", markup=False)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if v is not None else "n/a"
