@@ -53,6 +53,27 @@ def child_ceiling(a) -> dict:
     return {"images_per_s": n / (time.perf_counter() - t0), "images": n}
 
 
+def child_decode(a) -> dict:
+    """Read + decode + resize + preprocess alone, in featx's worker threads: the input ceiling."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from featx.discover import discover
+    from featx.embed import Extractor
+    from featx.extract import _decode_batch
+
+    import numpy as np
+
+    ex = Extractor(_settings(a, "float32"))
+    ex.preprocess(np.zeros((1, 224, 224, 3), np.uint8))  # import Keras before the clock starts
+    ds = discover(a.data)
+    items = [("", ds.root / p) for p in ds.paths]
+    batches = [items[i:i + a.batch_size] for i in range(0, len(items), a.batch_size)]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(a.workers) as pool:
+        n = sum(len(r[0]) for r in pool.map(lambda b: _decode_batch(b, ex), batches))
+    return {"images_per_s": n / (time.perf_counter() - t0), "images": n}
+
+
 def child_featx(a) -> dict:
     from featx.extract import extract
 
@@ -87,7 +108,8 @@ def child_reference(a) -> dict:
     return {"images_per_s": len(ds.paths) / (time.perf_counter() - t0), "images": len(ds.paths)}
 
 
-CHILDREN = {"ceiling": child_ceiling, "featx": child_featx, "reference": child_reference}
+CHILDREN = {"decode": child_decode, "ceiling": child_ceiling, "featx": child_featx,
+            "reference": child_reference}
 
 
 def _settings(a, precision: str):
@@ -183,10 +205,12 @@ def main() -> None:
         for n in (int(x) for x in (a.generate or "").split(",") if x):
             w, h = (int(v) for v in a.size.split("x"))
             sets.append((f"generated {n} x {a.size}", generate(Path(tmp) / f"gen{n}", n, (w, h))))
+        first = a.precision.split(",")[0]
         for label, data in sets:
             for precision in a.precision.split(","):
-                kinds = [k for k, skip in (("ceiling", a.skip_ceiling), ("featx", False),
-                                           ("reference", a.skip_reference)) if not skip]
+                kinds = [k for k, skip in (("decode", precision != first), ("ceiling", a.skip_ceiling),
+                                           ("featx", False), ("reference", a.skip_reference))
+                         if not skip]
                 for kind in kinds:
                     r = run_child(kind, a, data, precision)
                     rows.append({"data": label, "precision": precision, "method": kind, **r})

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Extraction benchmark on a GPU machine, on Keras' JAX backend (such machines here have JAX but no
+# TensorFlow, and no keras/namex/optree: carry those as wheels in .whl/, see below).
+#
+# Prepare once, on the development machine, in the repo root:
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#       -d .whl keras==3.15.1 namex optree
+# Then run this script there with .whl carried, e.g. `bash scripts/gpu_bench.sh 5000`.
+# Writes $OUT/gpu_bench.json (or ./gpu_bench.json) and prints the table.
+set -euo pipefail
+n_images=${1:-5000}
+batch_sizes=${BATCH_SIZES:-"32 128"}
+out_dir=${OUT:-.}
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+export KERAS_BACKEND=jax
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+for bs in $batch_sizes; do
+  python3 scripts/bench_extract.py --generate "$n_images" --size 500x375 \
+    --model vgg16 --layer block5_pool --weights none --precision float32,bfloat16 \
+    --batch-size "$bs" --workers "$(nproc)" --ceiling-images $((bs * 20)) --skip-reference \
+    --json "$out_dir/gpu_bench_bs$bs.json"
+done
