@@ -1,0 +1,478 @@
+"""report: the comparison a person looks at, as PNG figures and one page (HTML and Markdown).
+
+For one data set (its feature store) and the model bundles trained on it (``featx fit``,
+``featx sweep --bundle``, ``featx baseline``), :func:`make_report` writes into a folder:
+
+=====================  ============================================================================
+``curves.png``         validation loss and accuracy per epoch: scratch CNN vs the softmax head(s)
+                       (training curves dotted), from the bundles' stored histories
+``confusion.png``      the confusion matrix of one classifier on the test part
+``samples.png``        a grid of sample images, one row a class
+``mistakes.png``       the test part's most confident wrong predictions, predicted and true label
+``sweep.png``          validation accuracy of every sweep point (when sweep results exist)
+``report.html``        one self-contained page (figures inlined) with the accuracy table
+``report.md``          the same page in Markdown, linking the PNGs next to it
+``report.json``        the table, the plotted curves and the chosen classifier's test metrics
+=====================  ============================================================================
+
+Numbers on the page come from the bundles (``bundle.json``: metrics, history); the chosen
+classifier's test predictions are recomputed (features bundles: from the store's test rows; the
+baseline: its saved ``test_predictions.json``) and checked against the stored test accuracy.
+Figures use matplotlib's non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featx.errors import FeatxError
+
+LABELS = {"cnn": "scratch CNN", "softmax": "softmax head", "logreg": "logistic regression",
+          "svm": "RBF SVM", "linear-svm": "linear SVM"}
+COLOURS = {"cnn": "tab:red", "softmax": "tab:blue"}
+
+
+@dataclass
+class Entry:
+    """One model bundle of the data set, as read from its ``bundle.json``."""
+
+    name: str
+    path: Path
+    info: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return self.info["kind"]
+
+    @property
+    def clf(self) -> str:
+        return self.info["clf"]
+
+    @property
+    def label(self) -> str:
+        base = LABELS.get(self.clf, self.clf)
+        return base if self.kind == "cnn" else f"{base} on {self.info['extractor'].get('model', '')} features"
+
+    @property
+    def history(self) -> dict[str, list[float]] | None:
+        return self.info.get("history")
+
+    def accuracy(self, part: str) -> float | None:
+        m = (self.info.get("metrics") or {}).get(part)
+        return m["accuracy"] if m else None
+
+    def row(self) -> dict[str, Any]:
+        s = self.info.get("split") or {}
+        m = self.info.get("metrics") or {}
+        h = self.history or {}
+        return {"name": self.name, "bundle": str(self.path), "kind": self.kind, "clf": self.clf,
+                "model": self.label, "val_accuracy": self.accuracy("val"),
+                "test_accuracy": self.accuracy("test"), "n_train": s.get("n_train"),
+                "n_val": s.get("n_val"), "n_test": s.get("n_test"),
+                "fit_seconds": m.get("fit_seconds"), "epochs": len(h.get("loss", [])) or None}
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    store: Path
+    data_dir: str | None
+    table: list[dict[str, Any]]
+    chosen: dict[str, Any] | None
+    curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"store": str(self.store), "data_dir": self.data_dir, "out_dir": str(self.out_dir),
+                "table": self.table, "chosen": self.chosen, "curves": self.curves,
+                "files": self.files, "notes": self.notes}
+
+
+# --- finding the bundles ------------------------------------------------------------------------
+
+
+def _same_dir(a: str | None, b: str | None) -> bool:
+    return bool(a and b) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def find_bundles(models: str | os.PathLike, data_dir: str | None) -> list[Entry]:
+    """Every bundle under ``models`` (one level) trained on ``data_dir``, by folder name."""
+    from featx.bundle import read_bundle_info
+
+    entries = []
+    for meta_file in sorted(Path(models).glob("*/bundle.json")):
+        try:
+            info = read_bundle_info(meta_file.parent)
+        except FeatxError:
+            continue
+        if _same_dir((info.get("store") or {}).get("data_dir"), data_dir):
+            entries.append(Entry(meta_file.parent.name, meta_file.parent, info))
+    return entries
+
+
+def read_entries(paths: list[str | os.PathLike]) -> list[Entry]:
+    from featx.bundle import read_bundle_info
+
+    return [Entry(Path(p).name, Path(p), read_bundle_info(p)) for p in paths]
+
+
+def choose(entries: list[Entry], clf: str | None) -> Entry:
+    """The classifier of the confusion matrix: by clf, bundle name or path; else softmax/best."""
+    if clf:
+        for e in entries:
+            if clf in (e.clf, e.name) or _same_dir(str(e.path), clf):
+                return e
+        raise FeatxError(f"no bundle of this data set matches --clf {clf!r} (have: "
+                         f"{', '.join(e.name for e in entries)})")
+    softmax = [e for e in entries if e.clf == "softmax"]
+    if softmax:
+        return softmax[0]
+    return max(entries, key=lambda e: e.accuracy("test") or -1.0)
+
+
+# --- test predictions ---------------------------------------------------------------------------
+
+
+def predictions_on_test(entry: Entry, store: str | os.PathLike) -> dict[str, Any]:
+    """{"paths", "labels", "proba", "class_names"} of an entry on its test part."""
+    if entry.kind == "cnn":
+        from featx.baseline import PREDICTIONS_FILE
+
+        f = entry.path / PREDICTIONS_FILE
+        if not f.is_file():
+            raise FeatxError(f"{entry.path} lacks {PREDICTIONS_FILE}; rerun featx baseline")
+        p = json.loads(f.read_text())
+        return {"paths": p["paths"], "labels": np.asarray(p["labels"], dtype=np.int64),
+                "proba": np.asarray(p["proba"], dtype=np.float64).reshape(len(p["paths"]), -1),
+                "class_names": entry.info["class_names"]}
+    from featx.bundle import load_bundle
+    from featx.split import split_indices
+    from featx.store import fingerprint, load_features
+
+    own = (entry.info.get("store") or {}).get("path")
+    source = Path(own) if own and Path(own).is_file() else Path(store)
+    feats = load_features(source)
+    want = {k: entry.info["extractor"].get(k) for k in ("model", "layer", "pooling", "weights_id")}
+    have = {k: v for k, v in fingerprint(feats.meta).items() if k in want}
+    if want != have:
+        raise FeatxError(f"{entry.name} was fitted on other vectors than {source} "
+                         f"({want} vs {have}); pass its own store")
+    split = entry.info.get("split") or {}
+    rows = split_indices(feats.hashes, feats.labels, tuple(split.get("fractions", (0.7, 0.15, 0.15))),
+                         int(split.get("seed", 0)))["test"]
+    proba = load_bundle(entry.path).predict_proba(feats.features[rows])
+    return {"paths": [feats.paths[i] for i in rows], "labels": feats.labels[rows],
+            "proba": np.asarray(proba), "class_names": feats.class_names}
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(entries: list[Entry], out: str | os.PathLike, title: str):
+    """Validation loss and accuracy per epoch (training dotted) of every entry with a history.
+
+    Returns ``(path, curves)``: ``curves[name][key]`` is the series as drawn (read back from the
+    figure's lines), so a test can compare the figure with the stored histories.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _plt()
+    with_history = [e for e in entries if e.history and e.history.get("val_loss")]
+    order = sorted(with_history, key=lambda e: (e.kind != "cnn", e.clf != "softmax", e.name))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
+    curves: dict[str, dict[str, list[float]]] = {}
+    palette = iter(["tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive", "tab:cyan"])
+    for e in order:
+        colour = COLOURS.get(e.clf) or next(palette, "grey")
+        label = e.label if sum(x.clf == e.clf for x in order) == 1 else f"{e.label} ({e.name})"
+        curves[e.name] = {}
+        for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+            for prefix, style in (("val_", "-"), ("", ":")):
+                ys = e.history.get(prefix + key)
+                if not ys:
+                    continue
+                epochs = np.arange(1, len(ys) + 1)
+                line, = ax.plot(epochs, ys, style, color=colour, marker="o" if prefix else None,
+                                markersize=3.5, linewidth=2 if prefix else 1.3,
+                                alpha=1.0 if prefix else 0.7,
+                                label=f"{label}, {'validation' if prefix else 'training'}")
+                curves[e.name][prefix + key] = [float(v) for v in line.get_ydata()]
+    for ax, what in ((ax_loss, "loss (categorical cross-entropy)"), (ax_acc, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(what)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    ax_loss.set_title("Validation loss (lower is better)")
+    ax_acc.set_title("Validation accuracy (higher is better)")
+    if order:
+        handles, labels = ax_loss.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(2, len(labels)),
+                   fontsize=9, frameon=False)
+    else:
+        for ax in (ax_loss, ax_acc):
+            ax.text(0.5, 0.5, "no model with a per-epoch history", ha="center",
+                    transform=ax.transAxes)
+    fig.suptitle(title, fontsize=12)
+    path = _save(fig, out)
+    return path, curves
+
+
+def plot_confusion(cm: np.ndarray, class_names: list[str], out: str | os.PathLike, title: str):
+    plt = _plt()
+    n = len(class_names)
+    side = max(4.2, 0.9 * n + 2.6)
+    fig, ax = plt.subplots(figsize=(side + 1.2, side), layout="constrained")
+    totals = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, totals, out=np.zeros(cm.shape, dtype=float), where=totals > 0)
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{cm[i, j]}\n{share[i, j]:.0%}", ha="center", va="center",
+                    fontsize=9 if n <= 6 else 7, color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(n), class_names, rotation=30 if n > 3 else 0,
+                  ha="right" if n > 3 else "center")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=11)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="share of the true class")
+    return _save(fig, out)
+
+
+def plot_sweep(rows: list[dict[str, Any]], out: str | os.PathLike, title: str):
+    """Validation accuracy of every sweep point, best first (the selected point highlighted)."""
+    from featx.sweep import GRID_KEYS
+
+    plt = _plt()
+    ok = [r for r in rows if r.get("val_accuracy") is not None]
+    ok.sort(key=lambda r: -r["val_accuracy"])
+
+    def name(r):
+        params = ", ".join(f"{k}={r[k]}" for k in GRID_KEYS if r.get(k) is not None)
+        return f"{r['clf']}({params})"
+
+    fig, ax = plt.subplots(figsize=(9, 1.4 + 0.32 * max(len(ok), 1)), layout="constrained")
+    if ok:
+        vals = np.array([r["val_accuracy"] for r in ok])
+        y = np.arange(len(ok))
+        colours = ["tab:orange" if i == 0 else "tab:blue" for i in range(len(ok))]
+        ax.barh(y, vals, color=colours)
+        ax.set_yticks(y, [name(r) for r in ok], fontsize=8)
+        ax.invert_yaxis()
+        lo = max(0.0, float(vals.min()) - 0.05)
+        ax.set_xlim(lo, 1.0 + (1.0 - lo) * 0.08)
+        for yi, v in zip(y, vals):
+            ax.text(v, yi, f" {v:.3f}", va="center", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no finished sweep point", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("validation accuracy")
+    ax.set_title(title, fontsize=11)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, out)
+
+
+def _save(fig, out) -> Path:
+    plt = _plt()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def sample_rows(paths: list[str], labels: np.ndarray, n_classes: int, per_class: int) -> list[list[int]]:
+    """Per class, ``per_class`` row indices spread evenly over the class's rows."""
+    out = []
+    for k in range(n_classes):
+        rows = np.flatnonzero(labels == k)
+        take = rows[np.linspace(0, len(rows) - 1, min(per_class, len(rows))).round().astype(int)] \
+            if len(rows) else rows
+        out.append(sorted(set(take.tolist())))
+    return out
+
+
+def worst_mistakes(labels: np.ndarray, proba: np.ndarray, n: int) -> list[int]:
+    """Indices of wrong predictions, most confident first."""
+    pred = proba.argmax(axis=1)
+    wrong = np.flatnonzero(pred != labels)
+    conf = proba[wrong, pred[wrong]]
+    return wrong[np.argsort(-conf, kind="stable")][:n].tolist()
+
+
+# --- the whole report ---------------------------------------------------------------------------
+
+
+def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
+                models: str | os.PathLike = "models", bundles: list | None = None,
+                clf: str | None = None, sweep: str | os.PathLike | None = None,
+                per_class: int = 6, n_mistakes: int = 12) -> Report:
+    """Write the figures and the page for ``store``'s data set into ``out_dir``."""
+    from featx.store import load_features, read_meta
+    from featx.thumbs import Cell, draw_sheet, resolve, short
+
+    store, out_dir = Path(store), Path(out_dir)
+    meta = read_meta(store)
+    data_dir = meta.get("data_dir")
+    entries = read_entries(bundles) if bundles else find_bundles(models, data_dir)
+    if not entries:
+        raise FeatxError(f"no model bundle of {data_dir} in {models}/; run featx fit and "
+                         "featx baseline first (or pass --bundle)")
+    dataset = Path(data_dir).name if data_dir else store.stem
+    entries.sort(key=lambda e: (e.kind != "cnn", -(e.accuracy("test") or -1.0), e.name))
+    report = Report(out_dir=out_dir, store=store, data_dir=data_dir,
+                    table=[e.row() for e in entries], chosen=None)
+    splits = {json.dumps({k: (e.info.get("split") or {}).get(k)
+                          for k in ("fractions", "seed", "n_train", "n_val", "n_test")})
+              for e in entries}
+    if len(splits) > 1:
+        report.notes.append("the bundles were not all trained on the same split; compare with care")
+    if not any(e.kind == "cnn" for e in entries):
+        report.notes.append("no scratch-CNN bundle (featx baseline) for this data set")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    path, report.curves = plot_curves(
+        entries, out_dir / "curves.png",
+        f"{dataset}: scratch CNN vs transfer learning, per epoch")
+    report.files["curves"] = str(path)
+
+    chosen = choose(entries, clf)
+    pred = predictions_on_test(chosen, store)
+    names, y, proba = pred["class_names"], pred["labels"], pred["proba"]
+    n_classes = len(names)
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (y, proba.argmax(axis=1)), 1)
+    acc = float(np.trace(cm) / max(len(y), 1))
+    stored = chosen.accuracy("test")
+    if stored is not None and abs(stored - acc) > 1e-9:
+        report.notes.append(f"{chosen.name}: recomputed test accuracy {acc:.4f} differs from the "
+                            f"stored {stored:.4f}")
+    report.chosen = {"name": chosen.name, "clf": chosen.clf, "test_accuracy": acc,
+                     "n_test": int(len(y)), "confusion": cm.tolist(), "class_names": names}
+    report.files["confusion"] = str(plot_confusion(
+        cm, names, out_dir / "confusion.png",
+        f"{chosen.label}: test part, {len(y)} images\naccuracy {acc:.3f} "
+        f"(rows: true class; cells: count and share of the row)"))
+
+    feats = load_features(store)
+    picks = sample_rows(feats.paths, feats.labels, len(feats.class_names), per_class)
+    sheet = [[Cell(resolve(feats.paths[i], data_dir), f"{feats.class_names[k]}\n"
+                   f"{short(Path(feats.paths[i]).name, 22)}") for i in rows]
+             for k, rows in enumerate(picks)]
+    report.files["samples"] = str(draw_sheet(
+        sheet, out_dir / "samples.png",
+        f"{dataset}: {per_class} sample images per class (one row a class)"))
+
+    worst = worst_mistakes(y, proba, n_mistakes)
+    cols = 6
+    cells = [Cell(resolve(pred["paths"][i], data_dir),
+                  f"predicted {names[int(proba[i].argmax())]} ({proba[i].max():.2f})\n"
+                  f"true {names[int(y[i])]}: {short(Path(pred['paths'][i]).name, 16)}", alert=True)
+             for i in worst]
+    n_wrong = int((proba.argmax(axis=1) != y).sum())
+    report.files["mistakes"] = str(draw_sheet(
+        [cells[i:i + cols] for i in range(0, len(cells), cols)], out_dir / "mistakes.png",
+        f"{chosen.label}: the {len(worst)} most confident of {n_wrong} mistakes on the test part "
+        f"({len(y)} images)" if worst else f"{chosen.label}: no mistakes on the test part "
+        f"({len(y)} images)"))
+
+    if sweep and Path(sweep).is_file():
+        result = json.loads(Path(sweep).read_text())
+        best = result.get("best") or {}
+        test = f", test accuracy of the refitted best {best['test_accuracy']:.3f}" \
+            if best.get("test_accuracy") is not None else ""
+        report.files["sweep"] = str(plot_sweep(
+            result.get("rows", []), out_dir / "sweep.png",
+            f"{dataset} sweep: {result.get('n_done', len(result.get('rows', [])))} points, "
+            f"selected on validation (best in orange){test}"))
+    elif sweep:
+        report.notes.append(f"no sweep results at {sweep}")
+
+    _write_pages(report, dataset, chosen)
+    return report
+
+
+# --- the page -----------------------------------------------------------------------------------
+
+CAPTIONS = {
+    "curves": "Validation loss and accuracy per epoch (training dotted), from the stored histories.",
+    "confusion": "Confusion matrix on the test part.",
+    "samples": "Sample images per class.",
+    "mistakes": "The most confident mistakes on the test part: predicted (probability) and true label.",
+    "sweep": "Validation accuracy of every sweep point.",
+}
+
+
+def _fmt(v, digits=4) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _table(report: Report) -> tuple[list[str], list[list[str]]]:
+    head = ["model", "bundle", "val accuracy", "test accuracy", "train / val / test",
+            "epochs", "fit s"]
+    body = [[r["model"], r["name"], _fmt(r["val_accuracy"]), _fmt(r["test_accuracy"]),
+             f"{r['n_train']} / {r['n_val']} / {r['n_test']}", _fmt(r["epochs"]),
+             _fmt(r["fit_seconds"], 1)] for r in report.table]
+    return head, body
+
+
+def _write_pages(report: Report, dataset: str, chosen: Entry) -> None:
+    out = report.out_dir
+    head, body = _table(report)
+    intro = (f"Data set `{report.data_dir}` (store `{report.store}`). All models use the same "
+             f"derived train / validation / test split; test accuracy is measured once per model. "
+             f"Confusion matrix and mistakes: **{chosen.name}**.")
+    figures = [(k, Path(p)) for k, p in report.files.items() if k in CAPTIONS]
+
+    md = [f"# featx report: {dataset}", "", intro, "", "| " + " | ".join(head) + " |",
+          "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(row) + " |" for row in body]
+    for note in report.notes:
+        md += ["", f"> note: {note}"]
+    for key, p in figures:
+        md += ["", f"## {key}", "", CAPTIONS[key], "", f"![{key}]({p.name})"]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    report.files["markdown"] = str(out / "report.md")
+
+    e = html.escape
+    rows = "\n".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body)
+    figs = "\n".join(
+        f'<h2>{e(key)}</h2><p>{e(CAPTIONS[key])}</p><img alt="{e(key)}" '
+        f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+        for key, p in figures)
+    notes = "".join(f"<p class=note>note: {e(n)}</p>" for n in report.notes)
+    intro_html = e(intro).replace("**", "")
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>featx report: {e(dataset)}</title>
+<style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}
+td:first-child,td:nth-child(2),th{{text-align:left}}img{{max-width:100%}}.note{{color:#a40}}</style>
+</head><body><h1>featx report: {e(dataset)}</h1><p>{intro_html}</p>
+<table><tr>{''.join(f'<th>{e(h)}</th>' for h in head)}</tr>
+{rows}</table>{notes}
+{figs}
+</body></html>
+"""
+    (out / "report.html").write_text(page)
+    report.files["html"] = str(out / "report.html")
+    (out / "report.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    report.files["json"] = str(out / "report.json")
