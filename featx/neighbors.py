@@ -41,7 +41,9 @@ def topk_cosine(
     best_rows = np.empty((len(q), 0), dtype=np.int64)
     best_sims = np.empty((len(q), 0), dtype=np.float32)
     for start, block in blocks:
-        sims = q @ normalize(block).T  # (n_queries, block_rows)
+        block = np.asarray(block, dtype=np.float32)
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block))  # no normalised copy of the block
+        sims = (q @ block.T) / np.maximum(norms, 1e-12)  # (n_queries, block_rows)
         rows = np.broadcast_to(np.arange(start, start + block.shape[0]), sims.shape)
         if sims.shape[1] > k:  # keep only this block's candidates before merging
             part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
