@@ -52,8 +52,8 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
                    weights: str | None = None, **kw) -> "EmbeddingTransformer":
         """Vectors comparable to ``store``'s (its settings), reusing its vectors for known content."""
         meta = st.read_meta(store)
-        return cls(cache=cache, store=str(store), model=meta["model"], layer=meta["layer"], pooling=meta["pooling"],
-                   weights=weights or meta["weights"], precision=meta["precision"],
+        return cls(cache=cache, store=str(store), model=meta["model"], layer=meta["layer"],
+                   pooling=meta["pooling"], weights=weights or meta["weights"], precision=meta["precision"],
                    resize=meta["resize"], **kw)
 
     def fit(self, X, y=None) -> "EmbeddingTransformer":

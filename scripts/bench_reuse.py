@@ -35,10 +35,10 @@ def main(n: int = 100_000) -> None:
         blocks = [(s, base[s:s + CHUNK_ROWS]) for s in range(0, n, CHUNK_ROWS)]
         for q in (1, 100):
             queries = rng.random((q, dim), dtype=np.float32)
-            t = best_of(lambda: topk_cosine(queries, blocks, k=8))
+            t = best_of(lambda q=queries, b=blocks: topk_cosine(q, b, k=8))
             print(f"kNN  {n:>7,} x {dim:<5} {q:>4} queries, k=8: {t:7.3f} s "
                   f"({t / q * 1000:.1f} ms per query)")
-        del base, blocks
+        base = blocks = None  # free before the next size
     m = 20_000
     x = normalize(rng.random((m, 512), dtype=np.float32))
     t = best_of(lambda: near_pairs(x, 0.999, max_pairs=10**9), repeat=1)

@@ -75,7 +75,8 @@ def test_new_image_file_is_embedded_with_the_store_settings(flowers_store: Path,
     Image.open(src).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored)
     copy = tmp_path / "copy.jpg"  # same bytes as a stored file, outside the data folder
     shutil.copy(src, copy)
-    res_new, res_copy, res_abs = find_neighbors(flowers_store, [str(mirrored), str(copy), str(src)], k=3)
+    queries = [str(mirrored), str(copy), str(src)]
+    res_new, res_copy, res_abs = find_neighbors(flowers_store, queries, k=3)
     assert res_new.source == "file" and res_new.label is None
     assert res_new.neighbors[0].path == feats.paths[7] and res_new.neighbors[0].similarity > 0.85
     assert res_copy.source == "file" and res_copy.neighbors[0].path == feats.paths[7]
