@@ -23,7 +23,7 @@ import numpy as np
 from featx.heads import DEFAULTS, check_clf, head_params, make_head
 from featx.split import DEFAULT_FRACTIONS
 
-GRID_KEYS = ("C", "class_weight", "lr", "epochs", "batch_size")
+GRID_KEYS = ("C", "class_weight", "scale", "lr", "epochs", "batch_size")
 CSV_FIELDS = ("clf", *GRID_KEYS, "val_accuracy", "train_accuracy", "fit_seconds", "epochs_run",
               "error")
 

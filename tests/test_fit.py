@@ -247,7 +247,7 @@ def test_predict_refuses_a_bundle_whose_extractor_does_not_match(tiny_store: Pat
 @needs_shared
 @pytest.mark.shared
 def test_pets_logreg_accuracy(pets_store: Path):
-    """300 pets-dev photos (150 a class; the split gives 210 train, 44 val, 46 test)."""
+    """300 pets-dev photos (150 a class; the split gives 210 train, 46 val, 44 test)."""
     result = fit_store(pets_store, "logreg")
     assert result.split["n_test"] >= 40
     assert result.test["accuracy"] >= 0.96

@@ -22,9 +22,11 @@ def fit(
     clf: str = typer.Option("logreg", "--clf", help="logreg, svm, linear-svm or softmax."),
     C: Optional[float] = typer.Option(None, "--C", help="Inverse L2 strength [1; softmax: none]."),
     class_weight: str = typer.Option("none", "--class-weight", help="none or balanced."),
+    scale: Optional[str] = typer.Option(
+        None, "--scale", help="none or standard (standardise) [none; softmax: standard]."),
     epochs: int = typer.Option(50, help="softmax: most epochs (early stopping on val loss)."),
     lr: float = typer.Option(1e-3, "--lr", help="softmax: Adam learning rate."),
-    batch_size: int = typer.Option(32, "--batch-size", help="softmax: vectors per step."),
+    batch_size: int = typer.Option(256, "--batch-size", help="softmax: vectors per step."),
     patience: int = typer.Option(5, help="softmax: epochs without val-loss gain before stopping."),
     max_iter: Optional[int] = typer.Option(None, "--max-iter", help="logreg / linear-svm iterations."),
     seed: int = typer.Option(0, "--seed", help="Seed of the classifier's randomness."),
@@ -40,7 +42,8 @@ def fit(
     from featx.split import parse_fractions
 
     result = fit_store(store, clf, parse_fractions(split), split_seed, C=C,
-                       class_weight=class_weight, epochs=epochs, lr=lr, batch_size=batch_size,
+                       class_weight=class_weight, scale=scale, epochs=epochs, lr=lr,
+                       batch_size=batch_size,
                        patience=patience, max_iter=max_iter, seed=seed)
     bundle_dir = output or Path("models") / f"{store.stem}_{clf}"
     save_bundle(bundle_dir, result.head, result.class_names, result.store_meta,
@@ -83,6 +86,7 @@ def sweep(
     clf: str = typer.Option("logreg,linear-svm,softmax", "--clf", help="Comma-separated heads."),
     C: Optional[str] = typer.Option("0.01,0.1,1,10", "--C", help="Comma-separated C values."),
     class_weight: Optional[str] = typer.Option(None, "--class-weight", help="e.g. none,balanced."),
+    scale: Optional[str] = typer.Option(None, "--scale", help="e.g. none,standard."),
     lr: Optional[str] = typer.Option(None, "--lr", help="softmax: comma-separated learning rates."),
     epochs: Optional[str] = typer.Option(None, "--epochs", help="softmax: comma-separated."),
     jobs: int = typer.Option(2, "--jobs", "-j", help="Parallel fits (joblib)."),
@@ -102,6 +106,7 @@ def sweep(
     if backend not in ("loky", "threading"):
         raise FeatxError(f"--backend is loky or threading, got {backend!r}")
     grid = {"C": _values(C, float), "class_weight": _values(class_weight, str),
+            "scale": _values(scale, str),
             "lr": _values(lr, float), "epochs": _values(epochs, int)}
     out_dir = output or Path("reports") / f"{store.stem}_sweep"
 
