@@ -97,11 +97,12 @@ def report(
 def _print_report(r) -> None:
     from rich.table import Table
 
-    table = Table("model", "kind", "val acc", "test acc", "train/val/test", box=None,
+    table = Table("model", "val acc", "test acc", "train/val/test", "bundle", box=None,
                   pad_edge=False)
+    table.columns[-1].overflow = "fold"
     for row in r.table:
-        table.add_row(row["name"], row["kind"], _fmt(row["val_accuracy"]),
-                      _fmt(row["test_accuracy"]), f"{row['n_train']}/{row['n_val']}/{row['n_test']}")
+        table.add_row(row["model"], _fmt(row["val_accuracy"]), _fmt(row["test_accuracy"]),
+                      f"{row['n_train']}/{row['n_val']}/{row['n_test']}", row["bundle"])
     out.print(table)
     for key, path in r.files.items():
         out.print(f"  {key}: {path}", markup=False)
