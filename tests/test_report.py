@@ -13,7 +13,7 @@ from featx.cli import main
 from featx.errors import FeatxError
 from featx.report import make_report, sample_rows, worst_mistakes
 from featx.store import load_features
-from tests.conftest import TINY, make_images
+from tests.conftest import TINY, make_images, needs_shared
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +124,29 @@ def test_helpers(workspace):
     assert all(feats.labels[i] == k for k, rows in enumerate(picks) for i in rows)
     proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.45, 0.55]])
     assert worst_mistakes(np.array([1, 1, 1, 0]), proba, 5) == [0, 2, 3]
+
+
+@needs_shared
+def test_real_pets_baseline_and_softmax_report(pets_store: Path, tmp_path: Path):
+    """On 300 real pets-dev photos: baseline (48 px, 2 epochs) and softmax head on one split, and
+    the report's curves and table are the stored histories and metrics."""
+    from featx.store import read_meta
+
+    data = read_meta(pets_store)["data_dir"]
+    models = tmp_path / "models"
+    for args in (["baseline", data, "--store", str(pets_store), "--size", "48", "--epochs", "2",
+                  "-o", str(models / "cnn")],
+                 ["fit", str(pets_store), "--clf", "softmax", "-o", str(models / "softmax")]):
+        with pytest.raises(SystemExit) as e:
+            main(args + ["--json"])
+        assert e.value.code == 0, args
+    report = make_report(pets_store, tmp_path / "report", models=models)
+    cnn = json.loads((models / "cnn" / "bundle.json").read_text())
+    softmax = json.loads((models / "softmax" / "bundle.json").read_text())
+    assert report.curves["cnn"]["val_accuracy"] == cnn["history"]["val_accuracy"]
+    assert report.curves["softmax"]["val_loss"] == softmax["history"]["val_loss"]
+    rows = {r["name"]: r for r in report.table}
+    assert rows["cnn"]["test_accuracy"] == cnn["metrics"]["test"]["accuracy"]
+    assert rows["softmax"]["test_accuracy"] == softmax["metrics"]["test"]["accuracy"]
+    assert cnn["split"]["n_test"] == softmax["split"]["n_test"] == 44
+    assert rows["softmax"]["test_accuracy"] > 0.85  # VGG16 vectors separate cats from dogs
