@@ -396,12 +396,12 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
     if sweep and Path(sweep).is_file():
         result = json.loads(Path(sweep).read_text())
         best = result.get("best") or {}
-        test = f", test accuracy of the refitted best {best['test_accuracy']:.3f}" \
+        test = f"\nthe best, refitted on train: test accuracy {best['test_accuracy']:.3f}" \
             if best.get("test_accuracy") is not None else ""
         report.files["sweep"] = str(plot_sweep(
             result.get("rows", []), out_dir / "sweep.png",
             f"{dataset} sweep: {result.get('n_done', len(result.get('rows', [])))} points, "
-            f"selected on validation (best in orange){test}"))
+            f"selected on the validation part (best in orange){test}"))
     elif sweep:
         report.notes.append(f"no sweep results at {sweep}")
 
@@ -438,9 +438,11 @@ def _table(report: Report) -> tuple[list[str], list[list[str]]]:
 def _write_pages(report: Report, dataset: str, chosen: Entry) -> None:
     out = report.out_dir
     head, body = _table(report)
-    intro = (f"Data set `{report.data_dir}` (store `{report.store}`). All models use the same "
-             f"derived train / validation / test split; test accuracy is measured once per model. "
-             f"Confusion matrix and mistakes: **{chosen.name}**.")
+    same = not any("split" in n for n in report.notes)
+    intro = (f"Data set `{report.data_dir}` (store `{report.store}`). "
+             + ("All models use the same derived train / validation / test split; " if same else "")
+             + f"test accuracy is measured once per model. Confusion matrix and mistakes: "
+             f"**{chosen.name}**.")
     figures = [(k, Path(p)) for k, p in report.files.items() if k in CAPTIONS]
 
     md = [f"# featx report: {dataset}", "", intro, "", "| " + " | ".join(head) + " |",
