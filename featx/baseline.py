@@ -43,6 +43,7 @@ from featx.split import DEFAULT_FRACTIONS, split_indices
 BUNDLE_VERSION = 1  # the same format version as featx.bundle
 MODEL_FILE = "model.keras"
 PREDICTIONS_FILE = "test_predictions.json"
+MIN_SIZE = 46  # the smallest input the four conv + pool blocks map to at least 1x1
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,9 @@ class BaselineSettings:
     workers: int = 2
 
     def __post_init__(self) -> None:
-        if self.size < 32:
-            raise FeatxError(f"--size must be at least 32 (four 2x2 poolings), got {self.size}")
+        if self.size < MIN_SIZE:
+            raise FeatxError(f"--size must be at least {MIN_SIZE} (four 3x3 convolutions and 2x2 "
+                             f"poolings leave nothing of a smaller image), got {self.size}")
         if self.epochs < 1 or self.batch_size < 1 or self.workers < 1:
             raise FeatxError("--epochs, --batch-size and --workers must be at least 1")
         if not self.lr > 0:

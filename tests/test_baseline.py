@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featx.baseline import (BaselineSettings, baseline_split, build_model, image_batches,
-                            rows_from_folder, rows_from_store)
+from featx.baseline import (MIN_SIZE, BaselineSettings, baseline_split, build_model,
+                            image_batches, rows_from_folder, rows_from_store)
 from featx.bundle import load_bundle
 from featx.cli import main
 from featx.errors import FeatxError
@@ -106,6 +106,9 @@ def test_model_is_the_tutorials():
     assert [layer.rate for layer in model.layers if hasattr(layer, "rate")] == [0.25, 0.25, 0.5]
     assert model.layers[0].__class__.__name__ == "Rescaling"
     assert model.output_shape == (None, 3)
+    assert build_model(MIN_SIZE, 2).get_layer("flatten").output.shape[1] == 32  # 1x1x32
+    with pytest.raises(FeatxError, match="at least 46"):
+        BaselineSettings(size=MIN_SIZE - 1)
 
 
 def test_baseline_cli_bundle_and_history(trained, data: Path, capsys):

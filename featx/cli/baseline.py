@@ -18,7 +18,7 @@ def baseline(
     store: Optional[Path] = typer.Option(
         None, "--store", help="Take the rows (hence the split) from this store of DATA_DIR; "
         "otherwise they are computed from the folder, with the same result."),
-    size: int = typer.Option(224, "--size", help="Input size in pixels (square)."),
+    size: int = typer.Option(224, "--size", help="Input size in pixels (square, at least 46)."),
     resize: str = typer.Option("squash", "--resize", help="squash or crop (as for extract)."),
     epochs: int = typer.Option(10, "--epochs", help="Training epochs."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per step."),
@@ -28,7 +28,7 @@ def baseline(
     split: str = typer.Option("70/15/15", "--split", help=SPLIT_HELP),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the derived split."),
     output: Optional[Path] = typer.Option(
-        None, "-o", "--output", help="Bundle directory [default: models/<data-dir>_cnn/]."),
+        None, "-o", "--output", help="Bundle directory (default: models/<data-dir>_cnn/)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the tutorial's small CNN from scratch on the images (same split as the store)."""
@@ -70,15 +70,15 @@ def report(
     bundles: Optional[list[Path]] = typer.Option(
         None, "--bundle", help="Use these bundles instead of searching (repeatable)."),
     clf: Optional[str] = typer.Option(
-        None, "--clf", help="Classifier of the confusion matrix and mistakes [softmax, or the "
-        "best on test]: a clf name (cnn for the baseline) or a bundle path."),
+        None, "--clf", help="Classifier of the confusion matrix and mistakes (default: softmax, "
+        "else the best on test): a clf name (cnn for the baseline) or a bundle path."),
     sweep: Optional[Path] = typer.Option(
-        None, "--sweep", help="Sweep results.json [default: reports/<store>_sweep/results.json "
-        "when it exists]."),
+        None, "--sweep", help="Sweep results.json (default: reports/<store>_sweep/results.json "
+        "when it exists)."),
     per_class: int = typer.Option(6, "--per-class", help="Sample images per class."),
     mistakes: int = typer.Option(12, "--mistakes", help="Worst mistakes shown."),
     output: Optional[Path] = typer.Option(
-        None, "-o", "--output", help="Report folder [default: reports/<store>/]."),
+        None, "-o", "--output", help="Report folder (default: reports/<store>/)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Figures (curves, confusion matrix, samples, worst mistakes, sweep) and an HTML/MD page."""
