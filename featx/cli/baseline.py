@@ -95,15 +95,11 @@ def report(
 
 
 def _print_report(r) -> None:
-    from rich.table import Table
-
-    table = Table("model", "val acc", "test acc", "train/val/test", "bundle", box=None,
-                  pad_edge=False)
-    table.columns[-1].overflow = "fold"
+    out.print(f"{'val acc':>8}  {'test acc':>8}  {'train/val/test':>14}  model (bundle)", markup=False)
     for row in r.table:
-        table.add_row(row["model"], _fmt(row["val_accuracy"]), _fmt(row["test_accuracy"]),
-                      f"{row['n_train']}/{row['n_val']}/{row['n_test']}", row["bundle"])
-    out.print(table)
+        split = f"{row['n_train']}/{row['n_val']}/{row['n_test']}"
+        out.print(f"{_fmt(row['val_accuracy']):>8}  {_fmt(row['test_accuracy']):>8}  {split:>14}  "
+                  f"{row['model']} ({row['bundle']})", markup=False)
     for key, path in r.files.items():
         out.print(f"  {key}: {path}", markup=False)
 
