@@ -85,12 +85,12 @@ def test_batches_decode_one_batch_at_a_time(data: Path, monkeypatch):
     calls = []
     real = bl.decode_file
     monkeypatch.setattr(bl, "decode_file", lambda p, s: calls.append(p) or real(p, s))
-    settings = BaselineSettings(size=40, batch_size=5, workers=1)
+    settings = BaselineSettings(size=48, batch_size=5, workers=1)
     files = rows.files(np.arange(len(rows.paths)))
     ds = image_batches(files, rows.labels, 3, settings, shuffle=True, seed=1)
     assert len(ds) == -(-len(files) // 5)
     x, y = ds[1]
-    assert x.shape == (5, 40, 40, 3) and y.shape == (5, 3)
+    assert x.shape == (5, 48, 48, 3) and y.shape == (5, 3)
     assert len(calls) == 5  # only this batch's files were read
     assert 0 <= x.min() and x.max() <= 255 and x.max() > 1  # raw pixels: the model rescales
     np.testing.assert_array_equal(y.sum(1), 1)
