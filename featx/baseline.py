@@ -22,10 +22,8 @@ the same settings and fed to the model as pixels.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -35,8 +33,9 @@ from typing import Any, Callable
 import numpy as np
 
 from featx import __version__
-from featx.decode import RESIZE_POLICIES, DecodeError, DecodeSettings, decode_file
-from featx.discover import discover
+from featx.bundle import staged
+from featx.decode import RESIZE_POLICIES, DecodeError, DecodeSettings, decode_file, decode_files
+from featx.discover import discover, hash_file
 from featx.errors import FeatxError
 from featx.split import DEFAULT_FRACTIONS, split_indices
 
@@ -120,7 +119,7 @@ def rows_from_folder(data_dir: str | os.PathLike, workers: int = 2,
     ds = discover(data_dir)
     files = [ds.root / p for p in ds.paths]
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        hashed = list(pool.map(_hash_file, files, chunksize=64))
+        hashed = list(pool.map(hash_file, files, chunksize=64))
         first: dict[str, int] = {}
         for i, (h, _) in enumerate(hashed):
             if h is not None:
@@ -145,15 +144,6 @@ def rows_from_folder(data_dir: str | os.PathLike, workers: int = 2,
                 dtype=np.int64), [hashed[i][0] for i in keep], list(ds.class_names),
                 f"computed from {data_dir}", skipped)
 
-
-def _hash_file(path: Path) -> tuple[str | None, str | None]:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        return None, f"cannot read file: {e.strerror or e}"
-    if not data:
-        return None, "empty file"
-    return hashlib.sha256(data).hexdigest(), None
 
 
 def _decode_error(path: Path, settings: DecodeSettings) -> str | None:
@@ -299,16 +289,7 @@ class PixelReader:
 
     def embed_files(self, paths, batch_size: int = 32):
         """(pixels (N, size, size, 3) uint8, indices decoded, (path, reason) failures)."""
-        pixels, ok, failures = [], [], []
-        for i, p in enumerate(paths):
-            try:
-                pixels.append(decode_file(p, self.decode_settings))
-                ok.append(i)
-            except DecodeError as e:
-                failures.append((str(p), str(e)))
-        size = self.decode_settings.size
-        stack = np.stack(pixels) if pixels else np.empty((0, size, size, 3), np.uint8)
-        return stack, ok, failures
+        return decode_files(paths, self.decode_settings)
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -430,10 +411,7 @@ def save_baseline(directory: str | os.PathLike, result: BaselineResult) -> Path:
 
     directory = Path(directory)
     s = result.settings
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with staged(directory) as tmp:
         result.head.save(tmp)
         info = {
             "featx_bundle": BUNDLE_VERSION, "kind": "cnn", "clf": "cnn",
@@ -455,14 +433,6 @@ def save_baseline(directory: str | os.PathLike, result: BaselineResult) -> Path:
         (tmp / "bundle.json").write_text(json.dumps(info, indent=2) + "\n")
         (tmp / "history.json").write_text(json.dumps(result.history) + "\n")
         (tmp / PREDICTIONS_FILE).write_text(json.dumps(result.test_predictions) + "\n")
-        if directory.exists():
-            if not (directory / "bundle.json").is_file() and any(directory.iterdir()):
-                raise FeatxError(f"{directory} exists and is not a featx bundle; choose another -o")
-            shutil.rmtree(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 

@@ -28,9 +28,10 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -81,10 +82,7 @@ def save_bundle(directory: str | os.PathLike, head: Head, class_names: list[str]
     missing = [k for k in ("model", "layer", "pooling", "weights", "weights_id") if k not in store_meta]
     if missing:
         raise FeatxError(f"the store's metadata lacks the extractor settings {missing}")
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with staged(directory) as tmp:
         model_file = head.save(tmp)
         dim = int(store_meta.get("dim") or head.n_features)
         info = {
@@ -101,15 +99,24 @@ def save_bundle(directory: str | os.PathLike, head: Head, class_names: list[str]
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (tmp / "bundle.json").write_text(json.dumps(info, indent=2, default=_plain) + "\n")
+    return directory
+
+
+@contextmanager
+def staged(directory: Path) -> Iterator[Path]:
+    """Fill a temporary sibling folder, then swap it in for ``directory`` whole (never half a bundle)."""
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
         if directory.exists():
             if not (directory / "bundle.json").is_file() and any(directory.iterdir()):
                 raise FeatxError(f"{directory} exists and is not a featx bundle; choose another -o")
             shutil.rmtree(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return directory
 
 
 def read_bundle_info(path: str | os.PathLike) -> dict[str, Any]:

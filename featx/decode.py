@@ -71,6 +71,22 @@ def decode_file(path: str | Path, settings: DecodeSettings = DecodeSettings()) -
     return decode_bytes(data, settings)
 
 
+def decode_files(
+    paths, settings: DecodeSettings = DecodeSettings()
+) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """Decode several files: (pixels (N, size, size, 3) uint8, indices decoded, (path, reason))."""
+    pixels, ok, failures = [], [], []
+    for i, p in enumerate(paths):
+        try:
+            pixels.append(decode_file(p, settings))
+            ok.append(i)
+        except DecodeError as e:
+            failures.append((str(p), str(e)))
+    size = settings.size
+    stack = np.stack(pixels) if pixels else np.empty((0, size, size, 3), np.uint8)
+    return stack, ok, failures
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB: 16-bit and float greyscale scaled, transparency on white."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):

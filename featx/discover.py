@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,3 +93,19 @@ def _check_classes(root: Path, class_names: list[str], min_classes: int) -> None
             f"only one class with images in {root} ({class_names[0]}): "
             f"a classifier needs at least {min_classes} class subfolders"
         )
+
+
+def content_hash(data: bytes) -> str:
+    """The key featx stores vectors under: sha256 of the file's bytes, hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_file(path: Path) -> tuple[str | None, str | None]:
+    """(content hash, None), or (None, reason) for an unreadable or empty file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        return None, f"cannot read file: {e.strerror or e}"
+    if not data:
+        return None, "empty file"
+    return content_hash(data), None

@@ -23,7 +23,7 @@ from featx.backbones import (
     preprocess_fn,
     weights_identity,
 )
-from featx.decode import DecodeError, DecodeSettings, decode_file
+from featx.decode import DecodeSettings, decode_files
 from featx.errors import FeatxError
 
 
@@ -139,13 +139,6 @@ class Extractor:
         self, paths: list[str | Path], batch_size: int = 32
     ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
         """Embed a few files: (vectors, indices of the files embedded, (path, reason) failures)."""
-        pixels, ok, failures = [], [], []
-        for i, p in enumerate(paths):
-            try:
-                pixels.append(decode_file(p, self.decode_settings))
-                ok.append(i)
-            except DecodeError as e:
-                failures.append((str(p), str(e)))
-        stack = np.stack(pixels) if pixels else np.empty((0, 1, 1, 3), np.uint8)
-        vectors = self.embed_pixels(stack, batch_size) if pixels else np.empty((0, 0), np.float32)
+        stack, ok, failures = decode_files(paths, self.decode_settings)
+        vectors = self.embed_pixels(stack, batch_size) if ok else np.empty((0, 0), np.float32)
         return vectors, ok, failures

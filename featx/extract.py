@@ -8,7 +8,6 @@ them into the store (see :mod:`featx.store` for why that is crash safe).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections import deque
@@ -22,7 +21,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from featx.decode import DecodeError, decode_bytes
-from featx.discover import Dataset, discover
+from featx.discover import Dataset, discover, hash_file
 from featx.embed import Extractor, ExtractorSettings
 from featx.errors import FeatxError
 from featx import store as st
@@ -144,7 +143,7 @@ class _Run:
         paths = [self.dataset.root / p for p in self.dataset.paths]
         self.hashes = [None] * len(paths)
         with ThreadPoolExecutor(self.workers) as pool:
-            for i, (h, reason) in enumerate(pool.map(_hash_file, paths, chunksize=64)):
+            for i, (h, reason) in enumerate(pool.map(hash_file, paths, chunksize=64)):
                 self.hashes[i] = h
                 if reason:
                     self.read_failures[i] = reason
@@ -283,15 +282,6 @@ class _Run:
         with st.open_store(self.out) as f:
             return st.read_skipped(f)
 
-
-def _hash_file(path: Path) -> tuple[str | None, str | None]:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        return None, f"cannot read file: {e.strerror or e}"
-    if not data:
-        return None, "empty file"
-    return hashlib.sha256(data).hexdigest(), None
 
 
 def _decode_batch(batch: list[tuple[str, Path]], extractor: Extractor):

@@ -8,7 +8,6 @@ path in the store) or a new image file, embedded with the store's own extractor 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
+from featx.discover import content_hash
 from featx.errors import FeatxError
 from featx import store as st
 
@@ -155,7 +155,7 @@ def _stored_row(q: str, row_of_path: dict, row_of_hash: dict, data_dir: str | No
         return row_of_path[rel]
     p = Path(q)
     if p.is_file():
-        return row_of_hash.get(hashlib.sha256(p.read_bytes()).hexdigest())
+        return row_of_hash.get(content_hash(p.read_bytes()))
     return None
 
 

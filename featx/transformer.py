@@ -10,7 +10,6 @@ absolute paths, all labelled ``unlabelled``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from featx.discover import content_hash
 from featx.errors import FeatxError
 from featx import store as st
 
@@ -164,6 +164,6 @@ def _as_list(X) -> list:
 
 def _sha256(path: Path) -> str:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return content_hash(path.read_bytes())
     except OSError as e:
         raise FeatxError(f"cannot read {path}: {e.strerror or e}") from None
