@@ -123,7 +123,7 @@ def _settings(a, precision: str):
 
 
 def generate(root: Path, n: int, size: tuple[int, int]) -> Path:
-    """n random-texture JPEGs of the given size in two classes."""
+    """n distinct random-texture JPEGs of the given size in two classes."""
     import numpy as np
     from PIL import Image
 
@@ -133,6 +133,7 @@ def generate(root: Path, n: int, size: tuple[int, int]) -> Path:
         d = root / ("a" if i % 2 else "b")
         d.mkdir(parents=True, exist_ok=True)
         img = np.roll(base, shift=i * 7, axis=1)
+        img[:8, :8] = (i % 256, (i // 256) % 256, i // 65536)  # every file distinct: no dedup
         Image.fromarray(img).save(d / f"{i:06d}.jpg", quality=85)
     return root
 
