@@ -38,6 +38,7 @@ import numpy as np
 from featx import __version__
 from featx.errors import FeatxError
 from featx.heads import Head, check_clf, load_head
+from featx.store import plain
 
 BUNDLE_VERSION = 1
 KINDS = ("features", "cnn")  # "cnn": the from-scratch baseline (featx.baseline)
@@ -161,8 +162,6 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
 
 
 def _plain(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    return str(v)
+    """json.dumps default: numpy values as Python ones (store.plain), anything else as text."""
+    out = plain(v)
+    return str(out) if out is v else out

@@ -283,7 +283,6 @@ class _Run:
             return st.read_skipped(f)
 
 
-
 def _decode_batch(batch: list[tuple[str, Path]], extractor: Extractor):
     """Worker: read, decode and preprocess one batch; failures are returned, never raised."""
     t0 = time.perf_counter()
