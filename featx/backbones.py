@@ -26,20 +26,32 @@ class Backbone:
     constructor: str  # keras.applications attribute that builds the model
     input_size: int
     base_layer: str  # last layer of the convolutional base
+    channels: int  # of the base layer's maps
+    stride: int = 32  # input pixels per map cell of the base layer
     top_layers: tuple[str, ...] = ()  # layers that need include_top=True
+    top_dim: int = 0  # width of the top layers
 
     @property
     def layers(self) -> tuple[str, ...]:
         return (*self.top_layers, self.base_layer)
 
+    def feature_dim(self, layer: str, pooling: str, size: int | None = None) -> int:
+        """The length of the vector featx stores for (layer, pooling) at an input size."""
+        if layer in self.top_layers:
+            return self.top_dim
+        if pooling != "none":
+            return self.channels
+        cells = (size or self.input_size) // self.stride
+        return self.channels * cells * cells
+
 
 BACKBONES = {
     b.name: b
     for b in (
-        Backbone("vgg16", "vgg16", "VGG16", 224, "block5_pool", ("fc1", "fc2")),
-        Backbone("vgg19", "vgg19", "VGG19", 224, "block5_pool", ("fc1", "fc2")),
-        Backbone("resnet50", "resnet50", "ResNet50", 224, "conv5_block3_out"),
-        Backbone("mobilenet_v2", "mobilenet_v2", "MobileNetV2", 224, "out_relu"),
+        Backbone("vgg16", "vgg16", "VGG16", 224, "block5_pool", 512, 32, ("fc1", "fc2"), 4096),
+        Backbone("vgg19", "vgg19", "VGG19", 224, "block5_pool", 512, 32, ("fc1", "fc2"), 4096),
+        Backbone("resnet50", "resnet50", "ResNet50", 224, "conv5_block3_out", 2048),
+        Backbone("mobilenet_v2", "mobilenet_v2", "MobileNetV2", 224, "out_relu", 1280),
     )
 }
 
@@ -60,7 +72,7 @@ def check_layer(backbone: Backbone, layer: str, pooling: str) -> None:
             f"{', '.join(backbone.layers)}"
         )
     if pooling not in POOLINGS:
-        raise FeatxError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
+        raise FeatxError(f"unknown `pooling` {pooling!r}; choose one of: {', '.join(POOLINGS)}")
 
 
 def check_precision(precision: str) -> str:
@@ -143,13 +155,13 @@ def _weights_error(backbone: Backbone, layer: str, weights: str | None, e: Excep
                                   or isinstance(e, OSError)):
         return FeatxError(
             f"could not download the ImageNet weights for {backbone.name} (no internet?). "
-            f"Pass a local weights file with --weights PATH, e.g. "
-            f"--weights vgg16_notop_imagenet.weights.h5 --layer {backbone.base_layer}"
+            f"Pass a local weights file with `weights`=PATH, e.g. "
+            f"`weights`=vgg16_notop_imagenet.weights.h5 `layer`={backbone.base_layer}"
         )
     if weights not in (None, "imagenet") and layer in backbone.top_layers:
         return FeatxError(
             f"could not load {weights} into {backbone.name} with its top layers (needed for "
-            f"--layer {layer}); a file without fc1/fc2 (a 'notop' file) only serves "
-            f"--layer {backbone.base_layer}. Keras said: {text.splitlines()[0] if text else e!r}"
+            f"`layer`={layer}); a file without fc1/fc2 (a 'notop' file) only serves "
+            f"`layer`={backbone.base_layer}. Keras said: {text.splitlines()[0] if text else e!r}"
         )
     return FeatxError(f"could not build {backbone.name} with weights {weights!r}: {text or e!r}")

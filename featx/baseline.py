@@ -22,25 +22,23 @@ the same settings and fed to the model as pixels.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from featx import __version__
-from featx.bundle import staged
-from featx.decode import RESIZE_POLICIES, DecodeError, DecodeSettings, decode_file, decode_files
-from featx.discover import discover, hash_file
+from featx import reader
+from featx.bundle import default_bundle_dir, save_bundle
+from featx.decode import RESIZE_POLICIES, DecodeError, DecodeSettings, decode_file
 from featx.errors import FeatxError
-from featx.split import DEFAULT_FRACTIONS, split_indices
+from featx.heads import CnnHead
+from featx.metrics import classification_metrics
+from featx.split import DEFAULT_FRACTIONS, describe_split, split_indices
+from featx.store import Rows, open_store, read_rows, strings
 
-BUNDLE_VERSION = 1  # the same format version as featx.bundle
-MODEL_FILE = "model.keras"
 PREDICTIONS_FILE = "test_predictions.json"
 MIN_SIZE = 46  # the smallest input the four conv + pool blocks map to at least 1x1
 
@@ -59,14 +57,15 @@ class BaselineSettings:
 
     def __post_init__(self) -> None:
         if self.size < MIN_SIZE:
-            raise FeatxError(f"--size must be at least {MIN_SIZE} (four 3x3 convolutions and 2x2 "
+            raise FeatxError(f"`size` must be at least {MIN_SIZE} (four 3x3 convolutions and 2x2 "
                              f"poolings leave nothing of a smaller image), got {self.size}")
-        if self.epochs < 1 or self.batch_size < 1 or self.workers < 1:
-            raise FeatxError("--epochs, --batch-size and --workers must be at least 1")
+        for name in ("epochs", "batch_size", "workers"):
+            if getattr(self, name) < 1:
+                raise FeatxError(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
-            raise FeatxError(f"--lr must be positive, got {self.lr}")
+            raise FeatxError(f"`lr` must be positive, got {self.lr}")
         if self.resize not in RESIZE_POLICIES:
-            raise FeatxError(f"--resize is one of {', '.join(RESIZE_POLICIES)}, got {self.resize!r}")
+            raise FeatxError(f"`resize` is one of {', '.join(RESIZE_POLICIES)}, got {self.resize!r}")
 
     @property
     def decode(self) -> DecodeSettings:
@@ -77,91 +76,68 @@ class BaselineSettings:
 
 
 @dataclass
-class Rows:
-    """The images the baseline sees: the store's rows, or the rows the store would hold."""
+class Images:
+    """The images the baseline sees: a store's rows (or the rows it would hold) under a folder."""
 
     root: Path
-    paths: list[str]  # relative to root, POSIX separators
-    labels: np.ndarray
-    hashes: list[str]
+    rows: Rows  # paths relative to root, labels, content hashes
     class_names: list[str]
     source: str  # "store FILE" or "computed from DATA_DIR"
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
-    def files(self, rows: np.ndarray) -> list[Path]:
-        return [self.root / self.paths[i] for i in rows]
+    @property
+    def paths(self) -> list[str]:
+        return self.rows.paths
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray(self.rows.labels, dtype=np.int64)
+
+    @property
+    def hashes(self) -> list[str]:
+        return self.rows.hashes
+
+    def files(self, idx: np.ndarray) -> list[Path]:
+        return [self.root / self.rows.paths[i] for i in idx]
 
 
-def rows_from_store(data_dir: str | os.PathLike, store: str | os.PathLike) -> Rows:
+def images_from_store(data_dir: str | os.PathLike, store: str | os.PathLike) -> Images:
     """The store's paths, hashes and labels, with the images looked up under ``data_dir``."""
-    from featx.store import open_store, strings
-
     root = Path(data_dir)
     with open_store(store) as f:
-        paths = strings(f["paths"])
-        labels = f["labels"][:].astype(np.int64)
-        hashes = strings(f["hashes"])
-        class_names = strings(f["class_names"])
-    missing = [p for p in paths if not (root / p).is_file()]
+        rows, class_names = read_rows(f), strings(f["class_names"])
+    missing = [p for p in rows.paths if not (root / p).is_file()]
     if missing:
-        raise FeatxError(f"{len(missing)} of the {len(paths)} images of {store} are not under "
+        raise FeatxError(f"{len(missing)} of the {len(rows.paths)} images of {store} are not under "
                          f"{root} (e.g. {missing[0]}); give the data folder the store was built from")
-    return Rows(root, paths, labels, hashes, class_names, f"store {store}")
+    return Images(root, rows, class_names, f"store {store}")
 
 
-def rows_from_folder(data_dir: str | os.PathLike, workers: int = 2,
-                     progress: Callable[[str, int, int], None] | None = None) -> Rows:
+def images_from_folder(data_dir: str | os.PathLike, workers: int = 2,
+                       progress: Callable[[str, int, int], None] | None = None) -> Images:
     """The rows ``featx extract`` would store: every discovered file that reads and decodes.
 
-    Files are hashed (sha256 of the bytes) and each distinct content is decoded once to check it,
-    exactly as extract does, so the derived split equals the store's.
+    The folder is scanned by :func:`featx.reader.scan` (sha256 of the bytes) and each distinct
+    content is decoded once to check it, exactly as extract does, so the derived split equals the
+    store's.
     """
-    ds = discover(data_dir)
-    files = [ds.root / p for p in ds.paths]
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        hashed = list(pool.map(hash_file, files, chunksize=64))
-        first: dict[str, int] = {}
-        for i, (h, _) in enumerate(hashed):
-            if h is not None:
-                first.setdefault(h, i)
-        check = DecodeSettings(size=32)  # decodability does not depend on the size
-        failed: dict[str, str] = {}
-        for n, (h, reason) in enumerate(pool.map(
-                lambda i: (hashed[i][0], _decode_error(files[i], check)), list(first.values()))):
-            if reason:
-                failed[h] = reason
-            if progress and (n % 64 == 0 or n == len(first) - 1):
-                progress("check", n + 1, len(first))
-    keep, skipped = [], list(ds.skipped)
-    for i, (h, reason) in enumerate(hashed):
-        if h is None:
-            skipped.append((ds.paths[i], reason))
-        elif h in failed:
-            skipped.append((ds.paths[i], failed[h]))
-        else:
-            keep.append(i)
-    return Rows(ds.root, [ds.paths[i] for i in keep], np.array([ds.labels[i] for i in keep],
-                dtype=np.int64), [hashed[i][0] for i in keep], list(ds.class_names),
-                f"computed from {data_dir}", skipped)
+    scan = reader.scan(data_dir, workers)
+    failed = reader.decode_failures(scan, workers, progress)
+    decodes = {h for h in scan.hashes if h is not None and h not in failed}
+    skipped = [(p, r) for p, r, _ in scan.skipped(failed)]
+    return Images(scan.root, scan.rows(decodes), list(scan.class_names),
+                  f"computed from {data_dir}", skipped)
 
 
-
-def _decode_error(path: Path, settings: DecodeSettings) -> str | None:
-    try:
-        decode_file(path, settings)
-    except DecodeError as e:
-        return str(e)
-    return None
-
-
-def baseline_split(rows: Rows, fractions=DEFAULT_FRACTIONS, seed: int = 0) -> dict[str, np.ndarray]:
+def baseline_split(images: Images, fractions=DEFAULT_FRACTIONS,
+                   seed: int = 0) -> dict[str, np.ndarray]:
     """Row indices of train / val / test: :func:`featx.split.split_indices` on the rows."""
-    parts = split_indices(rows.hashes, rows.labels, fractions, seed)
-    if len(np.unique(rows.labels[parts["train"]])) < 2:
+    parts = split_indices(images.hashes, images.labels, fractions, seed)
+    if len(np.unique(images.labels[parts["train"]])) < 2:
         raise FeatxError(f"the training part has fewer than two classes ({len(parts['train'])} "
                          "images); add images or change --split")
     if len(parts["val"]) == 0:
-        raise FeatxError("the validation part is empty; give it a share with --split")
+        raise FeatxError("the validation part is empty; give it a share with `fractions`")
     return parts
 
 
@@ -239,59 +215,6 @@ def build_model(size: int, n_classes: int, lr: float = 1e-3):
     return model
 
 
-class CnnHead:
-    """A trained baseline behind the heads' interface: ``predict_proba`` on decoded pixels."""
-
-    name = "cnn"
-    model_file = MODEL_FILE
-
-    def __init__(self, model, params: dict[str, Any], history: dict | None = None) -> None:
-        self.model, self.params, self.history = model, params, history
-        self.n_features = None
-        self.fit_seconds = 0.0
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        proba = self.model.predict(np.asarray(X, dtype=np.float32),
-                                   batch_size=int(self.params.get("batch_size", 32)), verbose=0)
-        return np.asarray(proba, dtype=np.float64)
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.argmax(self.predict_proba(X), axis=1)
-
-    def save(self, directory: Path) -> str:
-        self.model.save(Path(directory) / MODEL_FILE)
-        return MODEL_FILE
-
-    def get_params(self) -> dict[str, Any]:
-        return dict(self.params)
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike, params: dict[str, Any],
-             history: dict | None = None) -> "CnnHead":
-        import keras
-
-        path = Path(directory) / MODEL_FILE
-        if not path.is_file():
-            raise FeatxError(f"bundle {directory} lacks its model file {MODEL_FILE}")
-        return cls(keras.models.load_model(path, compile=False), params, history)
-
-
-class PixelReader:
-    """The "extractor" of a cnn bundle: files -> decoded pixels, with ``Extractor``'s interface."""
-
-    def __init__(self, decode_settings: DecodeSettings) -> None:
-        self.decode_settings = decode_settings
-
-    @classmethod
-    def from_info(cls, info: dict[str, Any]) -> "PixelReader":
-        i = info.get("input", {})
-        return cls(DecodeSettings(size=int(i["input_size"]), resize=i.get("resize", "squash")))
-
-    def embed_files(self, paths, batch_size: int = 32):
-        """(pixels (N, size, size, 3) uint8, indices decoded, (path, reason) failures)."""
-        return decode_files(paths, self.decode_settings)
-
-
 # --- training ---------------------------------------------------------------------------------
 
 
@@ -342,18 +265,17 @@ def train_baseline(data_dir: str | os.PathLike, settings: BaselineSettings = Bas
     """
     import keras
 
-    from featx.fit import evaluate
-
     data_dir = Path(data_dir)
-    rows = rows_from_store(data_dir, store) if store else rows_from_folder(
+    images = images_from_store(data_dir, store) if store else images_from_folder(
         data_dir, settings.workers, progress)
-    parts = baseline_split(rows, fractions, split_seed)
-    n_classes = len(rows.class_names)
+    parts = baseline_split(images, fractions, split_seed)
+    n_classes = len(images.class_names)
     keras.utils.set_random_seed(settings.seed)
     model = build_model(settings.size, n_classes, settings.lr)
 
     def batches(part, shuffle=False, labelled=True):
-        return image_batches(rows.files(parts[part]), rows.labels[parts[part]] if labelled else None,
+        return image_batches(images.files(parts[part]),
+                             images.labels[parts[part]] if labelled else None,
                              n_classes, settings, shuffle=shuffle, seed=settings.seed)
 
     callbacks = []
@@ -365,77 +287,43 @@ def train_baseline(data_dir: str | os.PathLike, settings: BaselineSettings = Bas
                      epochs=settings.epochs, verbose=0, callbacks=callbacks)
     seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
-    head = CnnHead(model, asdict(settings), history)
+    head = CnnHead(asdict(settings), model, history)
     head.fit_seconds = seconds
 
     metrics, test_proba = {}, np.empty((0, n_classes))
     for part in ("val", "test"):
-        y = rows.labels[parts[part]]
-        if len(y) == 0:
-            metrics[part] = None
-            continue
-        proba = np.asarray(model.predict(batches(part, labelled=False), verbose=0), np.float64)
-        metrics[part] = evaluate(_Fixed(np.argmax(proba, axis=1)), None, y, n_classes)
+        y = images.labels[parts[part]]
+        proba = (np.asarray(model.predict(batches(part, labelled=False), verbose=0), np.float64)
+                 if len(y) else np.empty((0, n_classes)))
+        metrics[part] = classification_metrics(y, proba.argmax(axis=1), n_classes)
         if part == "test":
             test_proba = proba
     test_rows = parts["test"]
-    predictions = {"paths": [rows.paths[i] for i in test_rows],
-                   "labels": rows.labels[test_rows].tolist(),
+    predictions = {"paths": [images.paths[i] for i in test_rows],
+                   "labels": images.labels[test_rows].tolist(),
                    "proba": np.round(test_proba, 6).tolist()}
-    split_info = {"method": "derived from content hashes (featx.split)",
-                  "fractions": list(fractions), "seed": split_seed,
-                  **{f"n_{p}": int(len(parts[p])) for p in ("train", "val", "test")}}
-    return BaselineResult(head=head, settings=settings, class_names=rows.class_names,
-                          data_dir=data_dir, rows_source=rows.source, split=split_info,
-                          history=history, val=metrics["val"], test=metrics["test"],
-                          test_predictions=predictions, fit_seconds=seconds,
-                          store=str(store) if store else None)
-
-
-class _Fixed:
-    """Feeds precomputed labels to :func:`featx.fit.evaluate` (its ``head.predict(X)``)."""
-
-    def __init__(self, pred: np.ndarray) -> None:
-        self.pred = pred
-
-    def predict(self, _X) -> np.ndarray:
-        return self.pred
+    return BaselineResult(head=head, settings=settings, class_names=images.class_names,
+                          data_dir=data_dir, rows_source=images.source,
+                          split=describe_split(parts, fractions, split_seed), history=history,
+                          val=metrics["val"], test=metrics["test"], test_predictions=predictions,
+                          fit_seconds=seconds, store=str(store) if store else None)
 
 
 # --- the bundle -------------------------------------------------------------------------------
 
 
+def default_output(data_dir: str | os.PathLike) -> Path:
+    """models/<data folder>_cnn/"""
+    return default_bundle_dir(Path(data_dir).resolve().name, "cnn")
+
+
 def save_baseline(directory: str | os.PathLike, result: BaselineResult) -> Path:
-    """Write a ``kind="cnn"`` bundle into ``directory`` (replaced whole); returns its path."""
-    import keras
-
-    directory = Path(directory)
+    """Write the trained CNN as a ``kind="cnn"`` bundle (replaced whole); returns its path."""
     s = result.settings
-    with staged(directory) as tmp:
-        result.head.save(tmp)
-        info = {
-            "featx_bundle": BUNDLE_VERSION, "kind": "cnn", "clf": "cnn",
-            "params": result.head.get_params(), "class_names": list(result.class_names),
-            "input": {"type": "pixels", "input_size": s.size, "resize": s.resize,
-                      "resample": s.decode.resample,
-                      "scale": "RGB 0..255 (the model rescales by 1/255 itself)"},
-            "extractor": {"input_size": s.size, "resize": s.resize, "resample": s.decode.resample},
-            "model_file": MODEL_FILE,
-            "store": {"path": result.store, "n": sum(result.split[f"n_{p}"]
-                                                     for p in ("train", "val", "test")),
-                      "data_dir": str(result.data_dir.resolve())},
-            "rows": result.rows_source, "split": result.split, "metrics": result.metrics,
-            "history": result.history,
-            "versions": {"featx": __version__, "keras": keras.__version__,
-                         "keras_backend": keras.backend.backend()},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        (tmp / "bundle.json").write_text(json.dumps(info, indent=2) + "\n")
-        (tmp / "history.json").write_text(json.dumps(result.history) + "\n")
-        (tmp / PREDICTIONS_FILE).write_text(json.dumps(result.test_predictions) + "\n")
-    return directory
-
-
-def load_cnn_head(directory: str | os.PathLike, info: dict[str, Any]) -> CnnHead:
-    """The model of a ``kind="cnn"`` bundle (used by :func:`featx.bundle.load_bundle`)."""
-    return CnnHead.load(directory, info.get("params", {}), info.get("history"))
+    n = sum(result.split[f"n_{p}"] for p in ("train", "val", "test"))
+    meta = {"input_size": s.size, "resize": s.resize, "resample": s.decode.resample,
+            "data_dir": str(result.data_dir.resolve()), "n": n}
+    return save_bundle(directory, result.head, result.class_names, meta, store=result.store,
+                       split=result.split, metrics=result.metrics,
+                       extra={"rows": result.rows_source},
+                       files={PREDICTIONS_FILE: result.test_predictions})

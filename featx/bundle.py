@@ -1,25 +1,25 @@
 """bundle: a trained model that predicts on new images without the training data.
 
-A bundle is a directory::
+A bundle is a directory, written whole by :func:`save_bundle` and read by :func:`load_bundle`::
 
-    models/<store-stem>_<clf>/
+    models/<name>/
         bundle.json     what it is and how to feed it (below)
         model.joblib    a scikit-learn Pipeline (logreg, svm, linear-svm), or
-        model.keras     the Keras softmax head
-        history.json    the softmax head's per-epoch loss / accuracy (also inside bundle.json)
+        model.keras     a Keras model (the softmax head, the scratch CNN)
+        history.json    per-epoch loss / accuracy of heads trained by epochs (also in bundle.json)
+        ...             files of the kind (the baseline's test_predictions.json)
 
-``bundle.json`` holds ``featx_bundle`` (format version), ``kind``, ``clf``, ``params``,
-``class_names``, ``input`` (what the model takes), ``extractor`` (the store's settings: model,
-layer, pooling, weights, weights_id, precision, input_size, resize, resample, preprocess, dim),
-``store``, ``split``, ``metrics``, ``history``, ``versions`` and ``created``.
+``bundle.json`` holds ``featx_bundle`` (the format version), ``kind``, ``clf``, ``params``,
+``class_names``, ``input`` (what the model takes), ``extractor`` (how an image becomes that input),
+``model_file``, ``store``, ``split``, ``metrics``, ``history``, ``versions`` and ``created``.
 
-``kind`` says how images reach the model:
+``kind`` says how images reach the model; :data:`KINDS` maps it to what the model takes and to
+the reader that turns image files into that:
 
 * ``"features"``: a head on cached vectors; an image is embedded with
   ``Extractor.from_meta(bundle.extractor)`` first (``input = {"type": "vectors", "dim": D}``).
-* ``"cnn"``: the from-scratch baseline (:mod:`featx.baseline`), a ``model.keras`` taking decoded
-  pixels (``input = {"type": "pixels", "input_size", "resize", "resample", "scale"}``); written by
-  ``featx.baseline.save_baseline``.
+* ``"cnn"``: the from-scratch baseline (:mod:`featx.baseline`), a Keras model taking decoded pixels
+  (``input = {"type": "pixels", "input_size", "resize", "resample", "scale"}``).
 """
 
 from __future__ import annotations
@@ -27,28 +27,53 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from featx import __version__
 from featx.errors import FeatxError
-from featx.heads import Head, check_clf, load_head
+from featx.files import utc_now
+from featx.heads import Head, load_head
 from featx.store import plain
 
 BUNDLE_VERSION = 1
-KINDS = ("features", "cnn")  # "cnn": the from-scratch baseline (featx.baseline)
 EXTRACTOR_KEYS = ("model", "layer", "pooling", "weights", "weights_id", "precision", "input_size",
                   "resize", "resample", "preprocess", "dim", "keras_backend")
+PIXEL_KEYS = ("input_size", "resize", "resample")
+
+
+def _vectors_reader(info: dict[str, Any], weights: str | None):
+    from featx.embed import Extractor
+
+    return Extractor.from_meta(info["extractor"], weights=weights)
+
+
+def _pixels_reader(info: dict[str, Any], weights: str | None):
+    from featx.reader import PixelReader
+
+    return PixelReader.from_input(info["input"])
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A bundle kind: what its model takes and how image files become that."""
+
+    input: str  # "vectors" or "pixels": Head.input of the model
+    reader: Callable[[dict[str, Any], str | None], Any]  # (bundle.json, weights) -> embed_files()
+
+
+KINDS: dict[str, Kind] = {"features": Kind("vectors", _vectors_reader),
+                          "cnn": Kind("pixels", _pixels_reader)}
 
 
 @dataclass
 class Bundle:
-    """A loaded bundle: the head plus everything needed to embed a new image like the store."""
+    """A loaded bundle: the model plus everything needed to feed it a new image."""
 
     path: Path
     kind: str
@@ -63,8 +88,12 @@ class Bundle:
     def history(self) -> dict[str, list[float]] | None:
         return self.info.get("history")
 
+    def reader(self, weights: str | None = None):
+        """What turns image files into this model's input: ``reader.embed_files(paths)``."""
+        return KINDS[self.kind].reader(self.info, weights)
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Class probabilities of embedded vectors (N, D) -> (N, n_classes)."""
+        """Class probabilities of the model's input (vectors (N, D), or pixels)."""
         dim = self.info.get("input", {}).get("dim")
         if dim is not None and X.shape[1] != dim:
             raise FeatxError(f"the extractor gives {X.shape[1]}-d vectors but the bundle's "
@@ -72,35 +101,72 @@ class Bundle:
         return self.head.predict_proba(X)
 
 
-def save_bundle(directory: str | os.PathLike, head: Head, class_names: list[str],
-                store_meta: dict, *, metrics: dict | None = None, split: dict | None = None,
-                store: str | os.PathLike | None = None) -> Path:
-    """Write a ``kind="features"`` bundle into ``directory`` (replaced whole); returns its path."""
-    import keras
-    import sklearn
+def default_bundle_dir(name: str, clf: str, folder: Path = Path("models")) -> Path:
+    """models/<store-stem or data folder>_<clf>/"""
+    return folder / f"{name}_{clf}"
 
+
+def save_bundle(directory: str | os.PathLike, head: Head, class_names: list[str],
+                store_meta: dict, *, store: str | os.PathLike | None = None,
+                split: dict | None = None, metrics: dict | None = None,
+                extra: dict[str, Any] | None = None,
+                files: dict[str, Any] | None = None) -> Path:
+    """Write a bundle of any kind into ``directory`` (replaced whole); returns its path.
+
+    ``store_meta`` is the store's metadata (a head on vectors: the extractor settings, ``dim``,
+    ``n``, ``data_dir``) or, for a head on pixels, ``input_size``, ``resize``, ``resample``,
+    ``data_dir`` and ``n``. ``extra`` adds keys to ``bundle.json``; ``files`` adds JSON files.
+    """
     directory = Path(directory)
-    missing = [k for k in ("model", "layer", "pooling", "weights", "weights_id") if k not in store_meta]
-    if missing:
-        raise FeatxError(f"the store's metadata lacks the extractor settings {missing}")
+    kind = next(k for k, v in KINDS.items() if v.input == head.input)
+    if head.input == "vectors":
+        missing = [k for k in ("model", "layer", "pooling", "weights", "weights_id")
+                   if k not in store_meta]
+        if missing:
+            raise FeatxError(f"the store's metadata lacks the extractor settings {missing}")
+        dim = int(store_meta.get("dim") or head.n_features)
+        model_input = {"type": "vectors", "dim": dim}
+        extractor = {k: store_meta[k] for k in EXTRACTOR_KEYS if k in store_meta} | {"dim": dim}
+    else:
+        extractor = {k: store_meta[k] for k in PIXEL_KEYS}
+        model_input = {"type": "pixels", **extractor,
+                       "scale": "RGB 0..255 (the model rescales by 1/255 itself)"}
     with staged(directory) as tmp:
         model_file = head.save(tmp)
-        dim = int(store_meta.get("dim") or head.n_features)
         info = {
-            "featx_bundle": BUNDLE_VERSION, "kind": "features", "clf": head.name,
+            "featx_bundle": BUNDLE_VERSION, "kind": kind, "clf": head.name,
             "params": head.get_params(), "class_names": list(class_names),
-            "input": {"type": "vectors", "dim": dim},
-            "extractor": {k: store_meta[k] for k in EXTRACTOR_KEYS if k in store_meta} | {"dim": dim},
-            "model_file": model_file,
+            "input": model_input, "extractor": extractor, "model_file": model_file,
             "store": {"path": str(store) if store else None, "n": store_meta.get("n"),
                       "data_dir": store_meta.get("data_dir")},
-            "split": split, "metrics": metrics, "history": head.history,
-            "versions": {"featx": __version__, "keras": keras.__version__,
-                         "keras_backend": keras.backend.backend(), "sklearn": sklearn.__version__},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "split": split, "metrics": metrics, "history": head.history, **(extra or {}),
+            "versions": _versions(), "created": utc_now(),
         }
-        (tmp / "bundle.json").write_text(json.dumps(info, indent=2, default=_plain) + "\n")
+        _write_json(tmp / "bundle.json", info)
+        if head.history is not None:
+            _write_json(tmp / "history.json", head.history)
+        for name, content in (files or {}).items():
+            _write_json(tmp / name, content)
     return directory
+
+
+def _versions() -> dict[str, str | None]:
+    """Library versions, read without importing Keras (and so TensorFlow) for a scikit-learn head."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"featx": __version__}
+    for name in ("keras", "scikit-learn"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    keras = sys.modules.get("keras")
+    out["keras_backend"] = keras.backend.backend() if keras is not None else None
+    return out
+
+
+def _write_json(path: Path, content: Any) -> None:
+    path.write_text(json.dumps(content, indent=2, default=_plain) + "\n")
 
 
 @contextmanager
@@ -113,7 +179,8 @@ def staged(directory: Path) -> Iterator[Path]:
         yield tmp
         if directory.exists():
             if not (directory / "bundle.json").is_file() and any(directory.iterdir()):
-                raise FeatxError(f"{directory} exists and is not a featx bundle; choose another -o")
+                raise FeatxError(f"{directory} exists and is not a featx bundle; choose another "
+                                 f"`out` folder")
             shutil.rmtree(directory)
         os.replace(tmp, directory)
     finally:
@@ -123,6 +190,8 @@ def staged(directory: Path) -> Iterator[Path]:
 def read_bundle_info(path: str | os.PathLike) -> dict[str, Any]:
     """``bundle.json`` of a bundle directory (or the file itself), checked."""
     path = Path(path)
+    if not path.exists():
+        raise FeatxError(f"bundle not found: {path}")
     meta_file = path / "bundle.json" if path.is_dir() else path
     if not meta_file.is_file() or meta_file.name != "bundle.json":
         raise FeatxError(f"not a featx bundle (no bundle.json): {path}")
@@ -141,27 +210,21 @@ def read_bundle_info(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_bundle(path: str | os.PathLike) -> Bundle:
-    """Load a bundle directory; needs neither the store nor the training images."""
+    """Load a bundle directory of any kind; needs neither the store nor the training images."""
     info = read_bundle_info(path)
     directory = Path(path) if Path(path).is_dir() else Path(path).parent
-    if info["kind"] == "cnn":  # decoded pixels in, see featx.baseline
-        from featx.baseline import load_cnn_head
-
-        return Bundle(path=directory, kind="cnn", clf="cnn", class_names=info["class_names"],
-                      extractor=info.get("extractor", {}), params=info.get("params", {}),
-                      head=load_cnn_head(directory, info), info=info)
-    clf = check_clf(info["clf"])
-    model_path = directory / info.get("model_file", "")
-    if not model_path.is_file():
-        raise FeatxError(f"bundle {directory} lacks its model file {info.get('model_file')}")
-    head = load_head(clf, directory, info.get("params", {}))
-    if head.history is None:
-        head.history = info.get("history")
-    return Bundle(path=directory, kind=info["kind"], clf=clf, class_names=info["class_names"],
-                  extractor=info["extractor"], params=info.get("params", {}), head=head, info=info)
+    head = load_head(info["clf"], directory, info.get("params", {}))
+    if head.input != KINDS[info["kind"]].input:
+        raise FeatxError(f"bundle {directory}: a {info['clf']} model does not take "
+                         f"{KINDS[info['kind']].input} (kind {info['kind']!r})")
+    head.history = head.history or info.get("history")
+    return Bundle(path=directory, kind=info["kind"], clf=info["clf"],
+                  class_names=info["class_names"], extractor=info.get("extractor", {}),
+                  params=info.get("params", {}), head=head, info=info)
 
 
 def _plain(v):
     """json.dumps default: numpy values as Python ones (store.plain), anything else as text."""
     out = plain(v)
     return str(out) if out is v else out
+

@@ -8,15 +8,13 @@ policy. It is a pure function of (file bytes, settings).
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
-
-# featx applies its own, lower pixel limit before decoding; PIL's warning would only be noise.
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 RESIZE_POLICIES = ("squash", "crop")
 RESAMPLE = Image.Resampling.BILINEAR
@@ -49,7 +47,7 @@ def decode_bytes(data: bytes, settings: DecodeSettings = DecodeSettings()) -> np
     if not data:
         raise DecodeError("empty file")
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _open(data) as im:
             _check_pixels(im, settings.max_pixels)
             im.load()
             rgb = to_rgb(_exif_transpose(im))
@@ -60,6 +58,17 @@ def decode_bytes(data: bytes, settings: DecodeSettings = DecodeSettings()) -> np
         raise DecodeError(f"decompression bomb: {e}") from None
     except (OSError, ValueError, SyntaxError, EOFError, Image.UnidentifiedImageError) as e:
         raise DecodeError(_reason(e)) from None
+
+
+_OPEN = threading.Lock()  # warnings filters are process-wide: one decode thread changes them at once
+
+
+def _open(data: bytes) -> Image.Image:
+    """``Image.open`` (reads the header only) without PIL's DecompressionBombWarning: featx applies
+    its own, lower pixel limit right after, so the warning would only be noise."""
+    with _OPEN, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(data))
 
 
 def decode_file(path: str | Path, settings: DecodeSettings = DecodeSettings()) -> np.ndarray:

@@ -71,14 +71,13 @@ class Extractor:
         if settings.weights not in ("imagenet", "none") and not Path(settings.weights).is_file():
             raise FeatxError(
                 f"the weights file these vectors were made with is not at {settings.weights}; "
-                f"pass its new location with --weights PATH"
+                f"pass its new location with `weights`=PATH"
             )
         extractor = cls(settings)
         if extractor.weights_id != meta["weights_id"]:
             raise FeatxError(
                 f"weights {settings.weights} ({extractor.weights_id[:19]}...) are not the ones the "
-                f"vectors were made with ({meta['weights_id'][:19]}...); pass those with --weights PATH"
-            )
+                f"vectors were made with ({meta['weights_id'][:19]}...); pass those with `weights`=PATH")
         return extractor
 
     @property

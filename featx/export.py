@@ -24,7 +24,7 @@ def export(store: str | os.PathLike, out: str | os.PathLike | None = None,
            fmt: str = "npz", chunk_rows: int = 4096) -> Path:
     """Write the store to ``out`` (default: the store's name with the format's suffix)."""
     if fmt not in FORMATS:
-        raise FeatxError(f"unknown --format {fmt!r}; choose npz or csv")
+        raise FeatxError(f"unknown `fmt` {fmt!r}; choose npz or csv")
     store = Path(store)
     out = Path(out) if out else store.with_suffix(f".{fmt}")
     if out.resolve() == store.resolve():

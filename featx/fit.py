@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from featx.bundle import save_bundle
 from featx.errors import FeatxError
 from featx.heads import Head, make_head
-from featx.split import DEFAULT_FRACTIONS, split_indices
+from featx.metrics import classification_metrics
+from featx.split import DEFAULT_FRACTIONS, describe_split, split_indices
 from featx.store import Features, load_features
 
 
@@ -40,9 +42,7 @@ class Split:
 
     @property
     def info(self) -> dict[str, Any]:
-        return {"method": "derived from content hashes (featx.split)",
-                "fractions": list(self.fractions), "seed": self.seed,
-                **{f"n_{p}": self.n(p) for p in ("train", "val", "test")}}
+        return describe_split(self.rows, self.fractions, self.seed)
 
 
 def load_split(store: str | os.PathLike, fractions=DEFAULT_FRACTIONS, seed: int = 0,
@@ -59,24 +59,13 @@ def load_split(store: str | os.PathLike, fractions=DEFAULT_FRACTIONS, seed: int 
         raise FeatxError(f"the training part of {store} has fewer than two classes "
                          f"({split.n('train')} rows); add images or change --split")
     if need_val and split.n("val") == 0:
-        raise FeatxError(f"the validation part of {store} is empty; give it a share with --split")
+        raise FeatxError(f"the validation part of {store} is empty; give it a share with `fractions`")
     return split
 
 
 def evaluate(head: Head, X: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, Any] | None:
-    """accuracy, per-class precision / recall / support and the confusion matrix (rows: true)."""
-    if len(y) == 0:
-        return None
-    pred = head.predict(X)
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (y, pred), 1)
-    tp = np.diag(cm).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(cm.sum(0) > 0, tp / cm.sum(0), 0.0)
-        recall = np.where(cm.sum(1) > 0, tp / cm.sum(1), 0.0)
-    return {"accuracy": float(tp.sum() / len(y)), "precision": precision.round(6).tolist(),
-            "recall": recall.round(6).tolist(), "support": cm.sum(1).tolist(),
-            "confusion": cm.tolist()}
+    """:func:`featx.metrics.classification_metrics` of the head's predictions (None: no rows)."""
+    return classification_metrics(y, head.predict(X), n_classes) if len(y) else None
 
 
 @dataclass
@@ -95,6 +84,7 @@ class FitResult:
     fit_seconds: float
     history: dict[str, list[float]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    bundle: Path | None = None  # where it was saved, if it was
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -110,6 +100,7 @@ class FitResult:
             "n_test": self.split["n_test"], "fit_seconds": round(self.fit_seconds, 4),
             "class_names": self.class_names, "split": self.split,
             "val": self.val, "test": self.test, **self.extra,
+            "bundle": str(self.bundle) if self.bundle else None,
         }
 
 
@@ -123,18 +114,24 @@ def fit_split(split: Split, clf: str = "logreg", **params: Any) -> tuple[Head, f
 
 
 def fit_store(store: str | os.PathLike, clf: str = "logreg", fractions=DEFAULT_FRACTIONS,
-              split_seed: int = 0, split: Split | None = None, **params: Any) -> FitResult:
-    """Fit ``clf`` on a store's train part and evaluate it on the validation and test parts."""
+              split_seed: int = 0, split: Split | None = None, out: str | os.PathLike | None = None,
+              **params: Any) -> FitResult:
+    """Fit ``clf`` on a store's train part and evaluate it on the validation and test parts;
+    with ``out``, save it there as a bundle (see :func:`featx.bundle.save_bundle`)."""
     make_head(clf, **params)  # validate the name and parameters before loading any data
     split = split or load_split(store, fractions, split_seed)
     head, seconds = fit_split(split, clf, **params)
     n_classes = len(split.feats.class_names)
     extra = {"best_epoch": head.best_epoch,
              "epochs_run": len(head.history["loss"])} if head.history else {}
-    return FitResult(
+    result = FitResult(
         head=head, clf=clf, params=head.get_params(), class_names=list(split.feats.class_names),
         store=Path(store), store_meta=split.feats.meta, split=split.info,
         val=evaluate(head, split.X("val"), split.y("val"), n_classes),
         test=evaluate(head, split.X("test"), split.y("test"), n_classes),
         fit_seconds=seconds, history=head.history, extra=extra,
     )
+    if out is not None:
+        result.bundle = save_bundle(out, head, result.class_names, result.store_meta, store=store,
+                                    split=result.split, metrics=result.metrics)
+    return result

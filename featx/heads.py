@@ -6,6 +6,8 @@
 ``linear-svm`` LinearSVC
 ``softmax``    a Keras softmax head (Dense softmax; Adam, categorical cross-entropy),
                the tutorial's head, with early stopping on validation loss; ``history`` is kept
+``cnn``        the from-scratch CNN of :mod:`featx.baseline` (pixels in, not vectors); trained
+               there, loaded and used here like the others
 =============  ====================================================================================
 
 ``scale``: ``"none"`` (default) or ``"standard"`` (StandardScaler, or a Keras Normalization layer,
@@ -30,16 +32,15 @@ The core uses keras / numpy only (no direct TensorFlow imports), so any Keras ba
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from featx.errors import FeatxError
+from featx.errors import FeatxError, NotFittedError
 
-CLASSIFIERS = ("logreg", "svm", "linear-svm", "softmax")
+CLASSIFIERS = ("logreg", "svm", "linear-svm", "softmax")  # heads on vectors: fit, sweep, audit
 
 # The parameters each head accepts, with defaults (a sweep only varies the ones a head accepts).
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -54,7 +55,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 def check_clf(name: str) -> str:
     """Validate a classifier name; a FeatxError listing the known ones otherwise."""
     if name not in CLASSIFIERS:
-        raise FeatxError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
+        raise FeatxError(f"unknown classifier {name!r} (`clf`); choose one of {', '.join(CLASSIFIERS)}")
     return name
 
 
@@ -66,11 +67,11 @@ def head_params(clf: str, **params: Any) -> dict[str, Any]:
     if out.get("class_weight") in ("none", "None"):
         out["class_weight"] = None
     if out.get("class_weight") not in (None, "balanced"):
-        raise FeatxError(f"class weights are 'none' or 'balanced', got {out['class_weight']!r}")
+        raise FeatxError(f"`class_weight` is 'none' or 'balanced', got {out['class_weight']!r}")
     if out.get("scale") not in ("none", "standard"):
-        raise FeatxError(f"--scale is 'none' or 'standard', got {out['scale']!r}")
+        raise FeatxError(f"`scale` is 'none' or 'standard', got {out['scale']!r}")
     if out.get("C") is not None and not float(out["C"]) > 0:
-        raise FeatxError(f"C must be positive, got {out['C']}")
+        raise FeatxError(f"`C` must be positive, got {out['C']}")
     return out
 
 
@@ -81,16 +82,26 @@ def make_head(clf: str, **params: Any) -> "Head":
 
 
 def load_head(clf: str, directory: str | Path, params: dict[str, Any]) -> "Head":
-    """A fitted head saved by :meth:`Head.save` in ``directory``."""
-    cls = SoftmaxHead if check_clf(clf) == "softmax" else SklearnHead
+    """A fitted head saved by :meth:`Head.save` in ``directory`` (any head, ``cnn`` included)."""
+    cls = HEADS.get(clf)
+    if cls is None:
+        raise FeatxError(f"unknown classifier {clf!r} in {directory}")
+    path = Path(directory) / cls.model_file
+    if not path.is_file():
+        raise FeatxError(f"bundle {directory} lacks its model file {cls.model_file}")
     return cls.load(Path(directory), clf, params)
 
 
 class Head:
-    """The common interface: fit on vectors, class probabilities, save/load, params, history."""
+    """The common interface: fit, class probabilities, save/load, params, history.
+
+    ``input`` says what the head takes: ``"vectors"`` (a store's embeddings) or ``"pixels"``
+    (decoded RGB images, the scratch CNN).
+    """
 
     name: str
     params: dict[str, Any]
+    input: ClassVar[str] = "vectors"
     history: dict[str, list[float]] | None = None
     n_features: int | None = None
     fit_seconds: float = 0.0
@@ -108,10 +119,22 @@ class Head:
 
     def save(self, directory: Path) -> str:
         """Write the fitted model into ``directory``; returns the file name."""
+        self._check_fitted()
+        return self._save(Path(directory))
+
+    def _save(self, directory: Path) -> str:
         raise NotImplementedError
 
     def get_params(self) -> dict[str, Any]:
         return dict(self.params)
+
+    @property
+    def fitted(self) -> bool:
+        raise NotImplementedError
+
+    def _check_fitted(self) -> None:
+        if not self.fitted:
+            raise NotFittedError(f"this {self.name} head is not fitted yet; call fit() first")
 
 
 def _class_weights(y: np.ndarray, n_classes: int, mode: str | None) -> dict[int, float] | None:
@@ -180,7 +203,12 @@ class SklearnHead(Head):
         self.classes_ = self.pipeline.classes_
         return self
 
+    @property
+    def fitted(self) -> bool:
+        return self.pipeline is not None and self.classes_ is not None
+
     def predict_proba(self, X):
+        self._check_fitted()
         proba = self.pipeline.predict_proba(X)
         if self.n_classes is None or proba.shape[1] == self.n_classes:
             return proba
@@ -188,7 +216,7 @@ class SklearnHead(Head):
         full[:, self.classes_] = proba
         return full
 
-    def save(self, directory):
+    def _save(self, directory):
         import joblib
 
         joblib.dump({"pipeline": self.pipeline, "n_classes": self.n_classes,
@@ -206,7 +234,40 @@ class SklearnHead(Head):
         return head
 
 
-class SoftmaxHead(Head):
+class KerasHead(Head):
+    """A head that is a Keras model, saved as ``model.keras`` (softmax head, scratch CNN)."""
+
+    model_file = "model.keras"
+    predict_batch_size: ClassVar[int] = 1024
+
+    def __init__(self, params: dict[str, Any], model=None, history: dict | None = None) -> None:
+        self.params, self.model, self.history = params, model, history
+
+    @property
+    def fitted(self) -> bool:
+        return self.model is not None
+
+    def predict_proba(self, X):
+        self._check_fitted()
+        proba = self.model.predict(np.asarray(X, dtype=np.float32),
+                                   batch_size=self.predict_batch_size, verbose=0)
+        return np.asarray(proba, dtype=np.float64)
+
+    def _save(self, directory):
+        self.model.save(directory / self.model_file)
+        return self.model_file
+
+    @classmethod
+    def load(cls, directory: Path, clf: str, params: dict[str, Any]) -> "KerasHead":
+        import keras
+
+        head = cls(params, keras.models.load_model(directory / cls.model_file, compile=False))
+        if cls.input == "vectors":
+            head.n_features = int(head.model.input_shape[-1])
+        return head
+
+
+class SoftmaxHead(KerasHead):
     """The tutorial's head: Dense(n_classes, softmax), Adam, categorical cross-entropy.
 
     A Normalization layer (train mean and variance) goes first with ``scale="standard"``; early
@@ -215,11 +276,9 @@ class SoftmaxHead(Head):
     """
 
     name = "softmax"
-    model_file = "model.keras"
 
-    def __init__(self, params: dict[str, Any], model=None) -> None:
-        self.params, self.model = params, model
-        self.history = None
+    def __init__(self, params: dict[str, Any], model=None, history: dict | None = None) -> None:
+        super().__init__(params, model, history)
         self.best_epoch: int | None = None
 
     def _build(self, X: np.ndarray, n_classes: int):
@@ -269,23 +328,17 @@ class SoftmaxHead(Head):
             self.best_epoch = int(np.argmin(self.history["val_loss"])) + 1
         return self
 
-    def predict_proba(self, X):
-        proba = self.model.predict(np.asarray(X, dtype=np.float32), batch_size=1024, verbose=0)
-        return np.asarray(proba, dtype=np.float64)
 
-    def save(self, directory):
-        self.model.save(Path(directory) / self.model_file)
-        if self.history is not None:
-            (Path(directory) / "history.json").write_text(json.dumps(self.history))
-        return self.model_file
+class CnnHead(KerasHead):
+    """The from-scratch CNN of :mod:`featx.baseline`: decoded RGB pixels (0..255) in."""
 
-    @classmethod
-    def load(cls, directory: Path, clf: str, params: dict[str, Any]) -> "SoftmaxHead":
-        import keras
+    name = "cnn"
+    input = "pixels"
 
-        head = cls(params, keras.models.load_model(directory / cls.model_file, compile=False))
-        head.n_features = int(head.model.input_shape[-1])
-        hist = directory / "history.json"
-        if hist.is_file():
-            head.history = json.loads(hist.read_text())
-        return head
+    @property
+    def predict_batch_size(self) -> int:  # type: ignore[override]
+        return int(self.params.get("batch_size", 32))
+
+
+HEADS: dict[str, type[Head]] = {"logreg": SklearnHead, "svm": SklearnHead,
+                                "linear-svm": SklearnHead, "softmax": SoftmaxHead, "cnn": CnnHead}

@@ -63,7 +63,7 @@ def find_duplicates(store: str | os.PathLike, threshold: float = DEFAULT_THRESHO
                     max_pairs: int = MAX_PAIRS) -> DuplicateReport:
     """Exact and near-duplicate pairs of a store, grouped, cross-label ones first."""
     if not 0.0 < threshold <= 1.0:
-        raise FeatxError(f"--threshold must be in (0, 1], got {threshold}")
+        raise FeatxError(f"`threshold` must be in (0, 1], got {threshold}")
     feats = load_features(store)
     x = normalize(feats.features)
     pairs: dict[tuple[int, int], Pair] = {}
@@ -96,7 +96,7 @@ def near_pairs(x: np.ndarray, threshold: float,
         if len(found) > max_pairs:
             raise FeatxError(
                 f"more than {max_pairs:,} pairs have similarity >= {threshold}; "
-                f"raise --threshold (near-duplicates are usually above 0.95)")
+                f"raise `threshold` (near-duplicates are usually above 0.95)")
     return found
 
 
@@ -131,23 +131,3 @@ def _groups(pairs: list[Pair], n: int) -> list[list[int]]:
         best[find(p.a)] = max(best.get(find(p.a), 0.0), p.similarity)
     roots = sorted(members, key=lambda r: (r not in cross, -best[r], min(members[r])))
     return [sorted(members[r]) for r in roots]
-
-
-def draw_pairs(report: DuplicateReport, out: str | os.PathLike, limit: int = 20,
-               pairs_per_row: int = 3):
-    """A PNG sheet of the first ``limit`` pairs (cross-label first), a few pairs per row."""
-    from featx.thumbs import Cell, draw_sheet, resolve, short
-
-    cells = []
-    for n, p in enumerate(report.pairs[:limit], 1):
-        for side, i in (("a", p.a), ("b", p.b)):
-            head = f"pair {n}{side}: {p.kind} {p.similarity:.3f}"
-            cells.append(Cell(resolve(report.paths[i], report.data_dir),
-                              f"{head}\n{report.labels[i]}: {short(report.paths[i], 22)}",
-                              p.cross_label))
-    step = 2 * pairs_per_row
-    rows = [cells[i:i + step] for i in range(0, len(cells), step)]
-    n_cross = sum(p.cross_label for p in report.pairs)
-    title = (f"{len(report.pairs)} duplicate pairs (cosine >= {report.threshold}), "
-             f"{n_cross} across labels (red captions); first {min(limit, len(report.pairs))} shown")
-    return draw_sheet(rows, out, title)

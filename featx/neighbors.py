@@ -87,7 +87,7 @@ def find_neighbors(
     (``weights`` overrides the weights path recorded in the store).
     """
     if k < 1:
-        raise FeatxError(f"-k must be at least 1, got {k}")
+        raise FeatxError(f"`k` must be at least 1, got {k}")
     if not queries:
         raise FeatxError("give at least one query: a path stored in the store, or an image file")
     with st.open_store(store) as f:

@@ -76,10 +76,8 @@ def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike],
     """Predict every image in ``inputs`` (files and folders) with a bundle.
 
     ``weights`` overrides the weights path recorded in the bundle (its identity must still
-    match); ``extractor`` may pass a ready :class:`featx.embed.Extractor` to reuse across calls.
+    match); ``extractor`` may pass a ready reader (``Bundle.reader()``) to reuse across calls.
     """
-    from featx.embed import Extractor
-
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     files, errors = expand_inputs(inputs)
     if not files and not errors:
@@ -87,11 +85,7 @@ def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike],
     report = PredictReport(bundle=b.path, class_names=b.class_names, errors=errors)
     if not files:
         return report
-    if extractor is None and b.kind == "cnn":  # the baseline CNN takes decoded pixels
-        from featx.baseline import PixelReader
-
-        extractor = PixelReader.from_info(b.info)
-    extractor = extractor or Extractor.from_meta(b.extractor, weights=weights)
+    extractor = extractor or b.reader(weights)  # image files -> what the model takes
     for start in range(0, len(files), 256):  # bounded memory for big folders
         chunk = files[start:start + 256]
         vectors, ok, failures = extractor.embed_files(chunk, batch_size=batch_size)

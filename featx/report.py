@@ -18,7 +18,7 @@ For one data set (its feature store) and the model bundles trained on it (``feat
 Numbers on the page come from the bundles (``bundle.json``: metrics, history); the chosen
 classifier's test predictions are recomputed (features bundles: from the store's test rows; the
 baseline: its saved ``test_predictions.json``) and checked against the stored test accuracy.
-Figures use matplotlib's non-interactive Agg backend.
+The figures are drawn by :mod:`featx.figures`.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 
 from featx.errors import FeatxError
+from featx.figures import LABELS, Cell, draw_sheet, plot_confusion, plot_curves, plot_sweep
+from featx.metrics import confusion_matrix
+from featx.thumbs import resolve, short
 
-LABELS = {"cnn": "scratch CNN", "softmax": "softmax head", "logreg": "logistic regression",
-          "svm": "RBF SVM", "linear-svm": "linear SVM"}
-COLOURS = {"cnn": "tab:red", "softmax": "tab:blue"}
 
 
 @dataclass
@@ -131,7 +131,7 @@ def choose(entries: list[Entry], clf: str | None) -> Entry:
         for e in entries:
             if clf in (e.clf, e.name) or _same_dir(str(e.path), clf):
                 return e
-        raise FeatxError(f"no bundle of this data set matches --clf {clf!r} (have: "
+        raise FeatxError(f"no bundle of this data set matches `clf`={clf!r} (have: "
                          f"{', '.join(e.name for e in entries)})")
     softmax = [e for e in entries if e.clf == "softmax"]
     if softmax:
@@ -174,130 +174,6 @@ def predictions_on_test(entry: Entry, store: str | os.PathLike) -> dict[str, Any
             "proba": np.asarray(proba), "class_names": feats.class_names}
 
 
-# --- figures ------------------------------------------------------------------------------------
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_curves(entries: list[Entry], out: str | os.PathLike, title: str):
-    """Validation loss and accuracy per epoch (training dotted) of every entry with a history.
-
-    Returns ``(path, curves)``: ``curves[name][key]`` is the series as drawn (read back from the
-    figure's lines), so a test can compare the figure with the stored histories.
-    """
-    from matplotlib.ticker import MaxNLocator
-
-    plt = _plt()
-    with_history = [e for e in entries if e.history and e.history.get("val_loss")]
-    order = sorted(with_history, key=lambda e: (e.kind != "cnn", e.clf != "softmax", e.name))
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
-    curves: dict[str, dict[str, list[float]]] = {}
-    palette = iter(["tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive", "tab:cyan"])
-    for e in order:
-        colour = COLOURS.get(e.clf) or next(palette, "grey")
-        label = e.label if sum(x.clf == e.clf for x in order) == 1 else f"{e.label} ({e.name})"
-        curves[e.name] = {}
-        for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-            for prefix, style in (("val_", "-"), ("", ":")):
-                ys = e.history.get(prefix + key)
-                if not ys:
-                    continue
-                epochs = np.arange(1, len(ys) + 1)
-                line, = ax.plot(epochs, ys, style, color=colour, marker="o" if prefix else None,
-                                markersize=3.5, linewidth=2 if prefix else 1.3,
-                                alpha=1.0 if prefix else 0.7,
-                                label=f"{label}, {'validation' if prefix else 'training'}")
-                curves[e.name][prefix + key] = [float(v) for v in line.get_ydata()]
-    for ax, what in ((ax_loss, "loss (categorical cross-entropy)"), (ax_acc, "accuracy")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(what)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    ax_loss.set_title("Validation loss (lower is better)")
-    ax_acc.set_title("Validation accuracy (higher is better)")
-    if order:
-        handles, labels = ax_loss.get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(2, len(labels)),
-                   fontsize=9, frameon=False)
-    else:
-        for ax in (ax_loss, ax_acc):
-            ax.text(0.5, 0.5, "no model with a per-epoch history", ha="center",
-                    transform=ax.transAxes)
-    fig.suptitle(title, fontsize=12)
-    path = _save(fig, out)
-    return path, curves
-
-
-def plot_confusion(cm: np.ndarray, class_names: list[str], out: str | os.PathLike, title: str):
-    plt = _plt()
-    n = len(class_names)
-    side = max(4.2, 0.9 * n + 2.6)
-    fig, ax = plt.subplots(figsize=(side + 1.2, side), layout="constrained")
-    totals = cm.sum(axis=1, keepdims=True)
-    share = np.divide(cm, totals, out=np.zeros(cm.shape, dtype=float), where=totals > 0)
-    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, f"{cm[i, j]}\n{share[i, j]:.0%}", ha="center", va="center",
-                    fontsize=9 if n <= 6 else 7, color="white" if share[i, j] > 0.6 else "black")
-    ax.set_xticks(range(n), class_names, rotation=30 if n > 3 else 0,
-                  ha="right" if n > 3 else "center")
-    ax.set_yticks(range(n), class_names)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title, fontsize=11)
-    fig.colorbar(im, ax=ax, shrink=0.8, label="share of the true class")
-    return _save(fig, out)
-
-
-def plot_sweep(rows: list[dict[str, Any]], out: str | os.PathLike, title: str):
-    """Validation accuracy of every sweep point, best first (the selected point highlighted)."""
-    from featx.sweep import GRID_KEYS
-
-    plt = _plt()
-    ok = [r for r in rows if r.get("val_accuracy") is not None]
-    ok.sort(key=lambda r: -r["val_accuracy"])
-
-    def name(r):
-        params = ", ".join(f"{k}={r[k]}" for k in GRID_KEYS if r.get(k) is not None)
-        return f"{r['clf']}({params})"
-
-    fig, ax = plt.subplots(figsize=(9, 1.4 + 0.32 * max(len(ok), 1)), layout="constrained")
-    if ok:
-        vals = np.array([r["val_accuracy"] for r in ok])
-        y = np.arange(len(ok))
-        colours = ["tab:orange" if i == 0 else "tab:blue" for i in range(len(ok))]
-        ax.barh(y, vals, color=colours)
-        ax.set_yticks(y, [name(r) for r in ok], fontsize=8)
-        ax.invert_yaxis()
-        lo = max(0.0, float(vals.min()) - 0.05)
-        ax.set_xlim(lo, 1.0 + (1.0 - lo) * 0.08)
-        for yi, v in zip(y, vals):
-            ax.text(v, yi, f" {v:.3f}", va="center", fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no finished sweep point", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("validation accuracy")
-    ax.set_title(title, fontsize=11)
-    ax.grid(axis="x", alpha=0.3)
-    return _save(fig, out)
-
-
-def _save(fig, out) -> Path:
-    plt = _plt()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
 def sample_rows(paths: list[str], labels: np.ndarray, n_classes: int, per_class: int) -> list[list[int]]:
     """Per class, ``per_class`` row indices spread evenly over the class's rows."""
     out = []
@@ -320,13 +196,23 @@ def worst_mistakes(labels: np.ndarray, proba: np.ndarray, n: int) -> list[int]:
 # --- the whole report ---------------------------------------------------------------------------
 
 
+def default_output(store: str | os.PathLike) -> Path:
+    """reports/<store>/"""
+    return Path("reports") / Path(store).stem
+
+
 def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
                 models: str | os.PathLike = "models", bundles: list | None = None,
                 clf: str | None = None, sweep: str | os.PathLike | None = None,
                 per_class: int = 6, n_mistakes: int = 12) -> Report:
-    """Write the figures and the page for ``store``'s data set into ``out_dir``."""
+    """Write the figures and the page for ``store``'s data set into ``out_dir``.
+
+    ``sweep``: a sweep's ``results.json``; by default the one ``featx sweep`` writes for this store
+    (:func:`featx.sweep.default_output`), when it exists.
+    """
+    from featx.sweep import default_output as sweep_output
+
     from featx.store import load_features, read_meta
-    from featx.thumbs import Cell, draw_sheet, resolve, short
 
     store, out_dir = Path(store), Path(out_dir)
     meta = read_meta(store)
@@ -357,8 +243,7 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
     pred = predictions_on_test(chosen, store)
     names, y, proba = pred["class_names"], pred["labels"], pred["proba"]
     n_classes = len(names)
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (y, proba.argmax(axis=1)), 1)
+    cm = confusion_matrix(y, proba.argmax(axis=1), n_classes)
     acc = float(np.trace(cm) / max(len(y), 1))
     stored = chosen.accuracy("test")
     if stored is not None and abs(stored - acc) > 1e-9:
@@ -393,6 +278,9 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
         f"({len(y)} images)" if worst else f"{chosen.label}: no mistakes on the test part "
         f"({len(y)} images)"))
 
+    default_sweep = sweep_output(store) / "results.json"
+    if sweep is None and default_sweep.is_file():
+        sweep = default_sweep
     if sweep and Path(sweep).is_file():
         result = json.loads(Path(sweep).read_text())
         best = result.get("best") or {}

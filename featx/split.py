@@ -26,7 +26,7 @@ def parse_fractions(text: str) -> tuple[float, float, float]:
     except ValueError:
         values = []
     if len(values) != 3 or min(values) < 0 or sum(values) <= 0:
-        raise FeatxError(f"--split takes three non-negative numbers like 70/15/15, got {text!r}")
+        raise FeatxError(f"`fractions` takes three non-negative numbers like 70/15/15, got {text!r}")
     total = sum(values)
     return tuple(v / total for v in values)  # type: ignore[return-value]
 
@@ -61,6 +61,12 @@ def split_indices(
             for h in hs:
                 parts[part].extend(groups[h])
     return {p: np.array(sorted(rows), dtype=np.int64) for p, rows in parts.items()}
+
+
+def describe_split(parts: dict[str, np.ndarray], fractions, seed: int) -> dict:
+    """The split as recorded in bundles and JSON output: method, fractions, seed, part sizes."""
+    return {"method": "derived from content hashes (featx.split)", "fractions": list(fractions),
+            "seed": seed, **{f"n_{p}": int(len(parts[p])) for p in PARTS}}
 
 
 def _rank(seed: int, h: str) -> bytes:

@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 
 from featx.errors import FeatxError
+from featx.files import fsync_replace
 
 SCHEMA_VERSION = 1
 FINGERPRINT_KEYS = (
@@ -132,51 +133,6 @@ def check_fingerprint(path: Path, have: dict, want: dict, what: str = "store") -
         )
 
 
-# --- the vector cache: hash -> vector, backed by files on disk -------------------------------
-
-
-class VectorCache:
-    """Find vectors by content hash in a set of HDF5 files (the store and part files)."""
-
-    def __init__(self) -> None:
-        self._files: list[h5py.File] = []
-        self._where: dict[str, tuple[int, int]] = {}
-
-    def add(self, path: Path) -> None:
-        f = h5py.File(path, "r")
-        k = len(self._files)
-        self._files.append(f)
-        for i, h in enumerate(strings(f["hashes"])):
-            self._where.setdefault(h, (k, i))
-
-    def __contains__(self, h: str) -> bool:
-        return h in self._where
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def gather(self, hashes: list[str], dim: int) -> np.ndarray:
-        """The vectors of ``hashes`` (all must be present), read file by file in row order."""
-        out = np.empty((len(hashes), dim), dtype=np.float32)
-        by_file: dict[int, list[tuple[int, int]]] = {}
-        for pos, h in enumerate(hashes):
-            k, row = self._where[h]
-            by_file.setdefault(k, []).append((row, pos))
-        for k, pairs in by_file.items():
-            rows = np.array(sorted({r for r, _ in pairs}))
-            block = self._files[k]["features"][rows]
-            index = {r: j for j, r in enumerate(rows)}
-            for row, pos in pairs:
-                out[pos] = block[index[row]]
-        return out
-
-    def close(self) -> None:
-        for f in self._files:
-            f.close()
-        self._files.clear()
-        self._where.clear()
-
-
 # --- writing ---------------------------------------------------------------------------------
 
 
@@ -212,7 +168,7 @@ def write_store(
             for key, value in meta.items():
                 f.attrs[key] = value
             f.attrs["featx_schema"] = SCHEMA_VERSION
-        _fsync_replace(tmp, path)
+        fsync_replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -257,7 +213,7 @@ def write_part(
         f.create_dataset("failed_reasons", data=np.asarray([r for _, r in failures], dtype=object),
                          dtype=STR)
         f.attrs["fingerprint"] = json.dumps(fp, sort_keys=True)
-    _fsync_replace(tmp, path)
+    fsync_replace(tmp, path)
     return path
 
 
@@ -327,20 +283,6 @@ def plain(v):
     if isinstance(v, np.ndarray):
         return v.tolist()
     return v
-
-
-def _fsync_replace(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def describe(path: str | os.PathLike) -> dict:

@@ -20,12 +20,40 @@ from typing import Any, Callable
 
 import numpy as np
 
+from featx.errors import FeatxError
 from featx.heads import DEFAULTS, check_clf, head_params, make_head
 from featx.split import DEFAULT_FRACTIONS
 
 GRID_KEYS = ("C", "class_weight", "scale", "lr", "epochs", "batch_size")
 CSV_FIELDS = ("clf", *GRID_KEYS, "val_accuracy", "train_accuracy", "fit_seconds", "epochs_run",
               "error")
+
+
+def default_output(store: str | os.PathLike) -> Path:
+    """reports/<store>_sweep/"""
+    return Path("reports") / f"{Path(store).stem}_sweep"
+
+
+def parse_values(text: str | None, cast, param: str) -> list:
+    """A comma-separated option value: ``"0.01,0.1,1"`` -> [0.01, 0.1, 1.0]."""
+    if text is None:
+        return []
+    try:
+        return [cast(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise FeatxError(f"cannot read `{param}`={text!r} as a comma-separated list") from None
+
+
+def parse_grid(**values: str | None) -> dict[str, list[Any]]:
+    """The grid from comma-separated strings per key (``C="0.1,1", lr=None, ...``)."""
+    casts = {"C": float, "lr": float, "epochs": int, "batch_size": int}
+    return {k: parse_values(v, casts.get(k, str), k) for k, v in values.items()}
+
+
+def point_label(row: dict[str, Any]) -> str:
+    """``clf(C=0.1, scale=none)``: a grid point, as printed and plotted."""
+    params = ", ".join(f"{k}={row[k]}" for k in GRID_KEYS if row.get(k) is not None)
+    return f"{row['clf']}({params})"
 
 
 def build_grid(clfs: list[str], grid: dict[str, list[Any]]) -> list[tuple[str, dict[str, Any]]]:

@@ -3,23 +3,24 @@
 :class:`EmbeddingTransformer` fits in a ``sklearn.pipeline.Pipeline`` in front of any estimator.
 ``transform(paths)`` hashes each file (sha256 of its bytes, as ``featx extract`` does), takes the
 vectors of known content from an optional read-only ``store`` (e.g. the one ``featx extract`` built)
-and from its ``cache`` store, embeds only new content, and adds those vectors to the cache (one
-atomic rewrite per call). The cache is an ordinary featx store whose rows are keyed by content, with
+and from its ``cache`` store, embeds only new content, and adds those vectors to the cache through
+:class:`featx.writer.StoreWriter` (a part file, then one atomic rewrite per call, under the store's
+lock). The cache is an ordinary featx store whose rows are keyed by content, with
 absolute paths, all labelled ``unlabelled``.
 """
 
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from featx.discover import content_hash
+from featx.discover import hash_file
 from featx.errors import FeatxError
 from featx import store as st
+from featx.writer import StoreWriter, VectorCache
 
 CACHE_CLASS = "unlabelled"
 EMBED_BLOCK = 256  # files decoded and embedded at a time: bounds the memory of pixels
@@ -66,7 +67,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         paths = [Path(p) for p in _as_list(X)]
         if not paths:
             raise FeatxError("transform needs at least one image path")
-        hashes = [_sha256(p) for p in paths]
+        hashes = [_content_hash(p) for p in paths]
         extractor = self._extractor()
         cache = Path(self.cache)
         have = self._known(extractor.meta)
@@ -77,7 +78,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         new = self._embed(extractor, todo)
         if new:
             self._append(cache, extractor, new, todo)
-        vectors = st.VectorCache()
+        vectors = VectorCache()
         try:
             sources = [Path(p) for p in (self.store, cache) if p and Path(p).exists()]
             for path in sources:
@@ -132,21 +133,18 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
 
     def _append(self, cache: Path, extractor, new: dict[str, np.ndarray],
                 todo: dict[str, Path]) -> None:
-        """Rewrite the cache store (atomically) with the new vectors added at the end."""
-        old = st.load_features(cache) if cache.exists() else None
-        hashes = list(new)
-        rows_paths = [str(todo[h].resolve()) for h in hashes]
-        vecs = np.stack([new[h] for h in hashes])
-        if old is not None:
-            hashes = [str(h) for h in old.hashes] + hashes
-            rows_paths = list(old.paths) + rows_paths
-            vecs = np.concatenate([old.features, vecs])
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        meta = {**extractor.meta, "dim": int(vecs.shape[1]), "data_dir": "",
-                "created": old.meta.get("created", now) if old else now, "updated": now}
-        rows = st.Rows(rows_paths, [0] * len(hashes), hashes)
+        """Add the new vectors to the cache store (a part file, then one atomic rewrite)."""
         cache.parent.mkdir(parents=True, exist_ok=True)
-        st.write_store(cache, rows, [CACHE_CLASS], meta, [], lambda a, b: vecs[a:b])
+        rows = st.Rows([], [], [])
+        if cache.exists():
+            with st.open_store(cache) as f:
+                rows = st.read_rows(f)
+        hashes = list(new)
+        listing = _CacheListing(st.Rows(rows.paths + [str(todo[h].resolve()) for h in hashes],
+                                        rows.labels + [0] * len(hashes), rows.hashes + hashes))
+        with StoreWriter(cache, extractor.meta, commit_every=len(hashes) + 1) as writer:
+            writer.add(hashes, np.stack([new[h] for h in hashes]), [], listing)
+            writer.finish(listing)
 
     def __getstate__(self) -> dict:  # the Keras model is rebuilt on demand, never pickled
         state = dict(self.__dict__)
@@ -162,8 +160,24 @@ def _as_list(X) -> list:
     return [os.fspath(p) for p in items]
 
 
-def _sha256(path: Path) -> str:
-    try:
-        return content_hash(path.read_bytes())
-    except OSError as e:
-        raise FeatxError(f"cannot read {path}: {e.strerror or e}") from None
+def _content_hash(path: Path) -> str:
+    h, reason = hash_file(path)
+    if h is None:
+        raise FeatxError(f"cannot read {path}: {reason}")
+    return h
+
+
+class _CacheListing:
+    """The cache store's rows: every cached content once, with its absolute path, unlabelled."""
+
+    root = None
+    class_names = [CACHE_CLASS]
+
+    def __init__(self, rows: st.Rows) -> None:
+        self._rows = rows
+
+    def rows(self, has) -> st.Rows:
+        return self._rows
+
+    def skipped(self, failed) -> list[tuple[str, str, str]]:
+        return []

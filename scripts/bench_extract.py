@@ -55,22 +55,19 @@ def child_ceiling(a) -> dict:
 
 def child_decode(a) -> dict:
     """Read + decode + resize + preprocess alone, in featx's worker threads: the input ceiling."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from featx.discover import discover
     from featx.embed import Extractor
-    from featx.extract import _decode_batch
+    from featx.reader import decoded_batches
 
     import numpy as np
 
     ex = Extractor(_settings(a, "float32"))
     ex.preprocess(np.zeros((1, 224, 224, 3), np.uint8))  # import Keras before the clock starts
     ds = discover(a.data)
-    items = [("", ds.root / p) for p in ds.paths]
-    batches = [items[i:i + a.batch_size] for i in range(0, len(items), a.batch_size)]
+    items = [(str(i), ds.root / p) for i, p in enumerate(ds.paths)]
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(a.workers) as pool:
-        n = sum(len(r[0]) for r in pool.map(lambda b: _decode_batch(b, ex), batches))
+    n = sum(len(b.hashes) for b in decoded_batches(items, ex.decode_settings, a.batch_size,
+                                                   a.workers, prepare=ex.preprocess))
     return {"images_per_s": n / (time.perf_counter() - t0), "images": n}
 
 

@@ -8,11 +8,14 @@ seeded, so reproducible). Tests marked ``shared`` use the real ImageNet weights 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from featx.errors import FeatxError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -29,6 +32,27 @@ needs_shared = pytest.mark.skipif(
 
 # A small, fast extractor for tests that need real Keras models but not real weights.
 TINY = dict(model="mobilenet_v2", layer="out_relu", pooling="avg", weights="none")
+
+# Store metadata of a made-up VGG16 block5_pool store (for stores written without a model).
+META = dict(model="vgg16", layer="block5_pool", pooling="avg", weights="none", weights_id="none",
+            precision="float32", input_size=224, resize="squash", resample="bilinear")
+
+
+def synthetic_store(path: Path, counts=(60, 60, 60), dim=32, sep=3.0, seed=0) -> Path:
+    """Gaussian blobs, one a class, as a store; the first two rows are exact duplicates."""
+    from featx.store import Features, save_features
+
+    rng = np.random.default_rng(seed)
+    y = np.concatenate([np.full(n, k) for k, n in enumerate(counts)])
+    centres = rng.normal(size=(len(counts), dim)) * sep
+    X = (centres[y] + rng.normal(size=(len(y), dim))).astype(np.float32)
+    hashes = np.array([f"{i:064x}" for i in range(len(y))])
+    hashes[1] = hashes[0]
+    X[1] = X[0]
+    names = [f"class{k}" for k in range(len(counts))]
+    save_features(path, Features(X, y, [f"{names[k]}/{i}.jpg" for i, k in enumerate(y)], hashes,
+                                 names, dict(META)))
+    return path
 
 
 def make_images(root: Path, counts: dict[str, int], size=(64, 48), seed: int = 0,
@@ -87,7 +111,14 @@ def _shared_store(request, name: str, src: Path, per_class: int) -> Path:
     if not data.exists():
         subset(src, data, per_class)
     settings = ExtractorSettings(layer="block5_pool", pooling="avg", weights=str(SHARED_WEIGHTS))
-    return extract(data, cache / f"{name}-{per_class}.h5", settings, batch_size=16).out
+    deadline = time.monotonic() + 1800
+    while True:  # another test session (a git worktree sharing this cache) may hold the lock
+        try:
+            return extract(data, cache / f"{name}-{per_class}.h5", settings, batch_size=16).out
+        except FeatxError as e:
+            if "another featx process" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)  # poll the other session's lock
 
 
 @pytest.fixture(scope="session")

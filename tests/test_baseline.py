@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from featx.baseline import (MIN_SIZE, BaselineSettings, baseline_split, build_model,
-                            image_batches, rows_from_folder, rows_from_store)
+                            image_batches, images_from_folder, images_from_store)
 from featx.bundle import load_bundle
 from featx.cli import main
 from featx.errors import FeatxError
@@ -59,11 +59,11 @@ def test_split_equals_the_stores(data: Path, store: Path):
     feats = load_features(store)
     want = split_indices(feats.hashes, feats.labels)
     want_paths = {p: sorted(feats.paths[i] for i in rows) for p, rows in want.items()}
-    for rows in (rows_from_folder(data), rows_from_store(data, store)):
+    for rows in (images_from_folder(data), images_from_store(data, store)):
         got = baseline_split(rows)
         assert {p: sorted(rows.paths[i] for i in r) for p, r in got.items()} == want_paths
         assert rows.class_names == feats.class_names
-    computed = rows_from_folder(data)
+    computed = images_from_folder(data)
     assert "red/broken.jpg" not in computed.paths
     assert "red/broken.jpg" in dict(computed.skipped)
     assert "green/copy_of_000.jpg" in computed.paths  # duplicates are rows, as in the store
@@ -75,13 +75,13 @@ def test_split_equals_the_stores(data: Path, store: Path):
 def test_store_of_another_folder_is_refused(data: Path, store: Path, tmp_path: Path):
     other = make_images(tmp_path / "other", {"a": 2, "b": 2})
     with pytest.raises(FeatxError, match="not under"):
-        rows_from_store(other, store)
+        images_from_store(other, store)
 
 
 def test_batches_decode_one_batch_at_a_time(data: Path, monkeypatch):
     import featx.baseline as bl
 
-    rows = rows_from_folder(data)
+    rows = images_from_folder(data)
     calls = []
     real = bl.decode_file
     monkeypatch.setattr(bl, "decode_file", lambda p, s: calls.append(p) or real(p, s))

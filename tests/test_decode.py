@@ -16,15 +16,40 @@ def encode(im: Image.Image, fmt: str, **kw) -> bytes:
 SMALL = DecodeSettings(size=8)
 
 
-@pytest.mark.parametrize(
-    "mode, fmt",
-    [("L", "PNG"), ("1", "PNG"), ("P", "PNG"), ("CMYK", "JPEG"), ("I;16", "PNG"), ("RGB", "BMP"),
-     ("RGB", "WEBP"), ("RGB", "GIF"), ("LA", "PNG"), ("RGBA", "PNG"), ("F", "TIFF")],
-)
-def test_every_mode_becomes_rgb_uint8(mode, fmt):
-    im = Image.new(mode, (20, 10))
-    out = decode_bytes(encode(im, fmt), SMALL)
+def _palette_red() -> Image.Image:
+    im = Image.new("P", (20, 10))
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    im.paste(1, (0, 0, 20, 10))
+    return im
+
+
+@pytest.mark.parametrize("image, fmt, rgb", [
+    (Image.new("L", (20, 10), 100), "PNG", (100, 100, 100)),
+    (Image.new("1", (20, 10), 1), "PNG", (255, 255, 255)),
+    (_palette_red(), "PNG", (255, 0, 0)),
+    (Image.new("CMYK", (20, 10), (0, 255, 255, 0)), "JPEG", (255, 0, 0)),
+    (Image.new("I;16", (20, 10), 65535), "PNG", (255, 255, 255)),
+    (Image.new("RGB", (20, 10), (10, 200, 30)), "BMP", (10, 200, 30)),
+    (Image.new("RGB", (20, 10), (10, 200, 30)), "WEBP", (10, 200, 30)),
+    (Image.new("RGB", (20, 10), (255, 0, 0)), "GIF", (255, 0, 0)),
+    (Image.new("LA", (20, 10), (100, 255)), "PNG", (100, 100, 100)),
+    (Image.new("RGBA", (20, 10), (10, 20, 30, 255)), "PNG", (10, 20, 30)),
+    (Image.new("F", (20, 10), 100.0), "TIFF", (100, 100, 100)),
+], ids=["L", "1", "P", "CMYK", "I;16", "RGB-BMP", "RGB-WEBP", "GIF", "LA", "RGBA", "F"])
+def test_every_mode_becomes_its_rgb_colour(image, fmt, rgb):
+    out = decode_bytes(encode(image, fmt, **({"lossless": True} if fmt == "WEBP" else {})), SMALL)
     assert out.shape == (8, 8, 3) and out.dtype == np.uint8
+    assert np.all(np.abs(out.astype(int) - np.array(rgb)) <= 2), out[0, 0]
+
+
+def test_decoding_leaves_the_warnings_filters_alone():
+    import warnings
+
+    before = list(warnings.filters)
+    big = encode(Image.new("L", (200, 200)), "PNG")
+    with pytest.raises(DecodeError, match="decompression bomb"):
+        decode_bytes(big, DecodeSettings(size=8, max_pixels=100))
+    assert warnings.filters == before
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped():

@@ -18,26 +18,7 @@ from featx.heads import CLASSIFIERS
 from featx.split import split_indices
 from featx.store import Features, load_features, save_features
 from featx.sweep import build_grid, run_sweep
-from tests.conftest import needs_shared
-
-META = dict(model="vgg16", layer="block5_pool", pooling="avg", weights="none", weights_id="none",
-            precision="float32", input_size=224, resize="squash", resample="bilinear")
-
-
-def synthetic_store(path: Path, counts=(60, 60, 60), dim=32, sep=3.0, seed=0) -> Path:
-    """Gaussian blobs, one a class, as a store; the first two rows are exact duplicates."""
-    rng = np.random.default_rng(seed)
-    y = np.concatenate([np.full(n, k) for k, n in enumerate(counts)])
-    centres = rng.normal(size=(len(counts), dim)) * sep
-    X = (centres[y] + rng.normal(size=(len(y), dim))).astype(np.float32)
-    hashes = np.array([f"{i:064x}" for i in range(len(y))])
-    hashes[1] = hashes[0]
-    X[1] = X[0]
-    names = [f"class{k}" for k in range(len(counts))]
-    save_features(path, Features(X, y, [f"{names[k]}/{i}.jpg" for i, k in enumerate(y)], hashes,
-                                 names, dict(META)))
-    return path
-
+from tests.conftest import META, needs_shared, synthetic_store
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
@@ -168,7 +149,10 @@ def test_sweep_grid_parallel_csv_json(store: Path, tmp_path: Path):
     accs = [r["val_accuracy"] for r in result.rows]
     assert accs == sorted(accs, reverse=True)
     best = result.best
-    assert best["val_accuracy"] == accs[0] and 0.0 <= best["test_accuracy"] <= 1.0
+    assert best["val_accuracy"] == accs[0]
+    split = load_split(store)  # the saved best, scored independently on the test part
+    saved = load_bundle(tmp_path / "best").head.predict(split.X("test"))
+    assert best["test_accuracy"] == np.mean(saved == split.y("test"))
     assert best["refit_val_accuracy"] == pytest.approx(best["val_accuracy"])  # refit is the same
     with open(tmp_path / "sw" / "results.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 6

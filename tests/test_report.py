@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from featx.bundle import load_bundle
 from featx.cli import main
+from featx.fit import load_split
 from featx.errors import FeatxError
 from featx.report import make_report, sample_rows, worst_mistakes
 from featx.store import load_features
@@ -65,10 +67,16 @@ def test_table_is_every_bundle_with_its_stored_metrics(workspace, report):
     rows = {r["name"]: r for r in report.table}
     assert set(rows) == {"data_cnn", "data_softmax", "data_logreg"}
     assert report.table[0]["name"] == "data_cnn"  # the baseline heads the table
-    for name, row in rows.items():
-        metrics = _bundle(workspace, name)["metrics"]
-        assert row["val_accuracy"] == metrics["val"]["accuracy"]
-        assert row["test_accuracy"] == metrics["test"]["accuracy"]
+    split = load_split(workspace["store"])
+    for name, row in rows.items():  # each number recomputed from the saved model's predictions
+        if name == "data_cnn":
+            preds = json.loads((workspace["models"] / name / "test_predictions.json").read_text())
+            correct = np.argmax(preds["proba"], axis=1) == np.array(preds["labels"])
+        else:
+            head = load_bundle(workspace["models"] / name).head
+            correct = head.predict(split.X("test")) == split.y("test")
+            assert row["val_accuracy"] == np.mean(head.predict(split.X("val")) == split.y("val"))
+        assert row["test_accuracy"] == pytest.approx(np.mean(correct), abs=1e-12)
     # one split for all: the baseline (streamed images) and the heads (cached vectors)
     assert len({(r["n_train"], r["n_val"], r["n_test"]) for r in report.table}) == 1
     assert not [n for n in report.notes if "split" in n]
@@ -113,8 +121,9 @@ def test_baseline_as_chosen_and_the_cli(workspace, capsys):
 def test_no_bundles_is_a_clear_error(workspace, tmp_path):
     with pytest.raises(FeatxError, match="no model bundle"):
         make_report(workspace["store"], tmp_path / "r", models=tmp_path / "none")
-    with pytest.raises(FeatxError, match="--clf"):
+    with pytest.raises(FeatxError, match="matches clf='svm'") as e:  # the library names parameters
         make_report(workspace["store"], tmp_path / "r", models=workspace["models"], clf="svm")
+    assert e.value.params == ["clf"]
 
 
 def test_helpers(workspace):

@@ -1,8 +1,9 @@
 """Reusing a store: neighbors, map, duplicates, export, and the EmbeddingTransformer.
 
-Real properties on real VGG16 features of flowers5 photos (the ``flowers_store`` fixture); the
-planted-duplicate store reuses that store's vectors through ``featx extract``'s content cache, so
-only the one re-encoded image costs model time.
+Mechanics run on a generated store (``synthetic``: Gaussian blobs written with ``save_features``,
+no model). Real properties run on real VGG16 features of flowers5 photos (the ``flowers_store``
+fixture, marked ``shared``); the planted-duplicate store reuses that store's vectors through
+``featx extract``'s content cache, so only the one re-encoded image costs model time.
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ from PIL import Image
 from featx import load_features
 from featx.errors import FeatxError
 from featx.neighbors import find_neighbors, normalize, topk_cosine
-from tests.conftest import FLOWERS, SHARED_WEIGHTS, needs_shared, subset
+from tests.conftest import FLOWERS, SHARED_WEIGHTS, needs_shared, subset, synthetic_store
 
-pytestmark = needs_shared
+real = pytest.mark.shared
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """200 vectors in 4 classes of 50 (rows 0 and 1 are exact duplicates), paths that do not exist."""
+    return synthetic_store(tmp_path / "syn.h5", counts=(50, 50, 50, 50), dim=24)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -53,6 +60,8 @@ def test_chunked_topk_equals_brute_force():
     np.testing.assert_allclose(sims, np.take_along_axis(full, expect, 1), rtol=1e-5)
 
 
+@needs_shared
+@real
 def test_every_stored_image_is_its_own_nearest_neighbour(flowers_store: Path):
     feats = load_features(flowers_store)
     results = find_neighbors(flowers_store, feats.paths, k=5, chunk_rows=64)  # 4 chunks
@@ -68,6 +77,8 @@ def test_every_stored_image_is_its_own_nearest_neighbour(flowers_store: Path):
     assert agree > 0.5  # chance is 0.2 with five balanced classes
 
 
+@needs_shared
+@real
 def test_new_image_file_is_embedded_with_the_store_settings(flowers_store: Path, tmp_path: Path):
     feats = load_features(flowers_store)
     src = Path(feats.meta["data_dir"]) / feats.paths[7]
@@ -84,10 +95,11 @@ def test_new_image_file_is_embedded_with_the_store_settings(flowers_store: Path,
     assert res_abs.source == "stored" and res_abs.label == feats.class_names[feats.labels[7]]
 
 
-def test_cli_neighbors_json_grid_and_misuse(flowers_store: Path, tmp_path: Path):
-    feats = load_features(flowers_store)
+def test_cli_neighbors_json_grid_and_misuse(store: Path, tmp_path: Path):
+    # stored queries only: no model, and no image files (the grid shows grey placeholders)
+    feats = load_features(store)
     grid = tmp_path / "nn.png"
-    proc = _cli("neighbors", str(flowers_store), feats.paths[0], feats.paths[100], "-k", "4",
+    proc = _cli("neighbors", str(store), feats.paths[0], feats.paths[100], "-k", "4",
                 "--grid", str(grid), "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
@@ -99,7 +111,7 @@ def test_cli_neighbors_json_grid_and_misuse(flowers_store: Path, tmp_path: Path)
         (["nope/missing.jpg"], "neither a path stored"),
         ([feats.paths[0], "-k", "0"], "-k must be at least 1"),
     ]:
-        proc = _cli("neighbors", str(flowers_store), *args)
+        proc = _cli("neighbors", str(store), *args)
         assert proc.returncode == 2 and message in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
     proc = _cli("neighbors", str(grid), feats.paths[0])
@@ -132,6 +144,8 @@ def planted_store(flowers_store: Path, tmp_path_factory) -> tuple[Path, dict]:
     return out, planted
 
 
+@needs_shared
+@real
 def test_planted_copies_are_reported_as_cross_label_duplicates(planted_store):
     from featx.near_duplicates import find_duplicates
 
@@ -151,6 +165,8 @@ def test_planted_copies_are_reported_as_cross_label_duplicates(planted_store):
     assert doc["n_near_pairs"] >= 2
 
 
+@needs_shared
+@real
 def test_cli_duplicates_json_and_sheet(planted_store, tmp_path: Path):
     store, planted = planted_store
     sheet = tmp_path / "dups.png"
@@ -163,16 +179,20 @@ def test_cli_duplicates_json_and_sheet(planted_store, tmp_path: Path):
     assert proc.returncode == 2 and "--threshold" in proc.stderr
 
 
-def test_too_low_a_threshold_is_refused_not_run_out_of_memory(flowers_store: Path):
+def test_too_low_a_threshold_is_refused_not_run_out_of_memory(store: Path):
     from featx.near_duplicates import find_duplicates
 
-    with pytest.raises(FeatxError, match="raise --threshold"):
-        find_duplicates(flowers_store, threshold=0.1, max_pairs=1000)
+    with pytest.raises(FeatxError, match="raise threshold"):
+        find_duplicates(store, threshold=0.1, max_pairs=1000)
+    exact = find_duplicates(store, threshold=0.9999)  # the planted exact pair, nothing else
+    assert [(p.a, p.b, p.kind) for p in exact.pairs] == [(0, 1, "exact")]
 
 
 # --- map ---------------------------------------------------------------------------------
 
 
+@needs_shared
+@real
 def test_cli_map_writes_one_row_per_image(flowers_store: Path, tmp_path: Path):
     feats = load_features(flowers_store)
     png, mosaic, coords = tmp_path / "map.png", tmp_path / "mosaic.png", tmp_path / "xy.csv"
@@ -194,24 +214,24 @@ def test_cli_map_writes_one_row_per_image(flowers_store: Path, tmp_path: Path):
     assert _png_size(png)[0] >= 800 and _png_size(mosaic)[0] >= 2000
 
 
-def test_map_subsamples_to_max_points_and_saves_json(flowers_store: Path, tmp_path: Path):
+def test_map_subsamples_to_max_points_and_saves_json(store: Path, tmp_path: Path):
     from featx.maps import make_map, save_coords
 
-    m = make_map(flowers_store, method="pca", max_points=50, seed=3)
+    m = make_map(store, method="pca", max_points=50, seed=3)
     assert m.coords.shape == (50, 2) and len(set(m.rows.tolist())) == 50 and m.n_total == 200
     doc = json.loads(save_coords(m, tmp_path / "xy.json").read_text())
     assert len(doc["points"]) == 50 and doc["n_total"] == 200
-    assert np.array_equal(make_map(flowers_store, method="pca", max_points=50, seed=3).rows, m.rows)
+    assert np.array_equal(make_map(store, method="pca", max_points=50, seed=3).rows, m.rows)
     with pytest.raises(FeatxError, match="choose tsne or pca"):
-        make_map(flowers_store, method="umap")
+        make_map(store, method="umap")
 
 
 # --- export and the API ------------------------------------------------------------------
 
 
-def test_export_npz_and_csv_round_trip(flowers_store: Path, tmp_path: Path):
-    feats = load_features(flowers_store)
-    proc = _cli("export", str(flowers_store), "--format", "npz", "-o", str(tmp_path / "f.npz"))
+def test_export_npz_and_csv_round_trip(store: Path, tmp_path: Path):
+    feats = load_features(store)
+    proc = _cli("export", str(store), "--format", "npz", "-o", str(tmp_path / "f.npz"))
     assert proc.returncode == 0, proc.stderr
     with np.load(tmp_path / "f.npz") as z:  # no allow_pickle needed
         np.testing.assert_array_equal(z["features"], feats.features)
@@ -219,7 +239,7 @@ def test_export_npz_and_csv_round_trip(flowers_store: Path, tmp_path: Path):
         assert z["paths"].tolist() == feats.paths and z["class_names"].tolist() == feats.class_names
     from featx.export import export
 
-    out = export(flowers_store, tmp_path / "f.csv", "csv", chunk_rows=64)
+    out = export(store, tmp_path / "f.csv", "csv", chunk_rows=64)
     with open(out) as fh:
         rows = list(csv.reader(fh))
     assert len(rows) == 201 and rows[0][:5] == ["path", "label", "class", "hash", "f0"]
@@ -228,15 +248,17 @@ def test_export_npz_and_csv_round_trip(flowers_store: Path, tmp_path: Path):
                                   feats.features)
 
 
-def test_iter_chunks_covers_the_store(flowers_store: Path):
+def test_iter_chunks_covers_the_store(store: Path):
     import featx
 
-    feats = featx.load_features(flowers_store)
-    blocks = list(featx.iter_chunks(flowers_store, chunk_rows=64))
+    feats = featx.load_features(store)
+    blocks = list(featx.iter_chunks(store, chunk_rows=64))
     assert [b[1].shape[0] for b in blocks] == [64, 64, 64, 8]
     np.testing.assert_array_equal(np.concatenate([b[1] for b in blocks]), feats.features)
 
 
+@needs_shared
+@real
 def test_transformer_reuses_store_and_cache_and_fits_in_a_pipeline(flowers_store, tmp_path, monkeypatch):
     from sklearn.base import clone
     from sklearn.linear_model import LogisticRegression

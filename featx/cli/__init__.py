@@ -59,10 +59,11 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: ``featx ...``. User errors print one line and exit 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         code = app(args=argv, prog_name="featx", standalone_mode=False)
     except FeatxError as e:
-        _fail(str(e))
+        _fail(as_flags(e, argv))
     except click_errors.UsageError as e:
         hint = f" (see featx {e.ctx.info_name} --help)" if e.ctx and e.ctx.parent else ""
         _fail(e.format_message() + hint)
@@ -72,6 +73,29 @@ def main(argv: list[str] | None = None) -> None:
         err.print("interrupted")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# library parameter -> the CLI option's Python name, where the two differ
+PARAM_ALIASES = {"out": "output", "fractions": "split", "fmt": "fmt"}
+
+
+def as_flags(e: FeatxError, argv: list[str]) -> str:
+    """The error's message with the parameters it names written as this command's flags."""
+    if not e.params:
+        return str(e)
+    flags = _command_flags(argv)
+    return e.render(lambda name: flags.get(name) or flags.get(PARAM_ALIASES.get(name, "")))
+
+
+def _command_flags(argv: list[str]) -> dict[str, str]:
+    """Python name -> long flag (``batch_size`` -> ``--batch-size``) of the command in ``argv``."""
+    group = typer.main.get_command(app)
+    name = next((a for a in argv if not a.startswith("-")), None)
+    command = getattr(group, "commands", {}).get(name)
+    if command is None:
+        return {}
+    return {p.name: max(p.opts, key=len) for p in command.params
+            if getattr(p, "param_type_name", "") == "option" and p.opts}
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -32,7 +32,7 @@ def baseline(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the tutorial's small CNN from scratch on the images (same split as the store)."""
-    from featx.baseline import BaselineSettings, save_baseline, train_baseline
+    from featx.baseline import BaselineSettings, default_output, save_baseline, train_baseline
     from featx.split import parse_fractions
 
     settings = BaselineSettings(size=size, resize=resize, epochs=epochs, batch_size=batch_size,
@@ -40,8 +40,7 @@ def baseline(
     with progress_bar(not as_json) as progress:
         result = train_baseline(data_dir, settings, store=store, fractions=parse_fractions(split),
                                 split_seed=split_seed, progress=progress)
-    bundle_dir = output or Path("models") / f"{data_dir.resolve().name}_cnn"
-    save_baseline(bundle_dir, result)
+    bundle_dir = save_baseline(output or default_output(data_dir), result)
     summary = result.summary() | {"bundle": str(bundle_dir)}
     emit(summary, as_json, lambda: _print_baseline(summary))
 
@@ -82,13 +81,11 @@ def report(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Figures (curves, confusion matrix, samples, worst mistakes, sweep) and an HTML/MD page."""
-    from featx.report import make_report
+    from featx.report import default_output, make_report
 
-    out_dir = output or Path("reports") / store.stem
-    sweep_file = sweep or Path("reports") / f"{store.stem}_sweep" / "results.json"
-    result = make_report(store, out_dir, models=models, bundles=bundles or None, clf=clf,
-                         sweep=sweep_file if (sweep or sweep_file.is_file()) else None,
-                         per_class=per_class, n_mistakes=mistakes)
+    result = make_report(store, output or default_output(store), models=models,
+                         bundles=bundles or None, clf=clf, sweep=sweep, per_class=per_class,
+                         n_mistakes=mistakes)
     emit(result.as_dict(), as_json, lambda: _print_report(result))
     for note in result.notes:
         err.print(f"note: {note}", markup=False, highlight=False)

@@ -11,6 +11,9 @@ from rich.table import Table
 
 from featx.cli import JSON_OPTION, app, emit, err, out
 from featx.errors import FeatxError
+from featx.heads import DEFAULTS
+
+SOFTMAX = DEFAULTS["softmax"]
 
 SPLIT_OPTION = typer.Option("70/15/15", "--split", help="train/val/test shares, e.g. 70/15/15.")
 SPLIT_SEED_OPTION = typer.Option(0, "--split-seed", help="Seed of the derived split.")
@@ -24,10 +27,14 @@ def fit(
     class_weight: str = typer.Option("none", "--class-weight", help="none or balanced."),
     scale: Optional[str] = typer.Option(
         None, "--scale", help="none or standard (standardise) [none; softmax: standard]."),
-    epochs: int = typer.Option(50, help="softmax: most epochs (early stopping on val loss)."),
-    lr: float = typer.Option(1e-3, "--lr", help="softmax: Adam learning rate."),
-    batch_size: int = typer.Option(256, "--batch-size", help="softmax: vectors per step."),
-    patience: int = typer.Option(5, help="softmax: epochs without val-loss gain before stopping."),
+    epochs: Optional[int] = typer.Option(
+        None, help=f"softmax: most epochs, early stopping on val loss [{SOFTMAX['epochs']}]."),
+    lr: Optional[float] = typer.Option(
+        None, "--lr", help=f"softmax: Adam learning rate [{SOFTMAX['lr']}]."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help=f"softmax: vectors per step [{SOFTMAX['batch_size']}]."),
+    patience: Optional[int] = typer.Option(
+        None, help=f"softmax: epochs without val-loss gain before stopping [{SOFTMAX['patience']}]."),
     max_iter: Optional[int] = typer.Option(None, "--max-iter", help="logreg / linear-svm iterations."),
     seed: int = typer.Option(0, "--seed", help="Seed of the classifier's randomness."),
     split: str = SPLIT_OPTION,
@@ -37,18 +44,15 @@ def fit(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train one classifier on a store's cached vectors, evaluate it, save a model bundle."""
-    from featx.bundle import save_bundle
+    from featx.bundle import default_bundle_dir
     from featx.fit import fit_store
     from featx.split import parse_fractions
 
-    result = fit_store(store, clf, parse_fractions(split), split_seed, C=C,
+    result = fit_store(store, clf, parse_fractions(split), split_seed,
+                       out=output or default_bundle_dir(store.stem, clf), C=C,
                        class_weight=class_weight, scale=scale, epochs=epochs, lr=lr,
-                       batch_size=batch_size,
-                       patience=patience, max_iter=max_iter, seed=seed)
-    bundle_dir = output or Path("models") / f"{store.stem}_{clf}"
-    save_bundle(bundle_dir, result.head, result.class_names, result.store_meta,
-                metrics=result.metrics, split=result.split, store=store)
-    summary = result.summary() | {"bundle": str(bundle_dir)}
+                       batch_size=batch_size, patience=patience, max_iter=max_iter, seed=seed)
+    summary = result.summary()
     emit(summary, as_json, lambda: _print_fit(summary))
 
 
@@ -69,15 +73,6 @@ def _print_fit(s: dict[str, Any]) -> None:
         out.print("  confusion matrix: rows are true classes, columns predicted")
         out.print(table)
     out.print(f"  bundle: {s['bundle']}")
-
-
-def _values(text: Optional[str], cast) -> list:
-    if text is None:
-        return []
-    try:
-        return [cast(v.strip()) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise FeatxError(f"cannot read {text!r} as a comma-separated list") from None
 
 
 @app.command()
@@ -101,23 +96,21 @@ def sweep(
 ) -> None:
     """Fit a grid of classifiers in parallel, select on validation, test the best once."""
     from featx.split import parse_fractions
-    from featx.sweep import run_sweep
+    from featx.sweep import default_output, parse_grid, parse_values, point_label, run_sweep
 
     if backend not in ("loky", "threading"):
         raise FeatxError(f"--backend is loky or threading, got {backend!r}")
-    grid = {"C": _values(C, float), "class_weight": _values(class_weight, str),
-            "scale": _values(scale, str),
-            "lr": _values(lr, float), "epochs": _values(epochs, int)}
-    out_dir = output or Path("reports") / f"{store.stem}_sweep"
+    grid = parse_grid(C=C, class_weight=class_weight, scale=scale, lr=lr, epochs=epochs)
+    out_dir = output or default_output(store)
 
     def progress(row, done, total):
         if not as_json:
-            err.print(f"  [{done}/{total}] {_point(row)}: "
+            err.print(f"  [{done}/{total}] {point_label(row)}: "
                       + (f"val {row['val_accuracy']:.4f}, {row['fit_seconds']:.2f} s"
                          if "val_accuracy" in row else row.get("error", "")),
                       markup=False, highlight=False)
 
-    result = run_sweep(store, _values(clf, str), grid, fractions=parse_fractions(split),
+    result = run_sweep(store, parse_values(clf, str, "clf"), grid, fractions=parse_fractions(split),
                        split_seed=split_seed, seed=seed, n_jobs=jobs, backend=backend,
                        out_dir=out_dir, bundle=bundle, on_row=progress)
     emit(result.as_dict(), as_json, lambda: _print_sweep(result))
@@ -126,19 +119,14 @@ def sweep(
         sys.exit(130)
 
 
-def _point(row: dict[str, Any]) -> str:
-    from featx.sweep import GRID_KEYS
-
-    params = ", ".join(f"{k}={row[k]}" for k in GRID_KEYS if k in row)
-    return f"{row['clf']}({params})"
-
-
 def _print_sweep(r) -> None:
+    from featx.sweep import point_label
+
     table = Table("rank", "classifier", "val acc", "train acc", "fit s", box=None, pad_edge=False)
     for i, row in enumerate(r.rows, 1):
         val = f"{row['val_accuracy']:.4f}" if "val_accuracy" in row else row.get("error", "failed")
         train = f"{row['train_accuracy']:.4f}" if "train_accuracy" in row else ""
-        table.add_row(str(i), _point(row), val, train, f"{row.get('fit_seconds', 0):.2f}")
+        table.add_row(str(i), point_label(row), val, train, f"{row.get('fit_seconds', 0):.2f}")
     s = r.split
     out.print(f"{len(r.rows)}/{r.n_points} points in {r.seconds:.1f} s, selected on the validation "
               f"part (train {s['n_train']}, val {s['n_val']}, test {s['n_test']})")
@@ -146,7 +134,7 @@ def _print_sweep(r) -> None:
     if r.best:
         b = r.best
         test = f"{b['test_accuracy']:.4f}" if b["test_accuracy"] is not None else "n/a"
-        out.print(f"best: {_point(b)}, val {b['val_accuracy']:.4f}; refitted on train "
+        out.print(f"best: {point_label(b)}, val {b['val_accuracy']:.4f}; refitted on train "
                   f"({b['refit_seconds']:.2f} s), test accuracy {test}")
     for key, path in r.files.items():
         out.print(f"  {key}: {path}")

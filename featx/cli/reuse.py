@@ -29,7 +29,10 @@ def neighbors(
 
     results = find_neighbors(store, queries, k=k, weights=weights)
     if grid:
-        _draw_grid(store, results, grid)
+        from featx.figures import draw_neighbors
+        from featx.store import read_meta
+
+        draw_neighbors(results, read_meta(store).get("data_dir"), grid, store.name)
     result = {"store": str(store), "k": k, "grid": str(grid) if grid else None,
               "queries": [r.as_dict() for r in results]}
 
@@ -43,23 +46,6 @@ def neighbors(
             out.print(f"grid: {grid}")
 
     emit(result, as_json, human)
-
-
-def _draw_grid(store: Path, results, grid: Path) -> None:
-    from featx.store import read_meta
-    from featx.thumbs import Cell, draw_sheet, resolve, short
-
-    data_dir = read_meta(store).get("data_dir")
-    rows = []
-    for r in results:
-        query = Cell(resolve(r.query, data_dir), f"QUERY{' (' + r.label + ')' if r.label else ''}\n"
-                     f"{short(r.query)}")
-        rows.append([query] + [
-            Cell(resolve(n.path, data_dir), f"#{n.rank} {n.label} {n.similarity:.3f}\n{short(n.path)}",
-                 alert=bool(r.label) and n.label != r.label)
-            for n in r.neighbors])
-    draw_sheet(rows, grid, f"{store.name}: nearest neighbours by cosine similarity "
-                           f"(red: another class than the query)")
 
 
 @app.command("map")
@@ -80,7 +66,8 @@ def map_(
     """A 2-D map of the collection: PCA + t-SNE, coloured by class; optionally a thumbnail mosaic."""
     import time
 
-    from featx.maps import draw_mosaic, draw_scatter, make_map, save_coords
+    from featx.figures import draw_mosaic, draw_scatter
+    from featx.maps import make_map, save_coords
 
     t0 = time.perf_counter()
     m = make_map(store, method=method, max_points=max_points, perplexity=perplexity, seed=seed)
@@ -116,7 +103,8 @@ def duplicates(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Exact (same content) and near-duplicate images; pairs across labels are listed first."""
-    from featx.near_duplicates import draw_pairs, find_duplicates
+    from featx.figures import draw_pairs
+    from featx.near_duplicates import find_duplicates
 
     report = find_duplicates(store, threshold=threshold)
     if sheet and report.pairs:

@@ -1,0 +1,289 @@
+"""figures: every picture featx draws, with one matplotlib set-up and one save.
+
+Report figures (learning curves, confusion matrix, sweep), 2-D maps (scatter, thumbnail mosaic)
+and contact sheets of captioned thumbnails (samples, mistakes, neighbours, duplicate pairs). The
+modules that compute (``report``, ``maps``, ``neighbors``, ``near_duplicates``) pass data in;
+nothing here reads a store. matplotlib's non-interactive Agg backend is used, so no display is
+needed.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featx.thumbs import resolve, short, thumbnail
+
+LABELS = {"cnn": "scratch CNN", "softmax": "softmax head", "logreg": "logistic regression",
+          "svm": "RBF SVM", "linear-svm": "linear SVM"}
+COLOURS = {"cnn": "tab:red", "softmax": "tab:blue"}
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, out: str | os.PathLike, dpi: int | None = 110) -> Path:
+    """Write a figure as PNG (folders created) and close it."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    pyplot().close(fig)
+    return out
+
+
+# --- report figures -----------------------------------------------------------------------------
+
+
+def plot_curves(entries: list, out: str | os.PathLike, title: str):
+    """Validation loss and accuracy per epoch (training dotted) of every entry with a history.
+
+    An entry is a model with ``name``, ``label``, ``kind``, ``clf`` and ``history`` (a
+    :class:`featx.report.Entry`).
+
+    Returns ``(path, curves)``: ``curves[name][key]`` is the series as drawn (read back from the
+    figure's lines), so a test can compare the figure with the stored histories.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
+    with_history = [e for e in entries if e.history and e.history.get("val_loss")]
+    order = sorted(with_history, key=lambda e: (e.kind != "cnn", e.clf != "softmax", e.name))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
+    curves: dict[str, dict[str, list[float]]] = {}
+    palette = iter(["tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive", "tab:cyan"])
+    for e in order:
+        colour = COLOURS.get(e.clf) or next(palette, "grey")
+        label = e.label if sum(x.clf == e.clf for x in order) == 1 else f"{e.label} ({e.name})"
+        curves[e.name] = {}
+        for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+            for prefix, style in (("val_", "-"), ("", ":")):
+                ys = e.history.get(prefix + key)
+                if not ys:
+                    continue
+                epochs = np.arange(1, len(ys) + 1)
+                line, = ax.plot(epochs, ys, style, color=colour, marker="o" if prefix else None,
+                                markersize=3.5, linewidth=2 if prefix else 1.3,
+                                alpha=1.0 if prefix else 0.7,
+                                label=f"{label}, {'validation' if prefix else 'training'}")
+                curves[e.name][prefix + key] = [float(v) for v in line.get_ydata()]
+    for ax, what in ((ax_loss, "loss (categorical cross-entropy)"), (ax_acc, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(what)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    ax_loss.set_title("Validation loss (lower is better)")
+    ax_acc.set_title("Validation accuracy (higher is better)")
+    if order:
+        handles, labels = ax_loss.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(2, len(labels)),
+                   fontsize=9, frameon=False)
+    else:
+        for ax in (ax_loss, ax_acc):
+            ax.text(0.5, 0.5, "no model with a per-epoch history", ha="center",
+                    transform=ax.transAxes)
+    fig.suptitle(title, fontsize=12)
+    path = save(fig, out)
+    return path, curves
+
+
+def plot_confusion(cm: np.ndarray, class_names: list[str], out: str | os.PathLike, title: str):
+    plt = pyplot()
+    n = len(class_names)
+    side = max(4.2, 0.9 * n + 2.6)
+    fig, ax = plt.subplots(figsize=(side + 1.2, side), layout="constrained")
+    totals = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, totals, out=np.zeros(cm.shape, dtype=float), where=totals > 0)
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{cm[i, j]}\n{share[i, j]:.0%}", ha="center", va="center",
+                    fontsize=9 if n <= 6 else 7, color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(n), class_names, rotation=30 if n > 3 else 0,
+                  ha="right" if n > 3 else "center")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=11)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="share of the true class")
+    return save(fig, out)
+
+
+def plot_sweep(rows: list[dict[str, Any]], out: str | os.PathLike, title: str):
+    """Validation accuracy of every sweep point, best first (the selected point highlighted)."""
+    from featx.sweep import point_label
+
+    plt = pyplot()
+    ok = [r for r in rows if r.get("val_accuracy") is not None]
+    ok.sort(key=lambda r: -r["val_accuracy"])
+
+    fig, ax = plt.subplots(figsize=(9, 1.4 + 0.32 * max(len(ok), 1)), layout="constrained")
+    if ok:
+        vals = np.array([r["val_accuracy"] for r in ok])
+        y = np.arange(len(ok))
+        colours = ["tab:orange" if i == 0 else "tab:blue" for i in range(len(ok))]
+        ax.barh(y, vals, color=colours)
+        ax.set_yticks(y, [point_label(r) for r in ok], fontsize=8)
+        ax.invert_yaxis()
+        lo = max(0.0, float(vals.min()) - 0.05)
+        ax.set_xlim(lo, 1.0 + (1.0 - lo) * 0.08)
+        for yi, v in zip(y, vals):
+            ax.text(v, yi, f" {v:.3f}", va="center", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no finished sweep point", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("validation accuracy")
+    ax.set_title(title, fontsize=11)
+    ax.grid(axis="x", alpha=0.3)
+    return save(fig, out)
+
+
+# --- maps ---------------------------------------------------------------------------------------
+
+
+def _colors(n: int) -> list:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _title(m, store_name: str) -> str:
+    sample = f"{len(m.rows)} of {m.n_total} images" if len(m.rows) < m.n_total else f"{m.n_total} images"
+    how = "PCA(50) + t-SNE" if m.method == "tsne" else "PCA, first 2 components"
+    return f"{store_name}: {sample}, {how}"
+
+
+def draw_scatter(m, out: str | os.PathLike, title: str) -> Path:
+    """A scatter of a :class:`featx.maps.Map2D` coloured by class, legend outside the axes."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 7))
+    size = max(3.0, min(30.0, 6000 / len(m.rows)))
+    for c, (name, color) in enumerate(zip(m.class_names, _colors(len(m.class_names)))):
+        pts = m.coords[m.labels == c]
+        if len(pts):
+            ax.scatter(pts[:, 0], pts[:, 1], s=size, color=color, label=f"{name} ({len(pts)})",
+                       alpha=0.8, linewidths=0)
+    ax.set_title(_title(m, title), fontsize=11)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(title="class", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9,
+              markerscale=max(1.0, 6 / size ** 0.5), frameon=False)
+    fig.tight_layout()
+    return save(fig, out, dpi=None)
+
+
+def draw_mosaic(m, out: str | os.PathLike, title: str, canvas: int = 2400,
+                thumb: int | None = None) -> Path:
+    """The "image t-SNE": each image's thumbnail at its 2-D position, framed in its class colour."""
+    from matplotlib.patches import Patch
+    from PIL import Image, ImageOps
+
+    plt = pyplot()
+
+    colors = [tuple(int(255 * v) for v in c[:3]) for c in _colors(len(m.class_names))]
+    if thumb is None:  # large enough to see, small enough that most do not overlap
+        thumb = int(np.clip(0.6 * canvas / np.sqrt(len(m.rows)), 24, 96))
+    border = 3 if thumb >= 48 else 2
+    board = Image.new("RGB", (canvas, canvas), (255, 255, 255))
+    lo, hi = m.coords.min(0), m.coords.max(0)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    room = canvas - thumb - 2 * border
+    xy = ((m.coords - lo) / span * room).astype(int)
+    xy[:, 1] = room - xy[:, 1]  # image rows grow downwards
+    for (x, y), path, c in zip(xy, m.paths, m.labels):
+        im = ImageOps.fit(thumbnail(resolve(path, m.data_dir), thumb * 2), (thumb, thumb))
+        board.paste(ImageOps.expand(im, border=border, fill=colors[int(c)]), (int(x), int(y)))
+    fig = plt.figure(figsize=(12, 12.6), dpi=200)
+    ax = fig.add_axes((0.01, 0.01, 0.98, 0.93))
+    ax.imshow(np.asarray(board))
+    ax.axis("off")
+    handles = [Patch(color=np.array(col) / 255, label=name)
+               for name, col in zip(m.class_names, colors)]
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=10,
+               bbox_to_anchor=(0.5, 0.985), frameon=False, title=_title(m, title),
+               title_fontsize=12)
+    return save(fig, out, dpi=None)
+
+
+# --- contact sheets -----------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    """One image of a sheet with its caption; ``alert`` captions are drawn in red."""
+
+    path: Path | None
+    caption: str
+    alert: bool = False
+
+
+def draw_sheet(rows: list[list[Cell]], out: str | os.PathLike, title: str,
+               thumb: int = 160) -> Path:
+    """Draw rows of captioned thumbnails (rows may differ in length) to a PNG at ``out``."""
+    plt = pyplot()
+    n_cols = max((len(r) for r in rows), default=1)
+    n_rows = max(len(rows), 1)
+    cell_in = 1.9
+    width = max(cell_in * n_cols, 6.0)
+    title = textwrap.fill(title, width=int(width * 12))  # ~12 characters per inch at 10 pt
+    head = 0.3 + 0.2 * title.count("\n")
+    row_in = cell_in + 0.4  # room for two caption lines above each image
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, row_in * n_rows + head),
+                             squeeze=False, layout="constrained")
+    for i in range(n_rows):
+        for j in range(n_cols):
+            ax = axes[i][j]
+            ax.axis("off")
+            if i < len(rows) and j < len(rows[i]):
+                cell = rows[i][j]
+                img = thumbnail(cell.path, thumb) if cell.path else None
+                if img is not None:
+                    ax.imshow(np.asarray(img))
+                ax.set_title(cell.caption, fontsize=7, color="crimson" if cell.alert else "black",
+                             wrap=True)
+    fig.suptitle(title, fontsize=10)
+    return save(fig, out, dpi=100)
+
+
+def draw_pairs(report, out: str | os.PathLike, limit: int = 20, pairs_per_row: int = 3) -> Path:
+    """A PNG sheet of the first ``limit`` pairs of a :class:`featx.near_duplicates.DuplicateReport`
+    (cross-label first), a few pairs per row."""
+    cells = []
+    for n, p in enumerate(report.pairs[:limit], 1):
+        for side, i in (("a", p.a), ("b", p.b)):
+            head = f"pair {n}{side}: {p.kind} {p.similarity:.3f}"
+            cells.append(Cell(resolve(report.paths[i], report.data_dir),
+                              f"{head}\n{report.labels[i]}: {short(report.paths[i], 22)}",
+                              p.cross_label))
+    step = 2 * pairs_per_row
+    rows = [cells[i:i + step] for i in range(0, len(cells), step)]
+    n_cross = sum(p.cross_label for p in report.pairs)
+    title = (f"{len(report.pairs)} duplicate pairs (cosine >= {report.threshold}), "
+             f"{n_cross} across labels (red captions); first {min(limit, len(report.pairs))} shown")
+    return draw_sheet(rows, out, title)
+
+
+def draw_neighbors(results, data_dir: str | None, out: str | os.PathLike, store_name: str) -> Path:
+    """One row per query of :func:`featx.neighbors.find_neighbors`: the query, then its neighbours
+    (other classes than a stored query's in red)."""
+    rows = []
+    for r in results:
+        query = Cell(resolve(r.query, data_dir), f"QUERY{' (' + r.label + ')' if r.label else ''}\n"
+                     f"{short(r.query)}")
+        rows.append([query] + [
+            Cell(resolve(n.path, data_dir), f"#{n.rank} {n.label} {n.similarity:.3f}\n{short(n.path)}",
+                 alert=bool(r.label) and n.label != r.label)
+            for n in r.neighbors])
+    return draw_sheet(rows, out, f"{store_name}: nearest neighbours by cosine similarity "
+                                 f"(red: another class than the query)")

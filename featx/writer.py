@@ -1,0 +1,260 @@
+"""writer: a store's own mechanics during a run. Known vectors, part files, merges, finish, lock.
+
+A :class:`StoreWriter` is opened on a store path with the extractor's settings. It takes the
+store's lock (one writer per store), reads what the store and an interrupted run's part files
+already hold (refusing vectors made with other settings), and then takes new vectors as they come:
+
+* every ``commit_every`` vectors become one part file in ``FILE.h5.parts/`` (written whole, then
+  renamed), so a killed run loses at most one batch of work;
+* whenever the parts hold as many vectors as the store (geometric merging, so the store is never
+  less than half up to date), and at :meth:`StoreWriter.finish`, the store is rewritten whole with
+  the rows of the listing it is given, and the parts are removed.
+
+Vectors are keyed by content hash, so merging twice never duplicates a row and renamed or copied
+files cost no model time. What rows the store holds is the listing's business
+(:meth:`featx.reader.Scan.rows`): the writer only knows vectors.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Container, Iterator, Mapping, Protocol
+
+import h5py
+import numpy as np
+
+from featx import store as st
+from featx.errors import FeatxError
+from featx.files import utc_now
+
+
+class Listing(Protocol):
+    """What the writer needs to know of the images: the rows, the skips, the classes."""
+
+    root: Path | None  # the data folder (None: rows are absolute paths)
+    class_names: list[str]
+
+    def rows(self, has: Container[str]) -> st.Rows: ...
+
+    def skipped(self, failed: Mapping[str, str]) -> list[tuple[str, str, str]]: ...
+
+
+class VectorCache:
+    """Find vectors by content hash in a set of HDF5 files (the store and part files)."""
+
+    def __init__(self) -> None:
+        self._files: list[h5py.File] = []
+        self._where: dict[str, tuple[int, int]] = {}
+
+    def add(self, path: Path) -> None:
+        f = h5py.File(path, "r")
+        k = len(self._files)
+        self._files.append(f)
+        for i, h in enumerate(st.strings(f["hashes"])):
+            self._where.setdefault(h, (k, i))
+
+    def __contains__(self, h: object) -> bool:
+        return h in self._where
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def gather(self, hashes: list[str], dim: int) -> np.ndarray:
+        """The vectors of ``hashes`` (all must be present), read file by file in row order."""
+        out = np.empty((len(hashes), dim), dtype=np.float32)
+        by_file: dict[int, list[tuple[int, int]]] = {}
+        for pos, h in enumerate(hashes):
+            k, row = self._where[h]
+            by_file.setdefault(k, []).append((row, pos))
+        for k, pairs in by_file.items():
+            rows = np.array(sorted({r for r, _ in pairs}))
+            block = self._files[k]["features"][rows]
+            index = {r: j for j, r in enumerate(rows)}
+            for row, pos in pairs:
+                out[pos] = block[index[row]]
+        return out
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+        self._files.clear()
+        self._where.clear()
+
+
+class StoreWriter:
+    """Commit new vectors to a store as they come, crash-safely (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike, meta: dict, commit_every: int = 256) -> None:
+        self.path = Path(path)
+        self.meta = meta  # the extractor's settings, stored as attributes
+        self.commit_every = commit_every
+        self.parts_dir = st.parts_dir_for(self.path)
+        self.fp = st.fingerprint(meta)
+        self.cache = VectorCache()
+        self.failed: dict[str, str] = {}  # content hash -> decode failure reason
+        self.dim: int | None = None
+        self.seconds = 0.0  # time spent committing and merging
+        self._stored: tuple[st.Rows, list[str], list[tuple[str, str]]] | None = None
+        self._created: str | None = None
+        self._seq = 0
+        self._pending = 0  # vectors in part files, not yet merged
+        self._buffer: tuple[list[str], list[np.ndarray], list[tuple[str, str]]] = ([], [], [])
+        self._lock = None
+
+    # -- opening and closing -----------------------------------------------------------------
+
+    def __enter__(self) -> "StoreWriter":
+        self._lock = store_lock(self.path)
+        self._lock.__enter__()
+        try:
+            self._load()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cache.close()
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
+
+    def _load(self) -> None:
+        if self.path.exists():
+            with st.open_store(self.path) as f:
+                meta = st.read_attrs(f)
+                st.check_fingerprint(self.path, st.fingerprint(meta), self.fp)
+                self._stored = (st.read_rows(f), st.strings(f["class_names"]), st.read_skipped(f))
+                self.failed.update(st.read_failed_hashes(f))
+            self._created, self.dim = meta.get("created"), int(meta["dim"])
+            self.cache.add(self.path)
+        parts = st.list_parts(self.parts_dir)
+        for part in parts:
+            fp, failures = st.read_part_header(part)
+            st.check_fingerprint(self.parts_dir, fp, self.fp, what="store (interrupted run)")
+            self.failed.update(failures)
+            self.cache.add(part)
+            self._pending += _part_rows(part)
+        self._seq = int(parts[-1].stem.split("-")[1]) + 1 if parts else 0
+
+    # -- what is known -----------------------------------------------------------------------
+
+    def __contains__(self, h: object) -> bool:
+        return h in self.cache
+
+    @property
+    def n_stored(self) -> int:
+        return len(self._stored[0].paths) if self._stored else 0
+
+    # -- taking new vectors ------------------------------------------------------------------
+
+    def add(self, hashes: list[str], vectors: np.ndarray | None, failures: list[tuple[str, str]],
+            listing: Listing) -> None:
+        """Take new vectors (and content that failed to decode); commit and merge when due."""
+        buf_h, buf_v, buf_f = self._buffer
+        buf_h += hashes
+        if hashes:
+            buf_v.append(vectors)
+            self.dim = self.dim or int(vectors.shape[1])
+        buf_f += failures
+        if len(buf_h) + len(buf_f) >= self.commit_every:
+            self._commit(listing)
+
+    def _commit(self, listing: Listing) -> None:
+        hashes, vectors, failures = self._buffer
+        if not hashes and not failures:
+            return
+        with self._timed():
+            data = np.concatenate(vectors) if vectors else np.empty((0, self.dim or 0), np.float32)
+            part = st.write_part(self.parts_dir, self._seq, hashes, data, failures, self.fp)
+            self._seq += 1
+            self._buffer = ([], [], [])
+            self.cache.add(part)
+            self.failed.update(failures)
+            self._pending += len(hashes)
+            if self._pending >= max(self.n_stored, 4 * self.commit_every):
+                self._merge(listing)
+
+    def finish(self, listing: Listing) -> bool:
+        """Commit what is buffered and write the store unless it already holds exactly these
+        rows; True when it was written."""
+        self._commit(listing)
+        if self.dim is None:
+            raise FeatxError(f"no image under {listing.root} could be read; see the reasons "
+                             f"with --json or in the skip list")
+        rows = listing.rows(self.cache)
+        skipped = [s[:2] for s in listing.skipped(self.failed)]
+        if self._stored == (rows, listing.class_names, skipped) and not st.list_parts(self.parts_dir):
+            return False
+        with self._timed():
+            self._merge(listing)
+        return True
+
+    def _merge(self, listing: Listing) -> None:
+        rows = listing.rows(self.cache)
+        skipped = listing.skipped(self.failed)
+        now = utc_now()
+        self._created = self._created or now
+        data_dir = str(Path(listing.root).resolve()) if listing.root is not None else ""
+        meta = {**self.meta, "dim": self.dim, "data_dir": data_dir,
+                "created": self._created, "updated": now}
+        cache, dim = self.cache, self.dim
+        st.write_store(self.path, rows, listing.class_names, meta, skipped,
+                       lambda a, b: cache.gather(rows.hashes[a:b], dim))
+        self.cache.close()
+        st.remove_parts(self.parts_dir)
+        self.cache = VectorCache()
+        self.cache.add(self.path)
+        self._stored = (rows, list(listing.class_names), [s[:2] for s in skipped])
+        self._pending = 0
+
+    @contextmanager
+    def _timed(self) -> Iterator[None]:
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+def _part_rows(part: Path) -> int:
+    with h5py.File(part, "r") as f:
+        return int(f["hashes"].shape[0])
+
+
+@contextmanager
+def store_lock(path: Path) -> Iterator[None]:
+    """One writer per store: a second writer stops with a clear error.
+
+    The lock file ``FILE.h5.lock`` exists only while a run holds it: it is removed before the lock
+    is released, and a locker checks that the file it locked is still the one at that path.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; the atomic writes still protect the store
+        yield
+        return
+    lock_path = path.with_name(path.name + ".lock")
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise FeatxError(f"another featx process is writing {path}") from None
+        try:
+            current = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)  # a finishing writer removed the file we locked: lock the new one
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)  # first: whoever waits then locks a fresh file
+        os.close(fd)
