@@ -11,6 +11,11 @@ merges, lock). This module only connects them and times each stage:
 ``model``      the backbone on the main thread
 ``write``      committing part files and merging them into the store
 =============  ===================================================================================
+
+``engine="ray"`` replaces only the decode threads and the model call (:mod:`featx.engine_ray`):
+scan, what is new, and the writer stay here, in this process. There ``decode`` and ``model`` are
+summed over Ray's tasks and actors, ``connect`` is joining (or starting) Ray, ``load_model`` the
+slowest actor's model build, and ``wait`` the time this process waited for the next batch.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class ExtractReport:
     dim: int
     wrote: bool  # False when the store was already complete
     timings: dict[str, float] = field(default_factory=dict)
+    engine: str = "local"
+    workers: dict[str, int] = field(default_factory=dict)  # Ray: images embedded per actor
 
     @property
     def images_per_second(self) -> float:
@@ -63,12 +70,21 @@ def extract(
     workers: int = 2,
     commit_every: int = 256,
     on_progress: Progress | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    num_workers: int | None = None,
+    gpus_per_worker: float | None = None,
 ) -> ExtractReport:
-    """Embed every image under ``data_dir`` into the store ``out``, resuming where it stands."""
+    """Embed every image under ``data_dir`` into the store ``out``, resuming where it stands.
+
+    ``engine="ray"`` decodes and embeds on Ray (the cluster at ``address``, else a local instance)
+    with ``num_workers`` model actors of ``gpus_per_worker`` GPUs each (default: one per GPU).
+    """
     for name, value in (("batch_size", batch_size), ("workers", workers),
-                        ("commit_every", commit_every)):
+                        ("commit_every", commit_every), ("num_workers", num_workers or 1)):
         if value < 1:
             raise FeatxError(f"`{name}` must be at least 1, got {value}")
+    _check_engine(engine, address, num_workers, gpus_per_worker)
     progress = on_progress or (lambda stage, done, total: None)
     extractor = Extractor(settings)
     t_start = time.perf_counter()
@@ -78,7 +94,13 @@ def extract(
     _check_writable(out)
     with StoreWriter(out, extractor.meta, commit_every) as writer:
         todo = scan.new_content(writer, writer.failed)
-        if todo:
+        pool: dict[str, int] = {}
+        if todo and engine == "ray":
+            from featx import engine_ray
+
+            pool = engine_ray.embed(todo, scan, extractor, writer, batch_size, timings, progress,
+                                    address, num_workers, gpus_per_worker)
+        elif todo:
             _embed(todo, scan, extractor, writer, batch_size, workers, timings, progress)
         wrote = writer.finish(scan)
         rows = scan.rows(writer)
@@ -90,7 +112,27 @@ def extract(
     n_embedded = len(todo) - n_failed
     return ExtractReport(out=out, n_images=len(rows.paths), n_embedded=n_embedded,
                          n_reused=len(rows.paths) - n_embedded, skipped=skipped, dim=dim,
-                         wrote=wrote, timings={k: round(v, 3) for k, v in timings.items()})
+                         wrote=wrote, timings={k: round(v, 3) for k, v in timings.items()},
+                         engine=engine, workers=pool)
+
+
+def _check_engine(engine: str, address: str | None, num_workers: int | None,
+                  gpus_per_worker: float | None) -> None:
+    """Before any work: a known engine, Ray importable and its address answering."""
+    if engine == "local":
+        for name, value in (("address", address), ("num_workers", num_workers),
+                            ("gpus_per_worker", gpus_per_worker)):
+            if value is not None:
+                raise FeatxError(f"`{name}` applies to `engine`=ray only")
+        return
+    if engine != "ray":
+        raise FeatxError(f"unknown `engine` {engine!r}; choose local or ray")
+    if gpus_per_worker is not None and gpus_per_worker < 0:
+        raise FeatxError(f"`gpus_per_worker` must be at least 0, got {gpus_per_worker}")
+    from featx import engine_ray
+
+    engine_ray.import_ray()
+    engine_ray.check_address(address)
 
 
 def _embed(todo: list[reader.Item], scan: reader.Scan, extractor: Extractor, writer: StoreWriter,

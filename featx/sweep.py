@@ -22,6 +22,7 @@ import numpy as np
 
 from featx.errors import FeatxError
 from featx.heads import DEFAULTS, check_clf, head_params, make_head
+from featx.parallel import check_backend, joblib_backend
 from featx.split import DEFAULT_FRACTIONS
 
 GRID_KEYS = ("C", "class_weight", "scale", "lr", "epochs", "batch_size")
@@ -128,6 +129,7 @@ def run_sweep(store: str | os.PathLike, clfs: list[str], grid: dict[str, list[An
     from featx.bundle import save_bundle
     from featx.fit import evaluate, fit_split, load_split
 
+    check_backend(backend)
     points = build_grid(clfs, grid)
     split = load_split(store, fractions, split_seed, need_val=True)
     n_classes = len(split.feats.class_names)
@@ -147,16 +149,17 @@ def run_sweep(store: str | os.PathLike, clfs: list[str], grid: dict[str, list[An
     start = time.perf_counter()
     fixed = {"seed": seed}
     try:
-        jobs = Parallel(n_jobs=n_jobs, backend=backend, return_as="generator_unordered")(
-            delayed(fit_point)(Xtr, ytr, Xva, yva, n_classes, clf, params, fixed)
-            for clf, params in points)
-        for row in jobs:
-            rows.append(row)
-            if writer:
-                writer.writerow(row)
-                fh.flush()
-            if on_row:
-                on_row(row, len(rows), len(points))
+        with joblib_backend(backend, n_jobs) as return_as:
+            jobs = Parallel(return_as=return_as)(
+                delayed(fit_point)(Xtr, ytr, Xva, yva, n_classes, clf, params, fixed)
+                for clf, params in points)
+            for row in jobs:
+                rows.append(row)
+                if writer:
+                    writer.writerow(row)
+                    fh.flush()
+                if on_row:
+                    on_row(row, len(rows), len(points))
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -7,6 +7,7 @@ seeded, so reproducible). Tests marked ``shared`` use the real ImageNet weights 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -135,3 +136,19 @@ def flowers_store(request) -> Path:
     if not SHARED_WEIGHTS.is_file():
         pytest.skip("../shared is absent")
     return _shared_store(request, "flowers", FLOWERS, 40)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole session: 2 CPUs and 2 fake GPUs (resources only).
+
+    Its value is the instance's GCS address, for drivers in subprocesses (``--address``)."""
+    ray = pytest.importorskip("ray")
+    from featx.engine_ray import quiet
+
+    quiet()
+    info = ray.init(num_cpus=2, num_gpus=2, include_dashboard=False,
+                    object_store_memory=300 * 1024**2, log_to_driver=False,
+                    logging_level=logging.WARNING)
+    yield info.address_info["gcs_address"]
+    ray.shutdown()

@@ -28,6 +28,13 @@ def extract(
     workers: int = typer.Option(2, help="Decoding threads."),
     commit_every: int = typer.Option(256, "--commit-every", help="Vectors per committed part file.",
                                      hidden=True),
+    engine: str = typer.Option("local", help="local (threads + one model) or ray (see README)."),
+    address: Optional[str] = typer.Option(
+        None, help="ray: auto, HOST:PORT or ray://HOST:PORT [default: a new local Ray instance]."),
+    num_workers: Optional[int] = typer.Option(
+        None, "--num-workers", help="ray: model actors [default: one per GPU, else 1]."),
+    gpus_per_worker: Optional[float] = typer.Option(
+        None, "--gpus-per-worker", help="ray: GPUs per model actor [default: 1 if any, else 0]."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Embed every image under DATA_DIR into an HDF5 feature store (resumes where it stopped)."""
@@ -40,7 +47,8 @@ def extract(
         with progress_bar(not as_json) as bar:
             report = run_extract(data_dir, output, settings, batch_size=batch_size,
                                  workers=workers, commit_every=commit_every,
-                                 on_progress=bar)
+                                 on_progress=bar, engine=engine, address=address,
+                                 num_workers=num_workers, gpus_per_worker=gpus_per_worker)
     except KeyboardInterrupt:
         err.print("interrupted: committed vectors are kept; run the same command to resume")
         sys.exit(130)
@@ -48,7 +56,7 @@ def extract(
         "out": str(report.out), "n_images": report.n_images, "n_embedded": report.n_embedded,
         "n_reused": report.n_reused, "n_skipped": len(report.skipped), "dim": report.dim,
         "wrote": report.wrote, "images_per_second": round(report.images_per_second, 2),
-        "timings": report.timings,
+        "timings": report.timings, "engine": report.engine, "workers": report.workers,
         "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
     }
     emit(result, as_json, lambda: _print_extract(report))
@@ -66,6 +74,8 @@ def _print_extract(report) -> None:
                   f"decode {t['decode']:.1f} (workers, overlapped), model {t['model']:.1f}, "
                   f"waiting for decode {t['wait']:.1f}, write {t['write']:.1f}, "
                   f"load model {t.get('load_model', 0):.1f}, total {t['total']:.1f}")
+    for worker, n in report.workers.items():
+        out.print(f"  ray worker {worker}: {n} images")
     _print_skipped(report.skipped)
 
 

@@ -1,0 +1,271 @@
+"""engine_ray: the extraction loop on Ray. The driver keeps the store; Ray only moves work.
+
+``featx extract --engine ray`` replaces the local loop's decode threads and model call, nothing
+else: the driver (this process) still discovers and hashes the files, decides what content is new,
+and owns the :class:`featx.writer.StoreWriter` (part files, merges, lock, resume). Ray Data runs
+
+* **decode** in CPU tasks: :func:`featx.reader.decode_batch`, the local engine's unit of work, on
+  one batch of (hash, path) each; uint8 pixels travel, failures come back as reasons;
+* **embed** in an actor pool: each actor builds the :class:`featx.embed.Extractor` once from the
+  store's settings (``num_gpus`` per actor when asked), applies ``preprocess_input`` and the model;
+  two calls per actor may overlap, so one batch is preprocessed while the previous one is on the
+  device, and the model itself runs one batch at a time;
+
+and the vectors stream back to the driver in bounded batches (Ray Data's streaming executor and its
+backpressure), where they are committed as in the local engine. The two steps ask for different
+resources (decode 1 CPU, embed :data:`EMBED_CPUS`) so Ray Data never fuses decoding into the model
+actors. Image files and a weights file must be readable at the same path on every node.
+
+Killed workers are Ray's business (actors restart and their tasks are retried); whatever Ray cannot
+recover from stops the run with one :class:`~featx.errors.FeatxError`, and the driver checks that
+every image it sent came back, so a store is never silently short.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from featx import reader
+from featx.decode import DecodeSettings
+from featx.errors import FeatxError
+
+EXTRA = "pip install 'featx[ray]'"
+EMBED_CPUS = 0.5  # per model actor: not 1, so that Ray Data keeps decoding in separate CPU tasks
+WAIT_FOR_ACTORS_S = 600  # building the model on a slow node; then a clear error, never a hang
+
+Progress = Callable[[str, int, int], None]
+
+
+def import_ray():
+    """The ``ray`` module, or one clear line naming the extra that installs it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise FeatxError(f"`engine`=ray needs Ray, an optional extra: {EXTRA}") from None
+    return ray
+
+
+def check_address(address: str | None) -> None:
+    """Fail fast when ``address`` (``host:port`` or ``ray://host:port``) does not answer."""
+    if address in (None, "auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=3).close()
+    except ValueError:
+        raise FeatxError(f"`address`={address} is not auto, HOST:PORT or ray://HOST:PORT") from None
+    except OSError as e:
+        raise FeatxError(f"cannot reach a Ray cluster at `address`={address}: "
+                         f"{e.strerror or e}") from None
+
+
+@contextmanager
+def session(address: str | None = None) -> Iterator[Any]:
+    """Ray, connected: the running connection if there is one, else a new local instance
+    (``address`` None) or the cluster at ``address``; a connection made here is closed after."""
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    check_address(address)
+    local = address is None and not os.environ.get("RAY_ADDRESS")
+    kwargs = {"include_dashboard": False} if local else {}
+    quiet()
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, **kwargs)
+    except ConnectionError as e:
+        raise FeatxError(f"cannot connect to a Ray cluster at `address`={address}: "
+                         f"{_first_line(e)}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def quiet() -> None:
+    """Ray's start-up notices are not for featx's users (errors still surface as exceptions)."""
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # C++ notices, once per actor pool
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+
+
+def configure_ray_data(ray) -> None:
+    """Ray Data settings for featx: no progress bars of its own, order not kept, quiet logs."""
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.execution_options.preserve_order = False
+    ctx.wait_for_min_actors_s = WAIT_FOR_ACTORS_S
+
+
+# -- the two steps, run by Ray ----------------------------------------------------------------
+
+
+def decode_step(batch: dict[str, np.ndarray], settings: DecodeSettings) -> dict[str, np.ndarray]:
+    """A Ray task: decode one batch of files with :func:`featx.reader.decode_batch`.
+
+    Every input row comes out: decoded ones first, then failures (zero pixels, a reason in ``err``).
+    """
+    items = [(str(h), Path(p)) for h, p in zip(batch["hash"], batch["path"])]
+    b = reader.decode_batch(items, settings)
+    n, n_ok = len(items), len(b.hashes)
+    pixels = np.zeros((n, settings.size, settings.size, 3), np.uint8)
+    if n_ok:
+        pixels[:n_ok] = b.pixels
+    return {"hash": np.array(b.hashes + [h for h, _ in b.failures], dtype=object),
+            "err": np.array([""] * n_ok + [r for _, r in b.failures], dtype=object),
+            "pixels": pixels, "decode_s": np.full(n, b.seconds / max(n, 1))}
+
+
+class EmbedWorker:
+    """A Ray actor: the store's Extractor, built once; preprocess + model on decoded batches."""
+
+    def __init__(self, settings, weights_id: str, batch_size: int, keras_backend: str,
+                 gpus: float) -> None:
+        import ray
+
+        t0 = time.perf_counter()
+        if "keras" not in sys.modules:  # the store's Keras backend, whatever the node's default
+            os.environ["KERAS_BACKEND"] = keras_backend
+        if 0 < gpus < 1:  # sharing a device: allocate GPU memory as needed, not all at once
+            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+            os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+        from featx.embed import Extractor
+
+        self.extractor = Extractor(settings, weights_id=weights_id)
+        self.extractor.warm_up(batch_size)
+        self.dim = self.extractor.dim
+        self.batch_size = batch_size
+        self.lock = threading.Lock()
+        ids = ray.get_gpu_ids()
+        self.name = f"{ray.util.get_node_ip_address()} pid {os.getpid()}" + (
+            f" GPU {','.join(map(str, ids))}" if ids else "")
+        self.load_s = time.perf_counter() - t0
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = batch["err"] == ""
+        n = len(ok)
+        vectors = np.zeros((n, self.dim), np.float32)
+        x = self.extractor.preprocess(batch["pixels"][ok]) if ok.any() else None
+        with self.lock:  # one model call at a time; preprocessing overlaps it
+            t0 = time.perf_counter()
+            if x is not None:
+                vectors[ok] = self.extractor.embed_preprocessed(x, self.batch_size)
+            model_s = time.perf_counter() - t0
+            load_s, self.load_s = self.load_s, 0.0  # reported once, with the first batch
+        return {"hash": batch["hash"], "err": batch["err"], "vec": vectors,
+                "worker": np.full(n, self.name, dtype=object), "decode_s": batch["decode_s"],
+                "model_s": np.full(n, model_s / n), "load_s": np.full(n, load_s / n)}
+
+
+# -- the driver ---------------------------------------------------------------------------------
+
+
+def plan_workers(ray, num_workers: int | None, gpus_per_worker: float | None) -> tuple[int, float]:
+    """(actors, GPUs per actor): one actor per GPU by default, one CPU actor without GPUs."""
+    resources = ray.cluster_resources()
+    gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
+    if gpus_per_worker is None:
+        gpus_per_worker = 1.0 if gpus else 0.0
+    if num_workers is None:
+        num_workers = max(1, int(gpus // gpus_per_worker)) if gpus_per_worker else 1
+    if num_workers * gpus_per_worker > gpus:
+        raise FeatxError(f"{num_workers} workers x {gpus_per_worker:g} GPUs (`num_workers`, "
+                         f"`gpus_per_worker`) need {num_workers * gpus_per_worker:g} GPUs; the "
+                         f"Ray cluster has {gpus:g}")
+    if num_workers * EMBED_CPUS + 1 > cpus:
+        raise FeatxError(f"{num_workers} workers (`num_workers`) need {num_workers * EMBED_CPUS:g} "
+                         f"CPUs plus one to decode; the Ray cluster has {cpus:g}")
+    return num_workers, gpus_per_worker
+
+
+def embedded_batches(ray, todo: list[reader.Item], extractor, batch_size: int, num_workers: int,
+                     gpus_per_worker: float):
+    """The Ray Data pipeline: (hash, path) -> decode tasks -> embed actors -> numpy batches."""
+    import keras
+
+    ds = decoded(ray, todo, extractor.decode_settings, batch_size)
+    ds = ds.map_batches(
+        EmbedWorker, batch_size=batch_size, batch_format="numpy", num_cpus=EMBED_CPUS,
+        num_gpus=gpus_per_worker,
+        compute=ray.data.ActorPoolStrategy(size=num_workers, max_concurrent_calls_per_actor=2,
+                                           enable_true_multi_threading=True),
+        fn_constructor_kwargs={"settings": extractor.settings, "weights_id": extractor.weights_id,
+                               "batch_size": batch_size, "keras_backend": keras.backend.backend(),
+                               "gpus": gpus_per_worker})
+    return iter(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1))
+
+
+def decoded(ray, todo: list[reader.Item], settings: DecodeSettings, batch_size: int):
+    """The decode step alone, as a Ray Dataset (one input block per batch of files)."""
+    configure_ray_data(ray)
+    rows = [{"hash": h, "path": str(p)} for h, p in todo]
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // batch_size)))
+    return ds.map_batches(decode_step, batch_size=batch_size, batch_format="numpy", num_cpus=1,
+                          fn_kwargs={"settings": settings})
+
+
+def embed(todo: list[reader.Item], listing, extractor, writer, batch_size: int,
+          timings: dict[str, float], progress: Progress, address: str | None = None,
+          num_workers: int | None = None, gpus_per_worker: float | None = None) -> dict[str, int]:
+    """Embed ``todo`` on Ray and hand every batch to ``writer``; images per worker."""
+    t0 = time.perf_counter()
+    with session(address) as ray:
+        timings["connect"] = time.perf_counter() - t0
+        actors, gpus = plan_workers(ray, num_workers, gpus_per_worker)
+        sent = {h for h, _ in todo}
+        seen: set[str] = set()
+        workers: dict[str, int] = {}
+        load = []
+        progress("embed", 0, len(todo))
+        start = time.perf_counter()
+        try:
+            batches = embedded_batches(ray, todo, extractor, batch_size, actors, gpus)
+            while True:
+                t_wait = time.perf_counter()
+                b = next(batches, None)
+                timings["wait"] += time.perf_counter() - t_wait
+                if b is None:
+                    break
+                new = np.array([h not in seen for h in b["hash"]], dtype=bool)  # a retry's repeat
+                ok, failed = new & (b["err"] == ""), new & (b["err"] != "")
+                hashes = b["hash"][ok].tolist()
+                writer.add(hashes, b["vec"][ok] if hashes else None,
+                           list(zip(b["hash"][failed].tolist(), b["err"][failed].tolist())), listing)
+                seen.update(b["hash"][new].tolist())
+                timings["decode"] += float(b["decode_s"].sum())
+                timings["model"] += float(b["model_s"].sum())
+                if b["load_s"].any():
+                    load.append(float(b["load_s"].sum()))
+                for name in b["worker"][ok]:
+                    workers[name] = workers.get(name, 0) + 1
+                progress("embed", len(seen), len(todo))
+        except ray.exceptions.RayError as e:
+            raise FeatxError(f"the Ray run stopped: {_first_line(e)}; the vectors committed so "
+                             f"far are kept, run the same command to resume") from None
+        timings["load_model"] = max(load, default=0.0)  # actors build in parallel
+        timings["embed_wall"] = time.perf_counter() - start - timings["load_model"]
+    if seen != sent:
+        raise FeatxError(f"Ray returned {len(seen & sent)} of {len(sent)} images; the vectors "
+                         f"committed so far are kept, run the same command to resume")
+    return workers
+
+
+def _first_line(e: BaseException) -> str:
+    """The first informative line of a (possibly multi-line, wrapped) exception message."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, FeatxError):
+        return str(cause)
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__

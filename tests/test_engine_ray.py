@@ -1,0 +1,143 @@
+"""featx extract --engine ray and sweep --backend ray|dask, on one local Ray instance (conftest).
+
+The instance has 2 CPUs and 2 fake GPUs (resources only: Keras runs on the CPU). Every Ray run
+builds its model actors afresh, which dominates these tests' time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featx import load_features
+from featx.embed import ExtractorSettings
+from featx.errors import FeatxError
+from featx.extract import extract
+from tests.conftest import TINY, make_images, synthetic_store
+from tests.test_extract import _run_cli, _wait_for
+
+SETTINGS = ExtractorSettings(**TINY)
+N_ROWS = 25  # 24 generated images + an exact duplicate; one broken file is skipped
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    data = make_images(tmp_path_factory.mktemp("ray") / "data", {"a": 8, "b": 8, "c": 8})
+    (data / "a" / "broken.jpg").write_bytes(b"not an image")
+    shutil.copy(data / "b" / "b_001.jpg", data / "a" / "copy_of_b_001.jpg")
+    return data
+
+
+@pytest.fixture(scope="module")
+def local_store(folder: Path, tmp_path_factory) -> Path:
+    return extract(folder, tmp_path_factory.mktemp("local") / "local.h5", SETTINGS, batch_size=4).out
+
+
+def assert_same_store(path: Path, reference: Path) -> None:
+    """Same rows, paths, labels, hashes, classes and skip list; vectors within float tolerance."""
+    a, b = load_features(path), load_features(reference)
+    assert a.n == b.n == N_ROWS and len(set(a.paths)) == a.n
+    assert a.paths == b.paths and list(a.hashes) == list(b.hashes)
+    assert a.labels.tolist() == b.labels.tolist() and a.class_names == b.class_names
+    assert a.skipped == b.skipped and len(a.skipped) == 1
+    np.testing.assert_allclose(a.features, b.features, rtol=1e-5, atol=1e-6)
+
+
+def test_same_store_as_local_engine_on_distinct_gpus(ray_session, folder, local_store, tmp_path):
+    report = extract(folder, tmp_path / "ray.h5", SETTINGS, batch_size=4, engine="ray",
+                     num_workers=2, gpus_per_worker=1)
+    assert_same_store(report.out, local_store)
+    assert report.engine == "ray" and report.n_embedded == N_ROWS - 1  # the copy is reused
+    assert sum(report.workers.values()) == N_ROWS - 1
+    devices = sorted(name.split(" GPU ")[1] for name in report.workers)
+    assert devices == ["0", "1"], report.workers  # two actors, one fake GPU each
+    assert {"connect", "decode", "model", "wait", "load_model", "embed_wall"} <= set(report.timings)
+
+
+def test_driver_killed_then_same_command_embeds_each_image_once(ray_session, folder, local_store,
+                                                                 tmp_path):
+    out = tmp_path / "s.h5"
+    proc = _run_cli("extract", str(folder), "-o", str(out), "--model", TINY["model"], "--layer",
+                    TINY["layer"], "--weights", "none", "--batch-size", "4", "--commit-every", "4",
+                    "--engine", "ray", "--address", ray_session, "--gpus-per-worker", "0")
+    parts = tmp_path / "s.h5.parts"
+    _wait_for(lambda: parts.is_dir() and len(list(parts.glob("part-*.h5"))) >= 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+
+    report = extract(folder, out, SETTINGS, batch_size=4, engine="ray", gpus_per_worker=0)
+    assert 0 < report.n_embedded < N_ROWS - 1  # committed work was not redone
+    assert_same_store(out, local_store)
+    assert not parts.exists()
+
+
+def test_worker_killed_mid_run_is_retried(ray_session, folder, local_store, tmp_path):
+    import psutil
+
+    killed: list[int] = []
+
+    def kill_the_model_actor(stage: str, done: int, total: int) -> None:
+        if stage == "embed" and done > 0 and not killed:
+            for p in psutil.process_iter(["cmdline"]):
+                if "MapBatches(EmbedWorker)" in " ".join(p.info["cmdline"] or [])[:80]:
+                    p.send_signal(signal.SIGKILL)
+                    killed.append(p.pid)
+
+    report = extract(folder, tmp_path / "s.h5", SETTINGS, batch_size=4, engine="ray",
+                     gpus_per_worker=0, on_progress=kill_the_model_actor)
+    assert len(killed) == 1
+    assert len(report.workers) == 2, report.workers  # the restarted actor did the rest
+    assert_same_store(report.out, local_store)
+
+
+def test_unreachable_address_is_one_clear_line_fast(folder, tmp_path):
+    t0 = time.monotonic()
+    proc = _run_cli("extract", str(folder), "-o", str(tmp_path / "s.h5"), "--weights", "none",
+                    "--engine", "ray", "--address", "127.0.0.1:9")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("featx: error:")]
+    assert len(lines) == 1 and "cannot reach a Ray cluster at --address 127.0.0.1:9" in lines[0]
+    assert "Traceback" not in stderr and time.monotonic() - t0 < 60
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_misuse_is_refused_before_any_work(ray_session, folder, tmp_path, monkeypatch):
+    out = tmp_path / "s.h5"
+    with pytest.raises(FeatxError, match="need 3 GPUs; the Ray cluster has 2"):
+        extract(folder, out, SETTINGS, engine="ray", num_workers=3, gpus_per_worker=1)
+    with pytest.raises(FeatxError, match="`?address`? applies to `?engine`?=ray only"):
+        extract(folder, out, SETTINGS, address="auto")
+    with pytest.raises(FeatxError, match="unknown engine 'spark'"):
+        extract(folder, out, SETTINGS, engine="spark")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(FeatxError, match=r"needs Ray, an optional extra: pip install 'featx\[ray\]'"):
+        extract(folder, out, SETTINGS, engine="ray")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("backend", ["threading", "ray", "dask"])
+def test_sweep_on_any_joblib_backend_equals_loky(backend, tmp_path, request):
+    from featx.sweep import run_sweep
+
+    if backend == "ray":
+        request.getfixturevalue("ray_session")
+    store = synthetic_store(tmp_path / "s.h5", counts=(40, 40, 40), dim=16, sep=1.0)
+    grid = {"C": [0.001, 0.1, 10.0]}
+
+    def rows(b: str) -> list[dict]:
+        result = run_sweep(store, ["logreg"], grid, n_jobs=2, backend=b, out_dir=tmp_path / b)
+        assert result.n_points == len(result.rows) == 3
+        return sorted(({k: v for k, v in r.items() if k != "fit_seconds"} for r in result.rows),
+                      key=lambda r: r["C"])
+
+    expected = rows("loky")
+    assert len({r["val_accuracy"] for r in expected}) > 1  # the points differ: a real comparison
+    assert rows(backend) == expected
+    assert (tmp_path / backend / "results.csv").read_text().count("\n") == 4
