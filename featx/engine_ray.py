@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -40,6 +41,8 @@ from featx.decode import DecodeSettings
 from featx.errors import FeatxError
 
 EXTRA = "pip install 'featx[ray]'"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception): ")
 EMBED_CPUS = 0.5  # per model actor: not 1, so that Ray Data keeps decoding in separate CPU tasks
 WAIT_FOR_ACTORS_S = 600  # building the model on a slow node; then a clear error, never a hang
 
@@ -72,21 +75,20 @@ def check_address(address: str | None) -> None:
 
 @contextmanager
 def session(address: str | None = None) -> Iterator[Any]:
-    """Ray, connected: the running connection if there is one, else a new local instance
-    (``address`` None) or the cluster at ``address``; a connection made here is closed after."""
+    """Ray, connected: this process's connection if it has one, else the cluster at ``address``,
+    else Ray's own choice (``RAY_ADDRESS``, a cluster started on this node with ``ray start``, or
+    a new local instance). A connection made here is closed after."""
     ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
     check_address(address)
-    local = address is None and not os.environ.get("RAY_ADDRESS")
-    kwargs = {"include_dashboard": False} if local else {}
     quiet()
     try:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, **kwargs)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except ConnectionError as e:
         raise FeatxError(f"cannot connect to a Ray cluster at `address`={address}: "
-                         f"{_first_line(e)}") from None
+                         f"{_reason(e)}") from None
     try:
         yield ray
     finally:
@@ -100,8 +102,9 @@ def quiet() -> None:
 
 
 def configure_ray_data(ray) -> None:
-    """Ray Data settings for featx: no progress bars of its own, order not kept, quiet logs."""
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    """Ray Data settings for featx: no progress bars of its own, order not kept, no logs (its
+    errors reach featx as exceptions, and the user as one line)."""
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
@@ -219,53 +222,71 @@ def decoded(ray, todo: list[reader.Item], settings: DecodeSettings, batch_size: 
 def embed(todo: list[reader.Item], listing, extractor, writer, batch_size: int,
           timings: dict[str, float], progress: Progress, address: str | None = None,
           num_workers: int | None = None, gpus_per_worker: float | None = None) -> dict[str, int]:
-    """Embed ``todo`` on Ray and hand every batch to ``writer``; images per worker."""
+    """Embed ``todo`` on Ray and hand every batch to ``writer``; images embedded per actor."""
     t0 = time.perf_counter()
     with session(address) as ray:
         timings["connect"] = time.perf_counter() - t0
         actors, gpus = plan_workers(ray, num_workers, gpus_per_worker)
-        sent = {h for h, _ in todo}
-        seen: set[str] = set()
-        workers: dict[str, int] = {}
-        load = []
+        got = Collector(writer, listing, timings)
         progress("embed", 0, len(todo))
         start = time.perf_counter()
         try:
             batches = embedded_batches(ray, todo, extractor, batch_size, actors, gpus)
-            while True:
-                t_wait = time.perf_counter()
-                b = next(batches, None)
-                timings["wait"] += time.perf_counter() - t_wait
-                if b is None:
-                    break
-                new = np.array([h not in seen for h in b["hash"]], dtype=bool)  # a retry's repeat
-                ok, failed = new & (b["err"] == ""), new & (b["err"] != "")
-                hashes = b["hash"][ok].tolist()
-                writer.add(hashes, b["vec"][ok] if hashes else None,
-                           list(zip(b["hash"][failed].tolist(), b["err"][failed].tolist())), listing)
-                seen.update(b["hash"][new].tolist())
-                timings["decode"] += float(b["decode_s"].sum())
-                timings["model"] += float(b["model_s"].sum())
-                if b["load_s"].any():
-                    load.append(float(b["load_s"].sum()))
-                for name in b["worker"][ok]:
-                    workers[name] = workers.get(name, 0) + 1
-                progress("embed", len(seen), len(todo))
+            while (batch := got.next(batches)) is not None:
+                got.take(batch)
+                progress("embed", len(got.seen), len(todo))
         except ray.exceptions.RayError as e:
-            raise FeatxError(f"the Ray run stopped: {_first_line(e)}; the vectors committed so "
-                             f"far are kept, run the same command to resume") from None
-        timings["load_model"] = max(load, default=0.0)  # actors build in parallel
+            raise FeatxError(f"the Ray run stopped: {_reason(e)}; the vectors committed so far "
+                             f"are kept, run the same command to resume") from None
+        timings["load_model"] = max(got.load, default=0.0)  # the actors build in parallel
         timings["embed_wall"] = time.perf_counter() - start - timings["load_model"]
-    if seen != sent:
-        raise FeatxError(f"Ray returned {len(seen & sent)} of {len(sent)} images; the vectors "
+    missing = len({h for h, _ in todo} - got.seen)
+    if missing:
+        raise FeatxError(f"Ray returned {len(todo) - missing} of {len(todo)} images; the vectors "
                          f"committed so far are kept, run the same command to resume")
-    return workers
+    return got.workers
 
 
-def _first_line(e: BaseException) -> str:
-    """The first informative line of a (possibly multi-line, wrapped) exception message."""
+class Collector:
+    """The driver's end of the stream: new rows to the writer; what came back, and from whom."""
+
+    def __init__(self, writer, listing, timings: dict[str, float]) -> None:
+        self.writer, self.listing, self.timings = writer, listing, timings
+        self.seen: set[str] = set()  # content hashes back, vectors or failures
+        self.workers: dict[str, int] = {}  # actor -> images embedded
+        self.load: list[float] = []  # model build seconds, per actor
+
+    def next(self, batches: Iterator[dict[str, np.ndarray]]) -> dict[str, np.ndarray] | None:
+        """The next batch, timing the wait for it."""
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        self.timings["wait"] += time.perf_counter() - t0
+        return batch
+
+    def take(self, b: dict[str, np.ndarray]) -> None:
+        new = np.array([h not in self.seen for h in b["hash"]], dtype=bool)  # not a retry's repeat
+        ok, failed = new & (b["err"] == ""), new & (b["err"] != "")
+        hashes = b["hash"][ok].tolist()
+        self.writer.add(hashes, b["vec"][ok] if hashes else None,
+                        list(zip(b["hash"][failed].tolist(), b["err"][failed].tolist())),
+                        self.listing)
+        self.seen.update(b["hash"][new].tolist())
+        self.timings["decode"] += float(b["decode_s"].sum())
+        self.timings["model"] += float(b["model_s"].sum())
+        if b["load_s"].any():
+            self.load.append(float(b["load_s"].sum()))
+        for name in b["worker"][ok]:
+            self.workers[name] = self.workers.get(name, 0) + 1
+
+
+def _reason(e: BaseException) -> str:
+    """What went wrong, in one line: a FeatxError's message, else the innermost error line of
+    Ray's (multi-line, coloured) report, else its first line."""
     cause = getattr(e, "cause", None)
     if isinstance(cause, FeatxError):
         return str(cause)
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in ANSI.sub("", str(e)).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ERROR_LINE.match(ln)]
+    if errors:
+        return ERROR_LINE.sub("", errors[-1]) if "FeatxError" in errors[-1] else errors[-1]
     return lines[0] if lines else type(e).__name__

@@ -30,7 +30,7 @@ def extract(
                                      hidden=True),
     engine: str = typer.Option("local", help="local (threads + one model) or ray (see README)."),
     address: Optional[str] = typer.Option(
-        None, help="ray: auto, HOST:PORT or ray://HOST:PORT [default: a new local Ray instance]."),
+        None, help="ray: auto, HOST:PORT or ray://HOST:PORT [default: RAY_ADDRESS, else local]."),
     num_workers: Optional[int] = typer.Option(
         None, "--num-workers", help="ray: model actors [default: one per GPU, else 1]."),
     gpus_per_worker: Optional[float] = typer.Option(
