@@ -19,6 +19,7 @@ from featx import load_features
 from featx.embed import ExtractorSettings
 from featx.errors import FeatxError
 from featx.extract import extract
+from featx.sweep import run_sweep
 from tests.conftest import TINY, make_images, synthetic_store
 from tests.test_extract import _run_cli, _wait_for
 
@@ -116,6 +117,8 @@ def test_misuse_is_refused_before_any_work(ray_session, folder, tmp_path, monkey
         extract(folder, out, SETTINGS, address="auto")
     with pytest.raises(FeatxError, match="unknown engine 'spark'"):
         extract(folder, out, SETTINGS, engine="spark")
+    with pytest.raises(FeatxError, match="unknown backend 'spark'"):
+        run_sweep(synthetic_store(tmp_path / "v.h5"), ["logreg"], {"C": [1.0]}, backend="spark")
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(FeatxError, match=r"needs Ray, an optional extra: pip install 'featx\[ray\]'"):
         extract(folder, out, SETTINGS, engine="ray")
@@ -124,8 +127,6 @@ def test_misuse_is_refused_before_any_work(ray_session, folder, tmp_path, monkey
 
 @pytest.mark.parametrize("backend", ["threading", "ray", "dask"])
 def test_sweep_on_any_joblib_backend_equals_loky(backend, tmp_path, request):
-    from featx.sweep import run_sweep
-
     if backend == "ray":
         request.getfixturevalue("ray_session")
     store = synthetic_store(tmp_path / "s.h5", counts=(40, 40, 40), dim=16, sep=1.0)

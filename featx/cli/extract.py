@@ -30,11 +30,11 @@ def extract(
                                      hidden=True),
     engine: str = typer.Option("local", help="local (threads + one model) or ray (see README)."),
     address: Optional[str] = typer.Option(
-        None, help="ray: auto, HOST:PORT or ray://HOST:PORT [default: RAY_ADDRESS, else local]."),
+        None, help="ray: auto, HOST:PORT or ray://HOST:PORT (default: RAY_ADDRESS, else local)."),
     num_workers: Optional[int] = typer.Option(
-        None, "--num-workers", help="ray: model actors [default: one per GPU, else 1]."),
+        None, "--num-workers", help="ray: model actors (default: one per GPU, else 1)."),
     gpus_per_worker: Optional[float] = typer.Option(
-        None, "--gpus-per-worker", help="ray: GPUs per model actor [default: 1 if any, else 0]."),
+        None, "--gpus-per-worker", help="ray: GPUs per model actor (default: 1 if any, else 0)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Embed every image under DATA_DIR into an HDF5 feature store (resumes where it stopped)."""
