@@ -125,20 +125,30 @@ def test_misuse_is_refused_before_any_work(ray_session, folder, tmp_path, monkey
     assert not out.exists()
 
 
+GRID = {"C": [0.001, 0.1, 10.0]}
+
+
+def sweep_rows(store: Path, backend: str, out: Path) -> list[dict]:
+    """A 3-point logreg sweep's rows on ``backend``, without timings, in C order."""
+    result = run_sweep(store, ["logreg"], GRID, n_jobs=2, backend=backend, out_dir=out)
+    assert result.n_points == len(result.rows) == 3
+    assert (out / "results.csv").read_text().count("\n") == 4  # header + 3 rows
+    return sorted(({k: v for k, v in r.items() if k != "fit_seconds"} for r in result.rows),
+                  key=lambda r: r["C"])
+
+
+@pytest.fixture(scope="module")
+def loky_sweep(tmp_path_factory) -> tuple[Path, list[dict]]:
+    base = tmp_path_factory.mktemp("sweep")
+    store = synthetic_store(base / "s.h5", counts=(40, 40, 40), dim=16, sep=1.0)
+    rows = sweep_rows(store, "loky", base / "loky")
+    assert len({r["val_accuracy"] for r in rows}) > 1  # the points differ: a real comparison
+    return store, rows
+
+
 @pytest.mark.parametrize("backend", ["threading", "ray", "dask"])
-def test_sweep_on_any_joblib_backend_equals_loky(backend, tmp_path, request):
+def test_sweep_on_any_joblib_backend_equals_loky(backend, loky_sweep, tmp_path, request):
     if backend == "ray":
         request.getfixturevalue("ray_session")
-    store = synthetic_store(tmp_path / "s.h5", counts=(40, 40, 40), dim=16, sep=1.0)
-    grid = {"C": [0.001, 0.1, 10.0]}
-
-    def rows(b: str) -> list[dict]:
-        result = run_sweep(store, ["logreg"], grid, n_jobs=2, backend=b, out_dir=tmp_path / b)
-        assert result.n_points == len(result.rows) == 3
-        return sorted(({k: v for k, v in r.items() if k != "fit_seconds"} for r in result.rows),
-                      key=lambda r: r["C"])
-
-    expected = rows("loky")
-    assert len({r["val_accuracy"] for r in expected}) > 1  # the points differ: a real comparison
-    assert rows(backend) == expected
-    assert (tmp_path / backend / "results.csv").read_text().count("\n") == 4
+    store, expected = loky_sweep
+    assert sweep_rows(store, backend, tmp_path / backend) == expected
