@@ -101,15 +101,24 @@ def quiet() -> None:
     logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
 
 
-def configure_ray_data(ray) -> None:
+def configure_ray_data(ray, object_store_bytes: float | None = None) -> None:
     """Ray Data settings for featx: no progress bars of its own, order not kept, no logs (its
-    errors reach featx as exceptions, and the user as one line)."""
+    errors reach featx as exceptions, and the user as one line), an object store budget."""
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.execution_options.preserve_order = False
     ctx.wait_for_min_actors_s = WAIT_FOR_ACTORS_S
+    ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
+        object_store_memory=object_store_bytes)
+
+
+def object_store_budget(cpus: float, actors: int, batch_bytes: int) -> float:
+    """Decoded batches Ray Data may hold at once: two per decoding CPU and four per model actor
+    (at least 128 MiB). It grows with the cluster, never with the number of images; without it,
+    decoding that outruns the model queues up to a share of the whole object store."""
+    return max(128 * 2**20, 2 * (cpus + 2 * actors) * batch_bytes)
 
 
 # -- the two steps, run by Ray ----------------------------------------------------------------
@@ -155,6 +164,7 @@ class EmbedWorker:
         self.name = f"{ray.util.get_node_ip_address()} pid {os.getpid()}" + (
             f" GPU {','.join(map(str, ids))}" if ids else "")
         self.load_s = time.perf_counter() - t0
+        self.idle_since = 0.0  # end of the last model call
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = batch["err"] == ""
@@ -163,13 +173,17 @@ class EmbedWorker:
         x = self.extractor.preprocess(batch["pixels"][ok]) if ok.any() else None
         with self.lock:  # one model call at a time; preprocessing overlaps it
             t0 = time.perf_counter()
+            wait_s = t0 - self.idle_since if self.idle_since else 0.0  # the model starved
             if x is not None:
                 vectors[ok] = self.extractor.embed_preprocessed(x, self.batch_size)
-            model_s = time.perf_counter() - t0
+            self.idle_since = time.perf_counter()
+            model_s = self.idle_since - t0
             load_s, self.load_s = self.load_s, 0.0  # reported once, with the first batch
+        per_row = {f"{k}_s": np.full(n, v / n) for k, v in
+                   (("model", model_s), ("wait", wait_s), ("load", load_s))}
         return {"hash": batch["hash"], "err": batch["err"], "vec": vectors,
                 "worker": np.full(n, self.name, dtype=object), "decode_s": batch["decode_s"],
-                "model_s": np.full(n, model_s / n), "load_s": np.full(n, load_s / n)}
+                **per_row}
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -198,7 +212,10 @@ def embedded_batches(ray, todo: list[reader.Item], extractor, batch_size: int, n
     """The Ray Data pipeline: (hash, path) -> decode tasks -> embed actors -> numpy batches."""
     import keras
 
-    ds = decoded(ray, todo, extractor.decode_settings, batch_size)
+    size = extractor.decode_settings.size
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    ds = decoded(ray, todo, extractor.decode_settings, batch_size,
+                 object_store_budget(cpus, num_workers, batch_size * size * size * 3))
     ds = ds.map_batches(
         EmbedWorker, batch_size=batch_size, batch_format="numpy", num_cpus=EMBED_CPUS,
         num_gpus=gpus_per_worker,
@@ -207,12 +224,13 @@ def embedded_batches(ray, todo: list[reader.Item], extractor, batch_size: int, n
         fn_constructor_kwargs={"settings": extractor.settings, "weights_id": extractor.weights_id,
                                "batch_size": batch_size, "keras_backend": keras.backend.backend(),
                                "gpus": gpus_per_worker})
-    return iter(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1))
+    return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
 
 
-def decoded(ray, todo: list[reader.Item], settings: DecodeSettings, batch_size: int):
+def decoded(ray, todo: list[reader.Item], settings: DecodeSettings, batch_size: int,
+            object_store_bytes: float | None = None):
     """The decode step alone, as a Ray Dataset (one input block per batch of files)."""
-    configure_ray_data(ray)
+    configure_ray_data(ray, object_store_bytes)
     rows = [{"hash": h, "path": str(p)} for h, p in todo]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // batch_size)))
     return ds.map_batches(decode_step, batch_size=batch_size, batch_format="numpy", num_cpus=1,
@@ -232,7 +250,7 @@ def embed(todo: list[reader.Item], listing, extractor, writer, batch_size: int,
         start = time.perf_counter()
         try:
             batches = embedded_batches(ray, todo, extractor, batch_size, actors, gpus)
-            while (batch := got.next(batches)) is not None:
+            for batch in batches:
                 got.take(batch)
                 progress("embed", len(got.seen), len(todo))
         except ray.exceptions.RayError as e:
@@ -256,13 +274,6 @@ class Collector:
         self.workers: dict[str, int] = {}  # actor -> images embedded
         self.load: list[float] = []  # model build seconds, per actor
 
-    def next(self, batches: Iterator[dict[str, np.ndarray]]) -> dict[str, np.ndarray] | None:
-        """The next batch, timing the wait for it."""
-        t0 = time.perf_counter()
-        batch = next(batches, None)
-        self.timings["wait"] += time.perf_counter() - t0
-        return batch
-
     def take(self, b: dict[str, np.ndarray]) -> None:
         new = np.array([h not in self.seen for h in b["hash"]], dtype=bool)  # not a retry's repeat
         ok, failed = new & (b["err"] == ""), new & (b["err"] != "")
@@ -272,7 +283,8 @@ class Collector:
                         self.listing)
         self.seen.update(b["hash"][new].tolist())
         self.timings["decode"] += float(b["decode_s"].sum())
-        self.timings["model"] += float(b["model_s"].sum())
+        for stage in ("model", "wait"):
+            self.timings[stage] += float(b[f"{stage}_s"].sum())
         if b["load_s"].any():
             self.load.append(float(b["load_s"].sum()))
         for name in b["worker"][ok]:

@@ -14,8 +14,8 @@ merges, lock). This module only connects them and times each stage:
 
 ``engine="ray"`` replaces only the decode threads and the model call (:mod:`featx.engine_ray`):
 scan, what is new, and the writer stay here, in this process. There ``decode`` and ``model`` are
-summed over Ray's tasks and actors, ``connect`` is joining (or starting) Ray, ``load_model`` the
-slowest actor's model build, and ``wait`` the time this process waited for the next batch.
+summed over Ray's tasks and actors (``wait``: the actors' models idle between batches),
+``connect`` is joining (or starting) Ray, and ``load_model`` the slowest actor's model build.
 """
 
 from __future__ import annotations
