@@ -8,7 +8,7 @@ cluster named by ``RAY_ADDRESS``, else a local instance), Dask through a ``distr
 
 from __future__ import annotations
 
-import warnings
+import logging
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -45,8 +45,9 @@ def joblib_backend(name: str, n_jobs: int) -> Iterator[str]:
 
         from featx.engine_ray import session
 
-        with session(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*context.*", category=UserWarning)
+        with session():
+            # joblib hands Ray's pool a 'context' argument that it ignores, with a warning
+            logging.getLogger("ray.util.multiprocessing.pool").setLevel(logging.ERROR)
             register_ray()
             with parallel_config(backend="ray", n_jobs=n_jobs):
                 yield "list"  # Ray's backend refuses generators

@@ -20,6 +20,7 @@ batch_sizes=${BATCH_SIZES:-"32 128"}
 precisions=${PRECISIONS:-"float32,bfloat16"}
 ceiling_batches=${CEILING_BATCHES:-20}
 out_dir=${OUT:-.}
+mkdir -p "$out_dir"
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl
