@@ -44,7 +44,6 @@ EXTRA = "pip install 'featx[ray]'"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception): ")
 EMBED_CPUS = 0.5  # per model actor: not 1, so that Ray Data keeps decoding in separate CPU tasks
-WAIT_FOR_ACTORS_S = 600  # building the model on a slow node; then a clear error, never a hang
 
 Progress = Callable[[str, int, int], None]
 
@@ -109,7 +108,6 @@ def configure_ray_data(ray, object_store_bytes: float | None = None) -> None:
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.execution_options.preserve_order = False
-    ctx.wait_for_min_actors_s = WAIT_FOR_ACTORS_S
     ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
         object_store_memory=object_store_bytes)
 

@@ -51,13 +51,22 @@ def assert_same_store(path: Path, reference: Path) -> None:
 
 
 def test_same_store_as_local_engine_on_distinct_gpus(ray_session, folder, local_store, tmp_path):
+    import ray
+
+    free_gpus: list[float] = []
+
+    def watch_gpus(stage: str, done: int, total: int) -> None:
+        if stage == "embed" and done > 0 and not free_gpus:
+            free_gpus.append(ray.available_resources().get("GPU", 0.0))
+
     report = extract(folder, tmp_path / "ray.h5", SETTINGS, batch_size=4, engine="ray",
-                     num_workers=2, gpus_per_worker=1)
+                     num_workers=2, gpus_per_worker=1, on_progress=watch_gpus)
     assert_same_store(report.out, local_store)
     assert report.engine == "ray" and report.n_embedded == N_ROWS - 1  # the copy is reused
     assert sum(report.workers.values()) == N_ROWS - 1
-    devices = sorted(name.split(" GPU ")[1] for name in report.workers)
-    assert devices == ["0", "1"], report.workers  # two actors, one fake GPU each
+    assert free_gpus == [0.0]  # the two actors hold the two fake GPUs, one each
+    devices = [name.split(" GPU ")[1] for name in report.workers]  # those that got batches
+    assert set(devices) <= {"0", "1"} and len(set(devices)) == len(devices), report.workers
     assert {"connect", "decode", "model", "wait", "load_model", "embed_wall"} <= set(report.timings)
 
 
