@@ -9,6 +9,7 @@ are pooled (``avg``, ``max``) or flattened (``none``); the fully connected layer
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -131,22 +132,32 @@ def build_extractor(
 
 
 def _build(keras, backbone: Backbone, layer: str, pooling: str, weights: str | None):
-    ctor = getattr(keras.applications, backbone.constructor)
-    shape = (backbone.input_size, backbone.input_size, 3)
-    top = layer in backbone.top_layers
     if weights is None:
         keras.utils.set_random_seed(0)  # random weights are for tests: make them reproducible
-    try:
-        if top:
-            full = ctor(include_top=True, weights=weights, input_shape=shape)
-            return keras.Model(full.input, full.get_layer(layer).output, name=f"{backbone.name}_{layer}")
-        base = ctor(include_top=False, weights=weights, input_shape=shape,
-                    pooling=None if pooling == "none" else pooling)
-        if pooling == "none":
-            return keras.Sequential([base, keras.layers.Flatten()], name=f"{backbone.name}_{layer}_flat")
-        return base
-    except Exception as e:  # keras raises plain Exception/ValueError for both cases below
-        raise _weights_error(backbone, layer, weights, e) from e
+    # Keras warns about each layer a weights file lacks before it raises: when featx's own error
+    # follows, those warnings are noise; when the model builds, they are shown as usual.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = _construct(keras, backbone, layer, pooling, weights)
+        except Exception as e:  # keras raises plain Exception/ValueError for both cases below
+            raise _weights_error(backbone, layer, weights, e) from e
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return model
+
+
+def _construct(keras, backbone: Backbone, layer: str, pooling: str, weights: str | None):
+    ctor = getattr(keras.applications, backbone.constructor)
+    shape = (backbone.input_size, backbone.input_size, 3)
+    if layer in backbone.top_layers:
+        full = ctor(include_top=True, weights=weights, input_shape=shape)
+        return keras.Model(full.input, full.get_layer(layer).output, name=f"{backbone.name}_{layer}")
+    base = ctor(include_top=False, weights=weights, input_shape=shape,
+                pooling=None if pooling == "none" else pooling)
+    if pooling == "none":
+        return keras.Sequential([base, keras.layers.Flatten()], name=f"{backbone.name}_{layer}_flat")
+    return base
 
 
 def _weights_error(backbone: Backbone, layer: str, weights: str | None, e: Exception) -> FeatxError:

@@ -7,6 +7,7 @@ code 2. Each command group lives in its own module below and registers itself on
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -30,6 +31,23 @@ err = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+@app.callback()
+def _options(
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v",
+        help="Also show third-party start-up output (TensorFlow's; or set FEATX_VERBOSE=1)."),
+) -> None:
+    """Transfer learning on images by cached features: embed once, fit classifiers in seconds."""
+    from featx import quiet
+
+    if verbose:
+        os.environ[quiet.VERBOSE_ENV] = "1"
+    if quiet.verbose():
+        quiet.uninstall()
+    else:
+        quiet.install()
 
 
 def emit(result: Any, as_json: bool, human: Callable[[], None]) -> None:

@@ -1,0 +1,76 @@
+"""The command line as a user meets it: quiet start-up, no needless imports, help texts, progress
+in a pipe, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED_WEIGHTS, make_images, needs_shared, synthetic_store
+
+# What TensorFlow 2.21 printed on this project's machine (no GPU) before featx quieted it.
+TF_NOISE = "".join(line + "\n" for line in (
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1795929032.912574    5845 cudart_stub.cc:31] Could not find cuda drivers on your "
+    "machine, GPU will not be used.",
+    "I0000 00:00:1795929032.999275    5845 cpu_feature_guard.cc:227] This TensorFlow binary is "
+    "optimized to use available CPU instructions in performance-critical operations.",
+    "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with "
+    "the appropriate compiler flags.",
+    "E0000 00:00:1795929050.940413    5921 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA "
+    "error: Failed call to cuInit: UNKNOWN ERROR (303)",
+))
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """featx in a fresh process, with the environment a user has (no test-suite log settings)."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("TF_CPP_MIN_LOG_LEVEL", "FEATX_QUIET_IMPORTS", "FEATX_VERBOSE")}
+    cmd = [sys.executable, "-c", "from featx.cli import main; main()", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**base, **(env or {})})
+
+
+# --- item 3: third-party start-up noise -------------------------------------------------------
+
+
+def test_noise_filter_drops_tensorflow_start_up_lines_and_keeps_real_errors():
+    from featx.quiet import filter_noise
+
+    real = "E0000 00:00:1.0 1 op_kernel.cc:1] OOM when allocating tensor\nTraceback (most recent call):\n"
+    assert filter_noise(TF_NOISE) == ""
+    assert filter_noise(TF_NOISE + real) == real
+
+
+def test_captured_stderr_is_replayed_without_noise(capfd):
+    from featx.quiet import stderr_captured
+
+    with stderr_captured():
+        os.write(2, TF_NOISE.encode())
+        os.write(2, b"F0000 real failure\n")
+    assert capfd.readouterr().err == "F0000 real failure\n"
+
+
+def test_tensorflow_commands_and_their_workers_print_featx_lines_only(tmp_path: Path):
+    store = synthetic_store(tmp_path / "s.h5", counts=(30, 30), dim=8)
+    res = _cli("sweep", str(store), "--clf", "softmax", "--C", "1", "--epochs", "1", "--jobs", "2",
+               "-o", str(tmp_path / "sweep"))
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and all(line.startswith("  [") for line in lines), res.stderr
+
+
+@needs_shared
+def test_fc2_with_notop_weights_prints_featx_line_only(tmp_path: Path, capsys):
+    from featx.cli import main
+
+    data = make_images(tmp_path / "data", {"a": 1, "b": 1})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["extract", str(data), "--weights", str(SHARED_WEIGHTS), "--layer", "fc2",
+              "-o", str(tmp_path / "s.h5")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("featx: error: could not load") and err.count("\n") == 1, err
