@@ -74,3 +74,28 @@ def test_fc2_with_notop_weights_prints_featx_line_only(tmp_path: Path, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert err.startswith("featx: error: could not load") and err.count("\n") == 1, err
+
+
+# --- item 4: no TensorFlow where no Keras model is needed -------------------------------------
+
+
+def test_commands_without_a_keras_model_do_not_import_tensorflow(tmp_path: Path):
+    store = str(synthetic_store(tmp_path / "s.h5", counts=(30, 30), dim=8))
+    runs = [["info", store], ["fit", store, "--clf", "logreg", "-o", str(tmp_path / "b")],
+            ["sweep", store, "--clf", "logreg,linear-svm", "--C", "1", "--backend", "threading",
+             "-o", str(tmp_path / "sw")],
+            ["neighbors", store, "class0/0.jpg", "-k", "3"], ["duplicates", store],
+            ["export", store, "-o", str(tmp_path / "e.npz")]]
+    code = f"""
+import sys
+from featx.cli import main
+for args in {runs!r}:
+    try:
+        main(args)
+    except SystemExit as e:
+        assert e.code == 0, (args, e.code)
+print("heavy:", sorted(m for m in ("tensorflow", "keras", "jax") if m in sys.modules))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[-1] == "heavy: []"
