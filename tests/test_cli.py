@@ -4,6 +4,7 @@ in a pipe, exit codes."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,34 @@ print("heavy:", sorted(m for m in ("tensorflow", "keras", "jax") if m in sys.mod
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[-1] == "heavy: []"
+
+
+# --- item 9: help texts -----------------------------------------------------------------------
+
+
+def _commands() -> dict:
+    import typer
+
+    from featx.cli import app
+
+    return typer.main.get_command(app).commands
+
+
+@pytest.mark.parametrize("name", sorted(_commands()))
+def test_help_reads_as_written(name: str, capsys):
+    from featx.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "<bool>" not in text and "{" not in text
+    assert not re.search(r"\[\s*\]|\(\s*\)|\s[.,;](\s|$)", text), text  # brackets eaten
+    flat = "".join(text.split())
+    command = _commands()[name]
+    for param in command.params:  # every help text whole: no bracket eaten as markup
+        if param.help and not getattr(param, "hidden", False):
+            assert "".join(param.help.split()) in flat, param.help
+    usage = text.splitlines()[0]
+    args = [p.name.upper() for p in command.params if p.param_type_name == "argument"]
+    assert usage.startswith(f"Usage: featx {name} [OPTIONS]") and all(a in usage for a in args)

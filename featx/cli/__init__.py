@@ -25,6 +25,7 @@ from featx.errors import FeatxError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain text: "[default: ...]" stays as written
     help="Transfer learning on images by cached features: embed once, fit classifiers in seconds.",
 )
 err = Console(stderr=True)
@@ -73,6 +74,34 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
         yield update
+
+
+class Command(typer.core.TyperCommand):
+    """Help as featx writes it: ``featx extract [OPTIONS] DATA_DIR``, arguments in capitals."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [self.options_metavar or "", *(
+            _argument_name(p) if p.required else f"[{_argument_name(p)}]"
+            for p in self.get_params(ctx) if p.param_type_name == "argument")]
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {"Arguments": [], "Options": []}
+        for p in self.get_params(ctx):
+            record = p.get_help_record(ctx)
+            if record is None:
+                continue
+            if p.param_type_name == "argument":
+                sections["Arguments"].append((_argument_name(p), record[1]))
+            else:
+                sections["Options"].append(record)
+        for title, rows in sections.items():
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def _argument_name(param: Any) -> str:
+    return param.name.upper() + ("..." if param.nargs != 1 else "")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,3 +154,7 @@ from featx.cli import extract as _extract  # noqa: E402,F401  (registers command
 from featx.cli import reuse as _reuse  # noqa: E402,F401  (neighbors, map, duplicates, export)
 from featx.cli import fit as _fit  # noqa: E402,F401  (fit, sweep, predict)
 from featx.cli import baseline as _baseline  # noqa: E402,F401  (baseline, report)
+
+for _info in app.registered_commands:  # every command's help through Command
+    if _info.cls in (None, typer.core.TyperCommand):
+        _info.cls = Command

@@ -9,7 +9,7 @@ import typer
 
 from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
 
-SPLIT_HELP = "train/val/test shares, e.g. 70/15/15 (as for featx fit)."
+SPLIT_HELP = "train/val/test shares adding up to 100, e.g. 70/15/15 (as for featx fit)."
 
 
 @app.command()
@@ -67,7 +67,8 @@ def report(
     models: Path = typer.Option(
         Path("models"), "--models", help="Folder searched for bundles of this data set."),
     bundles: Optional[list[Path]] = typer.Option(
-        None, "--bundle", help="Use these bundles instead of searching (repeatable)."),
+        None, "--bundle", metavar="<path>",
+        help="Use these bundles instead of searching (repeatable)."),
     clf: Optional[str] = typer.Option(
         None, "--clf", help="Classifier of the confusion matrix and mistakes (default: softmax, "
         "else the best on test): a clf name (cnn for the baseline) or a bundle path."),

@@ -15,7 +15,8 @@ from featx.heads import DEFAULTS
 
 SOFTMAX = DEFAULTS["softmax"]
 
-SPLIT_OPTION = typer.Option("70/15/15", "--split", help="train/val/test shares, e.g. 70/15/15.")
+SPLIT_OPTION = typer.Option("70/15/15", "--split",
+                            help="train/val/test shares adding up to 100, e.g. 70/15/15.")
 SPLIT_SEED_OPTION = typer.Option(0, "--split-seed", help="Seed of the derived split.")
 
 
