@@ -121,7 +121,7 @@ def images_from_folder(data_dir: str | os.PathLike, workers: int = 2,
     content is decoded once to check it, exactly as extract does, so the derived split equals the
     store's.
     """
-    scan = reader.scan(data_dir, workers)
+    scan = reader.scan(data_dir, workers, progress)
     failed = reader.decode_failures(scan, workers, progress)
     decodes = {h for h in scan.hashes if h is not None and h not in failed}
     skipped = [(p, r) for p, r, _ in scan.skipped(failed)]
@@ -261,7 +261,8 @@ def train_baseline(data_dir: str | os.PathLike, settings: BaselineSettings = Bas
 
     ``store``: take the rows (paths, hashes, labels) from this feature store of ``data_dir``;
     otherwise they are computed from the folder (the same rows, hence the same split).
-    ``progress(stage, done, total)`` is called once per epoch (stage ``"epoch"``).
+    ``progress(stage, done, total)`` is called as the folder is read and checked (``"hash"``,
+    ``"check"``), when training starts and after every epoch (``"epoch"``).
     """
     import keras
 
@@ -281,6 +282,7 @@ def train_baseline(data_dir: str | os.PathLike, settings: BaselineSettings = Bas
     callbacks = []
     if progress:
         callbacks.append(keras.callbacks.LambdaCallback(
+            on_train_begin=lambda logs: progress("epoch", 0, settings.epochs),
             on_epoch_end=lambda epoch, logs: progress("epoch", epoch + 1, settings.epochs)))
     start = time.perf_counter()
     hist = model.fit(batches("train", shuffle=True), validation_data=batches("val"),

@@ -184,8 +184,11 @@ def draw_scatter(m, out: str | os.PathLike, title: str) -> Path:
 
 
 def draw_mosaic(m, out: str | os.PathLike, title: str, canvas: int = 2400,
-                thumb: int | None = None) -> Path:
-    """The "image t-SNE": each image's thumbnail at its 2-D position, framed in its class colour."""
+                thumb: int | None = None, progress=None) -> Path:
+    """The "image t-SNE": each image's thumbnail at its 2-D position, framed in its class colour.
+
+    ``progress(stage, done, total)`` is called as thumbnails are read (stage ``"mosaic"``).
+    """
     from matplotlib.patches import Patch
     from PIL import Image, ImageOps
 
@@ -201,9 +204,11 @@ def draw_mosaic(m, out: str | os.PathLike, title: str, canvas: int = 2400,
     room = canvas - thumb - 2 * border
     xy = ((m.coords - lo) / span * room).astype(int)
     xy[:, 1] = room - xy[:, 1]  # image rows grow downwards
-    for (x, y), path, c in zip(xy, m.paths, m.labels):
+    for i, ((x, y), path, c) in enumerate(zip(xy, m.paths, m.labels)):
         im = ImageOps.fit(thumbnail(resolve(path, m.data_dir), thumb * 2), (thumb, thumb))
         board.paste(ImageOps.expand(im, border=border, fill=colors[int(c)]), (int(x), int(y)))
+        if progress:
+            progress("mosaic", i + 1, len(xy))
     fig = plt.figure(figsize=(12, 12.6), dpi=200)
     ax = fig.add_axes((0.01, 0.01, 0.98, 0.93))
     ax.imshow(np.asarray(board))

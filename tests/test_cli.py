@@ -131,3 +131,63 @@ def test_help_reads_as_written(name: str, capsys):
     usage = text.splitlines()[0]
     args = [p.name.upper() for p in command.params if p.param_type_name == "argument"]
     assert usage.startswith(f"Usage: featx {name} [OPTIONS]") and all(a in usage for a in args)
+
+
+# --- item 6: progress in a log or a pipe ------------------------------------------------------
+
+
+def test_plain_progress_prints_first_last_and_every_few_seconds():
+    from featx.cli import PlainProgress
+
+    lines: list[str] = []
+    now = [0.0]
+    progress = PlainProgress(lines.append, interval=5.0, clock=lambda: now[0])
+    for t, done in ((0, 0), (1, 10), (4.9, 40), (5, 50), (6, 60), (30, 90), (31, 100), (32, 100)):
+        now[0] = t
+        progress("embed", done, 100)
+    assert lines == ["embed: 0/100 (0%)", "embed: 50/100 (50%), about 5 s left",
+                     "embed: 90/100 (90%), about 3 s left", "embed: 100/100 (100%)"]
+
+
+def test_map_in_a_pipe_prints_progress_lines(tmp_path: Path, capsys):
+    from featx.cli import main
+
+    store = synthetic_store(tmp_path / "s.h5", counts=(10, 10), dim=8)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["map", str(store), "--method", "pca", "-o", str(tmp_path / "map.png")])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().err.splitlines() == ["PCA: 0/1 (0%)", "PCA: 1/1 (100%)"]
+
+
+# --- item 11: predict's exit code -------------------------------------------------------------
+
+
+def test_predict_exits_3_when_an_input_failed_and_still_predicts_the_others(
+        tiny_store: Path, tmp_path: Path, capsys):
+    from featx.cli import main
+    from featx.store import read_meta
+
+    good = Path(read_meta(tiny_store)["data_dir"]) / "circle" / "circle_000.jpg"
+    bundle = str(tmp_path / "b")
+    with pytest.raises(SystemExit):
+        main(["fit", str(tiny_store), "-o", bundle])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", bundle, str(good), str(tmp_path / "missing.jpg")])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 3
+    assert captured.out.startswith(f"{good}: ") and captured.out.count("\n") == 1
+    assert captured.err.splitlines() == [
+        "predict: 0/1 (0%)", "predict: 1/1 (100%)",  # progress lines in a pipe
+        f"featx: error: {tmp_path / 'missing.jpg'}: no such file or folder"]
+
+
+def test_predict_exits_0_when_every_input_was_predicted(tmp_path: Path, monkeypatch):
+    from featx import predict
+    from featx.cli import main
+
+    done = predict.PredictReport(tmp_path, ["a", "b"], [predict.Prediction("x.jpg", {}, [("a", 1.0)])])
+    monkeypatch.setattr(predict, "predict", lambda *args, **kw: done)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(tmp_path), "x.jpg"])
+    assert exit_info.value.code == 0

@@ -204,7 +204,7 @@ def test_predict_embeds_like_the_store(tiny_store: Path, tmp_path: Path, capsys)
 
     code, out, err = cli(capsys, "predict", str(bundle), str(new), "--top-k", "1", "--json")
     doc = json.loads(out)
-    assert code == 0 and doc["n_predicted"] == 3 and doc["n_errors"] == 1
+    assert code == 3 and doc["n_predicted"] == 3 and doc["n_errors"] == 1
     assert [Path(e["path"]).name for e in doc["errors"]] == ["broken.jpg"]
     assert "broken.jpg" in err and err.startswith("featx: error:")  # also one line on stderr
     assert all(len(p["top_k"]) == 1 for p in doc["predictions"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -61,9 +62,13 @@ def emit(result: Any, as_json: bool, human: Callable[[], None]) -> None:
 
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar on stderr, driven by (stage, done, total) callbacks."""
-    if not enabled or not err.is_terminal:
+    """Progress on stderr, driven by (stage, done, total) callbacks: a rich bar on a terminal,
+    plain lines (:class:`PlainProgress`) in a log or a pipe."""
+    if not enabled:
         yield lambda stage, done, total: None
+        return
+    if not err.is_terminal:
+        yield PlainProgress(lambda line: err.print(line, markup=False, highlight=False))
         return
     tasks: dict[str, Any] = {}
     columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
@@ -74,6 +79,40 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
         yield update
+
+
+class PlainProgress:
+    """Progress as plain lines for a log or a pipe: a stage's first and last call, and at most
+    one line every ``interval`` seconds in between (``embed: 640/2000 (32%), about 7 min left``)."""
+
+    def __init__(self, write: Callable[[str], None], interval: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.write, self.interval, self.clock = write, interval, clock
+        self.stages: dict[str, tuple[float, int]] = {}  # stage -> (time, done) of its first call
+        self.last: dict[str, float] = {}  # stage -> time of its last line
+        self.finished: set[str] = set()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = self.clock()
+        first = stage not in self.stages
+        if first:
+            self.stages[stage] = (now, done)
+        end = done >= total
+        if stage in self.finished or not (first or end or now - self.last[stage] >= self.interval):
+            return
+        if end:
+            self.finished.add(stage)
+        self.last[stage] = now
+        share = f" ({100 * done // total}%)" if total else ""
+        self.write(f"{stage}: {done}/{total}{share}{self._left(stage, now, done, total)}")
+
+    def _left(self, stage: str, now: float, done: int, total: int) -> str:
+        t0, done0 = self.stages[stage]
+        if done >= total or done <= done0 or now <= t0:
+            return ""
+        seconds = (total - done) * (now - t0) / (done - done0)
+        return f", about {seconds / 60:.0f} min left" if seconds >= 90 else \
+            f", about {seconds:.0f} s left"
 
 
 class Command(typer.core.TyperCommand):

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from featx.cli import JSON_OPTION, app, emit, err, out
+from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
 from featx.errors import FeatxError
 from featx.heads import DEFAULTS
 
@@ -141,6 +141,9 @@ def _print_sweep(r) -> None:
         out.print(f"  {key}: {path}")
 
 
+PARTIAL_EXIT = 3  # predict: some inputs could not be predicted (the others were)
+
+
 @app.command()
 def predict(
     bundle: Path = typer.Argument(..., help="A model bundle from featx fit (a directory)."),
@@ -151,15 +154,21 @@ def predict(
     batch_size: int = typer.Option(32, "--batch-size", help="Images per model call."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Class probabilities for new images, embedded exactly as the bundle's store was."""
+    """Class probabilities for new images, embedded exactly as the bundle's store was.
+
+    Exit code 3 when any input could not be predicted (each has its own line on stderr; the
+    others are still predicted), 2 on bad input such as a missing bundle.
+    """
     from featx.predict import predict as run_predict
 
-    report = run_predict(bundle, images, k=top_k, weights=weights, batch_size=batch_size)
+    with progress_bar(not as_json) as bar:
+        report = run_predict(bundle, images, k=top_k, weights=weights, batch_size=batch_size,
+                             progress=bar)
     emit(report.as_dict(), as_json, lambda: _print_predict(report))
     for path, reason in report.errors:  # per-file errors on stderr, also with --json
         err.print(f"featx: error: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
-    if not report.predictions:
-        sys.exit(1)
+    if report.errors:
+        sys.exit(PARTIAL_EXIT)
 
 
 def _print_predict(r) -> None:

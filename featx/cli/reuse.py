@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from featx.cli import JSON_OPTION, app, emit, err, out
+from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
 
 STORE_ARG = typer.Argument(..., help="A featx feature store (.h5).")
 
@@ -69,12 +69,14 @@ def map_(
     from featx.figures import draw_mosaic, draw_scatter
     from featx.maps import make_map, save_coords
 
-    t0 = time.perf_counter()
-    m = make_map(store, method=method, max_points=max_points, perplexity=perplexity, seed=seed)
-    seconds = time.perf_counter() - t0
-    draw_scatter(m, output, store.name)
-    if mosaic:
-        draw_mosaic(m, mosaic, store.name)
+    with progress_bar(not as_json) as bar:
+        t0 = time.perf_counter()
+        m = make_map(store, method=method, max_points=max_points, perplexity=perplexity,
+                     seed=seed, progress=bar)
+        seconds = time.perf_counter() - t0
+        draw_scatter(m, output, store.name)
+        if mosaic:
+            draw_mosaic(m, mosaic, store.name, progress=bar)
     if coords:
         save_coords(m, coords)
     result = {"store": str(store), "n_points": len(m.rows), "n_total": m.n_total,
