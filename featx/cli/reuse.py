@@ -108,7 +108,8 @@ def duplicates(
     from featx.figures import draw_pairs
     from featx.near_duplicates import find_duplicates
 
-    report = find_duplicates(store, threshold=threshold)
+    with progress_bar(not as_json) as bar:
+        report = find_duplicates(store, threshold=threshold, progress=bar)
     if sheet and report.pairs:
         draw_pairs(report, sheet, limit=sheet_max)
     elif sheet:
@@ -118,11 +119,13 @@ def duplicates(
 
     def human() -> None:
         out.print(f"{report.n} images: {result['n_exact_pairs']} exact and "
-                  f"{result['n_near_pairs']} near-duplicate pairs (cosine >= {threshold}) in "
-                  f"{len(report.groups)} groups; {result['n_cross_label_pairs']} pairs across labels")
+                  f"{result['n_near_pairs']} near-duplicate pairs (cosine >= {threshold}), "
+                  f"{result['n_cross_label_pairs']} across labels; {len(report.groups)} groups "
+                  f"in which every two images are a pair")
         for g in result["groups"][:limit]:
             flag = "CROSS-LABEL " if g["cross_label"] else ""
-            out.print(f"  {flag}group of {len(g['members'])} ({', '.join(g['labels'])})")
+            out.print(f"  {flag}group of {len(g['members'])} ({', '.join(g['labels'])}), "
+                      f"cosine >= {g['min_similarity']:.3f} within")
             for mem in g["members"]:
                 out.print(f"    {mem['label']:<14} {mem['path']}")
         if len(result["groups"]) > limit:
