@@ -50,7 +50,7 @@ def plot_curves(entries: list, out: str | os.PathLike, title: str):
     """Validation loss and accuracy per epoch (training dotted) of every entry with a history.
 
     An entry is a model with ``name``, ``label``, ``kind``, ``clf`` and ``history`` (a
-    :class:`featx.report.Entry`).
+    :class:`featx.report.Entry`); at least one must have a history (:func:`with_history`).
 
     Returns ``(path, curves)``: ``curves[name][key]`` is the series as drawn (read back from the
     figure's lines), so a test can compare the figure with the stored histories.
@@ -58,8 +58,7 @@ def plot_curves(entries: list, out: str | os.PathLike, title: str):
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
-    with_history = [e for e in entries if e.history and e.history.get("val_loss")]
-    order = sorted(with_history, key=lambda e: (e.kind != "cnn", e.clf != "softmax", e.name))
+    order = sorted(with_history(entries), key=lambda e: (e.kind != "cnn", e.clf != "softmax", e.name))
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
     curves: dict[str, dict[str, list[float]]] = {}
     palette = iter(["tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive", "tab:cyan"])
@@ -85,17 +84,17 @@ def plot_curves(entries: list, out: str | os.PathLike, title: str):
         ax.grid(alpha=0.3)
     ax_loss.set_title("Validation loss (lower is better)")
     ax_acc.set_title("Validation accuracy (higher is better)")
-    if order:
-        handles, labels = ax_loss.get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(2, len(labels)),
-                   fontsize=9, frameon=False)
-    else:
-        for ax in (ax_loss, ax_acc):
-            ax.text(0.5, 0.5, "no model with a per-epoch history", ha="center",
-                    transform=ax.transAxes)
+    handles, labels = ax_loss.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(2, len(labels)),
+               fontsize=9, frameon=False)
     fig.suptitle(title, fontsize=12)
     path = save(fig, out)
     return path, curves
+
+
+def with_history(entries: list) -> list:
+    """The entries that have a per-epoch validation history to draw."""
+    return [e for e in entries if e.history and e.history.get("val_loss")]
 
 
 def plot_confusion(cm: np.ndarray, class_names: list[str], out: str | os.PathLike, title: str):
@@ -121,7 +120,8 @@ def plot_confusion(cm: np.ndarray, class_names: list[str], out: str | os.PathLik
 
 
 def plot_sweep(rows: list[dict[str, Any]], out: str | os.PathLike, title: str):
-    """Validation accuracy of every sweep point, best first (the selected point highlighted)."""
+    """Validation accuracy of every sweep point as a dot, best first (the selected point in
+    orange). Dots, not bars: the axis spans the values, and a bar's length would mislead."""
     from featx.sweep import point_label
 
     plt = pyplot()
@@ -132,19 +132,20 @@ def plot_sweep(rows: list[dict[str, Any]], out: str | os.PathLike, title: str):
     if ok:
         vals = np.array([r["val_accuracy"] for r in ok])
         y = np.arange(len(ok))
-        colours = ["tab:orange" if i == 0 else "tab:blue" for i in range(len(ok))]
-        ax.barh(y, vals, color=colours)
+        ax.plot(vals[1:], y[1:], "o", color="tab:blue")
+        ax.plot(vals[:1], y[:1], "o", color="tab:orange", markersize=9, label="selected")
         ax.set_yticks(y, [point_label(r) for r in ok], fontsize=8)
         ax.invert_yaxis()
-        lo = max(0.0, float(vals.min()) - 0.05)
-        ax.set_xlim(lo, 1.0 + (1.0 - lo) * 0.08)
+        lo, hi = float(vals.min()), float(vals.max())
+        pad = max(0.01, 0.08 * (hi - lo))
+        ax.set_xlim(max(0.0, lo - pad), min(1.0, hi + pad) + 3 * pad)  # room for the labels
         for yi, v in zip(y, vals):
-            ax.text(v, yi, f" {v:.3f}", va="center", fontsize=8)
+            ax.text(v, yi, f"  {v:.3f}", va="center", fontsize=8)
     else:
         ax.text(0.5, 0.5, "no finished sweep point", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("validation accuracy")
+    ax.set_xlabel("validation accuracy (dots; the axis spans the values, it does not start at 0)")
     ax.set_title(title, fontsize=11)
-    ax.grid(axis="x", alpha=0.3)
+    ax.grid(alpha=0.3)
     return save(fig, out)
 
 

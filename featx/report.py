@@ -5,11 +5,12 @@ For one data set (its feature store) and the model bundles trained on it (``feat
 
 =====================  ============================================================================
 ``curves.png``         validation loss and accuracy per epoch: scratch CNN vs the softmax head(s)
-                       (training curves dotted), from the bundles' stored histories
+                       (training curves dotted), from the bundles' stored histories; only when
+                       a model has one
 ``confusion.png``      the confusion matrix of one classifier on the test part
 ``samples.png``        a grid of sample images, one row a class
 ``mistakes.png``       the test part's most confident wrong predictions, predicted and true label
-``sweep.png``          validation accuracy of every sweep point (when sweep results exist)
+``sweep.png``          validation accuracy of every sweep point, as dots (when sweep results exist)
 ``report.html``        one self-contained page (figures inlined) with the accuracy table
 ``report.md``          the same page in Markdown, linking the PNGs next to it
 ``report.json``        the table, the plotted curves and the chosen classifier's test metrics
@@ -27,6 +28,7 @@ import base64
 import html
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,15 @@ from typing import Any
 import numpy as np
 
 from featx.errors import FeatxError
-from featx.figures import LABELS, Cell, draw_sheet, plot_confusion, plot_curves, plot_sweep
+from featx.figures import (
+    LABELS,
+    Cell,
+    draw_sheet,
+    plot_confusion,
+    plot_curves,
+    plot_sweep,
+    with_history,
+)
 from featx.metrics import confusion_matrix
 from featx.thumbs import resolve, short
 
@@ -234,10 +244,14 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
         report.notes.append("no scratch-CNN bundle (featx baseline) for this data set")
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    path, report.curves = plot_curves(
-        entries, out_dir / "curves.png",
-        f"{dataset}: scratch CNN vs transfer learning, per epoch")
-    report.files["curves"] = str(path)
+    drawn = with_history(entries)
+    if drawn:
+        path, report.curves = plot_curves(entries, out_dir / "curves.png",
+                                          f"{dataset}: {_curves_title(drawn)}, per epoch")
+        report.files["curves"] = str(path)
+    else:
+        report.notes.append("no model has a per-epoch history (softmax head, baseline CNN): "
+                            "no learning curves")
 
     chosen = choose(entries, clf)
     pred = predictions_on_test(chosen, store)
@@ -297,6 +311,15 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
     return report
 
 
+def _curves_title(drawn: list[Entry]) -> str:
+    """What the curves compare: the scratch CNN against transfer learning, or what there is."""
+    cnn = any(e.kind == "cnn" for e in drawn)
+    heads = sorted({LABELS.get(e.clf, e.clf) for e in drawn if e.kind != "cnn"})
+    if cnn and heads:
+        return "scratch CNN vs transfer learning"
+    return "scratch CNN" if cnn else f"transfer learning ({', '.join(heads)})"
+
+
 # --- the page -----------------------------------------------------------------------------------
 
 CAPTIONS = {
@@ -321,6 +344,13 @@ def _table(report: Report) -> tuple[list[str], list[list[str]]]:
              f"{r['n_train']} / {r['n_val']} / {r['n_test']}", _fmt(r["epochs"]),
              _fmt(r["fit_seconds"], 1)] for r in report.table]
     return head, body
+
+
+def _inline_html(markdown: str) -> str:
+    """The page's one line of Markdown as HTML: escaped, `code` and **bold** rendered."""
+    text = html.escape(markdown, quote=False)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
 
 
 def _write_pages(report: Report, dataset: str, chosen: Entry) -> None:
@@ -349,8 +379,8 @@ def _write_pages(report: Report, dataset: str, chosen: Entry) -> None:
         f'<h2>{e(key)}</h2><p>{e(CAPTIONS[key])}</p><img alt="{e(key)}" '
         f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
         for key, p in figures)
-    notes = "".join(f"<p class=note>note: {e(n)}</p>" for n in report.notes)
-    intro_html = e(intro).replace("**", "")
+    notes = "".join(f"<p class=note>note: {_inline_html(n)}</p>" for n in report.notes)
+    intro_html = _inline_html(intro)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>featx report: {e(dataset)}</title>
 <style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}}
