@@ -47,11 +47,15 @@ class ExtractReport:
 
 
 def default_output(data_dir: Path, settings: ExtractorSettings, folder: Path = Path("features")) -> Path:
-    """features/<dataset>_<model>_<layer>[_<pooling>].h5: one file per (data set, model, layer)."""
+    """features/<dataset>_<model>_<layer>[_<pooling>][_<precision>].h5: one file per (data set,
+    model, layer); the precision is named when it is not float32, so runs in two precisions do
+    not collide."""
     s = settings.normalized()
     name = f"{data_dir.resolve().name}_{s.model}_{s.layer}"
     if s.pooling != "none" or s.layer.startswith("block") or s.layer.endswith(("out", "relu")):
         name += f"_{s.pooling}"
+    if s.precision != "float32":
+        name += f"_{s.precision}"
     return folder / f"{name}.h5"
 
 

@@ -191,3 +191,37 @@ def test_predict_exits_0_when_every_input_was_predicted(tmp_path: Path, monkeypa
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", str(tmp_path), "x.jpg"])
     assert exit_info.value.code == 0
+
+
+# --- item 14: speed hint, precision in the default store name ---------------------------------
+
+
+def test_amx_bf16_is_read_from_the_cpu_flags():
+    from featx.backbones import cpu_has_amx_bf16
+
+    assert cpu_has_amx_bf16(["fpu", "avx512f", "amx_bf16", "amx_tile"])
+    assert not cpu_has_amx_bf16(["fpu", "avx2", "fma"])
+
+
+@pytest.mark.parametrize("precision, hinted", [("float32", True), ("bfloat16", False)])
+def test_extract_hints_at_bfloat16_on_an_amx_cpu(precision, hinted, tmp_path, monkeypatch, capsys):
+    from featx import backbones
+    from featx.cli import main
+
+    monkeypatch.setattr(backbones, "cpu_has_amx_bf16", lambda flags=None: True)
+    with pytest.raises(SystemExit):
+        main(["extract", str(tmp_path / "absent"), "--precision", precision])
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("featx: error: data folder not found")
+    assert (lines[0].startswith("hint: this CPU has AMX-BF16: --precision bfloat16") and
+            len(lines) == 2) if hinted else len(lines) == 1
+
+
+def test_default_store_name_names_a_precision_other_than_float32():
+    from featx.embed import ExtractorSettings
+    from featx.extract import default_output
+
+    names = [default_output(Path("/d/pets"), ExtractorSettings(layer="block5_pool", precision=p)).name
+             for p in ("float32", "bfloat16", "float16")]
+    assert names == ["pets_vgg16_block5_pool_avg.h5", "pets_vgg16_block5_pool_avg_bfloat16.h5",
+                     "pets_vgg16_block5_pool_avg_float16.h5"]

@@ -68,7 +68,8 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
         yield lambda stage, done, total: None
         return
     if not err.is_terminal:
-        yield PlainProgress(lambda line: err.print(line, markup=False, highlight=False))
+        yield PlainProgress(lambda line: err.print(line, markup=False, highlight=False,
+                                                   soft_wrap=True))
         return
     tasks: dict[str, Any] = {}
     columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),

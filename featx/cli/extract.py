@@ -16,7 +16,9 @@ from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
 def extract(
     data_dir: Path = typer.Argument(..., help="Folder with one subfolder of images per class."),
     output: Optional[Path] = typer.Option(
-        None, "-o", "--output", help="Store to write [default: features/<data>_<model>_<layer>.h5]."),
+        None, "-o", "--output",
+        help="Store to write [default: features/<data>_<model>_<layer>_<pooling>.h5, the "
+        "precision added when not float32, e.g. ..._avg_bfloat16.h5]."),
     model: str = typer.Option("vgg16", help="Backbone: vgg16, vgg19, resnet50, mobilenet_v2."),
     layer: str = typer.Option("fc2", help="Layer to read: fc1, fc2 (4096-d) or block5_pool."),
     pooling: str = typer.Option("avg", help="For convolutional layers: avg, max or none (flatten)."),
@@ -31,8 +33,14 @@ def extract(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Embed every image under DATA_DIR into an HDF5 feature store (resumes where it stopped)."""
+    from featx.backbones import cpu_has_amx_bf16
     from featx.embed import ExtractorSettings
     from featx.extract import extract as run_extract
+
+    if precision == "float32" and cpu_has_amx_bf16():
+        err.print("hint: this CPU has AMX-BF16: --precision bfloat16 embeds several times faster "
+                  "(about 6x for VGG16; vectors are stored as float32 either way)",
+                  markup=False, highlight=False, soft_wrap=True)
 
     settings = ExtractorSettings(model=model, layer=layer, pooling=pooling, weights=weights,
                                  precision=precision, resize=resize)
