@@ -32,13 +32,15 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 @dataclass
 class ExtractReport:
     out: Path
-    n_images: int  # rows in the store
-    n_embedded: int  # run through the model in this run
-    n_reused: int  # taken from the store or an interrupted run's parts
+    n_images: int  # rows in the store: n_embedded + n_reused + n_duplicates
+    n_embedded: int  # distinct contents run through the model in this run
+    n_reused: int  # rows whose content was stored before (the store, an interrupted run's parts)
     skipped: list[tuple[str, str]]  # (path, reason)
     dim: int
     wrote: bool  # False when the store was already complete
     timings: dict[str, float] = field(default_factory=dict)
+    n_duplicates: int = 0  # rows whose content an earlier row has (no vector of their own)
+    n_removed: int = 0  # rows of the previous store whose file is gone
 
     @property
     def images_per_second(self) -> float:
@@ -81,6 +83,7 @@ def extract(
     out = Path(out) if out else default_output(scan.root, extractor.settings)
     _check_writable(out)
     with StoreWriter(out, extractor.meta, commit_every) as writer:
+        before = _stored_paths(out)
         todo = scan.new_content(writer, writer.failed)
         if todo:
             _embed(todo, scan, extractor, writer, batch_size, workers, timings, progress)
@@ -92,9 +95,21 @@ def extract(
         dim = writer.dim or 0
     timings["total"] = time.perf_counter() - t_start
     n_embedded = len(todo) - n_failed
+    n_duplicates = len(rows.hashes) - len(set(rows.hashes))
     return ExtractReport(out=out, n_images=len(rows.paths), n_embedded=n_embedded,
-                         n_reused=len(rows.paths) - n_embedded, skipped=skipped, dim=dim,
-                         wrote=wrote, timings={k: round(v, 3) for k, v in timings.items()})
+                         n_reused=len(rows.paths) - n_embedded - n_duplicates, skipped=skipped,
+                         dim=dim, wrote=wrote, timings={k: round(v, 3) for k, v in timings.items()},
+                         n_duplicates=n_duplicates, n_removed=len(before - set(rows.paths)))
+
+
+def _stored_paths(out: Path) -> set[str]:
+    """The rows (paths) the store holds before this run; none when it is new."""
+    if not out.exists():
+        return set()
+    from featx.store import open_store, read_rows
+
+    with open_store(out) as f:
+        return set(read_rows(f).paths)
 
 
 def _embed(todo: list[reader.Item], scan: reader.Scan, extractor: Extractor, writer: StoreWriter,

@@ -225,3 +225,34 @@ def test_default_store_name_names_a_precision_other_than_float32():
              for p in ("float32", "bfloat16", "float16")]
     assert names == ["pets_vgg16_block5_pool_avg.h5", "pets_vgg16_block5_pool_avg_bfloat16.h5",
                      "pets_vgg16_block5_pool_avg_float16.h5"]
+
+
+# --- item 15: what a run did, counted -----------------------------------------------------------
+
+
+def test_extract_counts_embedded_stored_duplicates_and_removed(tmp_path: Path, capsys):
+    import json
+    import shutil
+
+    from featx.cli import main
+
+    data = make_images(tmp_path / "data", {"cat": 3, "dog": 3})
+    shutil.copy(data / "cat" / "cat_000.jpg", data / "cat" / "dup.jpg")  # a duplicate in one run
+    args = ["extract", str(data), "-o", str(tmp_path / "s.h5"), "--model", "mobilenet_v2",
+            "--layer", "out_relu", "--weights", "none"]
+
+    def run(*extra: str) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            main(args + list(extra))
+        assert exit_info.value.code == 0
+        return capsys.readouterr().out
+
+    first = json.loads(run("--json"))
+    assert [first[k] for k in ("n_images", "n_embedded", "n_reused", "n_duplicates", "n_removed")] \
+        == [7, 6, 0, 1, 0]
+    (data / "dog" / "dog_000.jpg").unlink()
+    make_images(tmp_path / "more", {"dog": 1}, seed=5)
+    shutil.move(tmp_path / "more" / "dog" / "dog_000.jpg", data / "dog" / "new.jpg")
+    assert run().splitlines()[0].endswith(
+        "7 vectors of 1280 dims (1 embedded, 5 already stored, 1 exact duplicate of another file; "
+        "1 removed since the last run)")
