@@ -55,13 +55,39 @@ def test_captured_stderr_is_replayed_without_noise(capfd):
     assert capfd.readouterr().err == "F0000 real failure\n"
 
 
-def test_tensorflow_commands_and_their_workers_print_featx_lines_only(tmp_path: Path):
+def test_the_cli_and_its_worker_processes_install_the_quiet_import(tmp_path: Path):
+    code = """
+import os, sys
+from featx.quiet import _QuietFinder
+quiet = lambda: any(isinstance(f, _QuietFinder) for f in sys.meta_path)
+import featx  # a library user's process: left alone
+assert not quiet()
+from featx.cli import main
+try:
+    main(["info", "absent.h5"])
+except SystemExit:
+    pass
+assert quiet() and os.environ["FEATX_QUIET_IMPORTS"] == "1"  # inherited by loky workers
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert res.stdout == "ok\n", res.stderr
+    worker = subprocess.run([sys.executable, "-c", "import sys, featx, featx.quiet as q; "
+                             "print(any(isinstance(f, q._QuietFinder) for f in sys.meta_path))"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                            env={**os.environ, "FEATX_QUIET_IMPORTS": "1",
+                                 "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert worker.stdout == "True\n", worker.stderr
+
+
+def test_sweep_workers_importing_tensorflow_print_nothing(tmp_path: Path):
+    """A softmax point makes a loky worker import TensorFlow; logreg wins, so only the worker does."""
     store = synthetic_store(tmp_path / "s.h5", counts=(30, 30), dim=8)
-    res = _cli("sweep", str(store), "--clf", "softmax", "--C", "1", "--epochs", "1", "--jobs", "2",
-               "-o", str(tmp_path / "sweep"))
+    res = _cli("sweep", str(store), "--clf", "logreg,softmax", "--C", "1", "--epochs", "1",
+               "--lr", "1e-7", "--jobs", "2", "-o", str(tmp_path / "sweep"), "--json")
     assert res.returncode == 0, res.stderr
-    lines = res.stderr.splitlines()
-    assert len(lines) == 1 and all(line.startswith("  [") for line in lines), res.stderr
+    assert res.stderr == ""
 
 
 @needs_shared
@@ -256,3 +282,12 @@ def test_extract_counts_embedded_stored_duplicates_and_removed(tmp_path: Path, c
     assert run().splitlines()[0].endswith(
         "7 vectors of 1280 dims (1 embedded, 5 already stored, 1 exact duplicate of another file; "
         "1 removed since the last run)")
+
+
+def test_predict_with_a_missing_bundle_says_not_found(tmp_path: Path, capsys):
+    from featx.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(tmp_path / "models" / "absent"), str(tmp_path / "x.jpg")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"featx: error: bundle not found: {tmp_path / 'models' / 'absent'}\n"
