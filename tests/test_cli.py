@@ -291,3 +291,18 @@ def test_predict_with_a_missing_bundle_says_not_found(tmp_path: Path, capsys):
         main(["predict", str(tmp_path / "models" / "absent"), str(tmp_path / "x.jpg")])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == f"featx: error: bundle not found: {tmp_path / 'models' / 'absent'}\n"
+
+
+def test_verbose_after_the_command_is_the_global_flag(tmp_path: Path, monkeypatch, capsys):
+    from featx import quiet
+    from featx.cli import main
+
+    monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
+    store = str(synthetic_store(tmp_path / "s.h5", counts=(5, 5), dim=4))
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["info", store, "--verbose"])
+        assert exit_info.value.code == 0 and quiet.verbose()
+        assert not any(isinstance(f, quiet._QuietFinder) for f in sys.meta_path)
+    finally:
+        quiet.install()  # as the other tests' CLI runs leave it

@@ -147,6 +147,8 @@ def _argument_name(param: Any) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: ``featx ...``. User errors print one line and exit 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "--verbose" in argv[1:]:  # also after the command: featx fit STORE --verbose
+        argv = ["--verbose", *(a for a in argv if a != "--verbose")]
     try:
         code = app(args=argv, prog_name="featx", standalone_mode=False)
     except FeatxError as e:
