@@ -27,12 +27,17 @@ TF_NOISE = "".join(line + "\n" for line in (
 ))
 
 
-def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """featx in a fresh process, with the environment a user has (no test-suite log settings)."""
-    base = {k: v for k, v in os.environ.items()
+def _user_env() -> dict[str, str]:
+    """The environment a user has: without the test suite's log settings, or those an in-process
+    CLI run left in this process."""
+    return {k: v for k, v in os.environ.items()
             if k not in ("TF_CPP_MIN_LOG_LEVEL", "FEATX_QUIET_IMPORTS", "FEATX_VERBOSE")}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """featx in a fresh process, with the environment a user has."""
     cmd = [sys.executable, "-c", "from featx.cli import main; main()", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**base, **(env or {})})
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_user_env())
 
 
 # --- item 3: third-party start-up noise -------------------------------------------------------
@@ -70,14 +75,14 @@ except SystemExit:
 assert quiet() and os.environ["FEATX_QUIET_IMPORTS"] == "1"  # inherited by loky workers
 print("ok")
 """
+    env = {**_user_env(), "PYTHONPATH": str(Path(__file__).parents[1])}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+                         cwd=tmp_path, env=env)
     assert res.stdout == "ok\n", res.stderr
     worker = subprocess.run([sys.executable, "-c", "import sys, featx, featx.quiet as q; "
                              "print(any(isinstance(f, q._QuietFinder) for f in sys.meta_path))"],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                            env={**os.environ, "FEATX_QUIET_IMPORTS": "1",
-                                 "PYTHONPATH": str(Path(__file__).parents[1])})
+                            env={**env, "FEATX_QUIET_IMPORTS": "1"})
     assert worker.stdout == "True\n", worker.stderr
 
 
