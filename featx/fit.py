@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from featx.bundle import save_bundle
+from featx.bundle import check_bundle_output, save_bundle
 from featx.errors import FeatxError
 from featx.heads import Head, make_head
 from featx.metrics import classification_metrics
@@ -119,6 +119,8 @@ def fit_store(store: str | os.PathLike, clf: str = "logreg", fractions=DEFAULT_F
     """Fit ``clf`` on a store's train part and evaluate it on the validation and test parts;
     with ``out``, save it there as a bundle (see :func:`featx.bundle.save_bundle`)."""
     make_head(clf, **params)  # validate the name and parameters before loading any data
+    if out is not None:
+        check_bundle_output(out)
     split = split or load_split(store, fractions, split_seed)
     head, seconds = fit_split(split, clf, **params)
     n_classes = len(split.feats.class_names)
