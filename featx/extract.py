@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from featx import reader
+from featx.backbones import get_backbone
 from featx.discover import discover
 from featx.embed import Extractor, ExtractorSettings
 from featx.errors import FeatxError
@@ -58,11 +61,19 @@ class ExtractReport:
 
 
 def default_output(data_dir: Path, settings: ExtractorSettings, folder: Path = Path("features")) -> Path:
-    """features/<dataset>_<model>_<layer>[_<pooling>].h5: one file per (data set, model, layer)."""
+    """features/<dataset>_<model>_<layer>[_<pooling>][_<size>][_flip][_float16].h5: one file per
+    data set and settings (the parts that are at their defaults are left out)."""
     s = settings.normalized()
+    backbone = get_backbone(s.model)
     name = f"{data_dir.resolve().name}_{s.model}_{s.layer}"
-    if s.pooling != "none" or s.layer.startswith("block") or s.layer.endswith(("out", "relu")):
+    if s.layer in backbone.maps:
         name += f"_{s.pooling}"
+    if s.input_size != backbone.input_size:
+        name += f"_{s.input_size}"
+    if s.augment != "none":
+        name += f"_{s.augment}"
+    if s.store_dtype != "float32":
+        name += f"_{s.store_dtype}"
     return folder / f"{name}.h5"
 
 
@@ -93,7 +104,8 @@ def extract(
     dataset = discover(data_dir)
     out = Path(out) if out else default_output(dataset.root, extractor.settings)
     check_output(out, "the feature store")
-    check_space(out, len(dataset.paths), extractor.expected_dim, strict, on_warning)
+    check_space(out, len(dataset.paths), extractor, strict, on_warning)
+    _hint_size(dataset, extractor, on_warning)
     scan = reader.scan(dataset, workers, progress)
     timings = {"hash": time.perf_counter() - t_start, "decode": 0.0, "wait": 0.0, "model": 0.0}
     with StoreWriter(out, extractor.meta, commit_every) as writer:
@@ -134,19 +146,32 @@ def _embed(todo: list[reader.Item], scan: reader.Scan, extractor: Extractor, wri
             break
         timings["decode"] += batch.seconds
         t_model = time.perf_counter()
-        vectors = extractor.embed_preprocessed(batch.pixels, batch_size) if batch.hashes else None
+        vectors, flipped = (extractor.embed_batch(batch.pixels, batch_size) if batch.hashes
+                            else (None, None))
         timings["model"] += time.perf_counter() - t_model
-        writer.add(batch.hashes, vectors, batch.failures, scan)
+        writer.add(batch.hashes, vectors, batch.failures, scan, flipped)
         done += len(batch)
         progress("embed", done, len(todo))
     timings["embed_wall"] = time.perf_counter() - start
 
 
-def check_space(out: Path, n_files: int, dim: int, strict: bool = False,
+def _hint_size(dataset, extractor: Extractor, on_warning: Callable[[str], None] | None) -> None:
+    """Say so when the photos are much larger than the input: a larger input keeps detail."""
+    s = extractor.settings
+    size = reader.typical_size([dataset.root / p for p in dataset.paths])
+    if on_warning and size and min(size) >= 1.5 * s.input_size and s.layer in extractor.backbone.maps:
+        on_warning(f"the photos are about {size[0]}x{size[1]} pixels and are resized to "
+                   f"{s.input_size}x{s.input_size}; a larger `input_size` (e.g. 352) keeps more "
+                   f"detail (see the README: input size and flips)")
+
+
+def check_space(out: Path, n_files: int, extractor: Extractor, strict: bool = False,
                 on_warning: Callable[[str], None] | None = None) -> int:
     """Compare the free space with what the run needs at most: the final store, written next to
     the old one, plus the part files of new vectors. Returns the bytes needed."""
-    final = estimate_bytes(n_files, dim)
+    s, dim = extractor.settings, extractor.expected_dim
+    copies = 2 if s.augment == "flip" else 1
+    final = estimate_bytes(n_files, dim, np.dtype(s.store_dtype).itemsize, copies)
     stored = out.stat().st_size if out.is_file() else 0
     needed = final + max(0, final - stored)  # new store + parts of the new vectors, at most
     free = free_bytes(out)

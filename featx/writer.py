@@ -66,8 +66,10 @@ class VectorCache:
     def __len__(self) -> int:
         return len(self._where)
 
-    def gather(self, hashes: list[str]) -> np.ndarray:
-        """The vectors of ``hashes`` (all must be present), reading runs of rows as slices."""
+    def gather(self, hashes: list[str], name: str = "features") -> np.ndarray:
+        """The vectors of ``hashes`` (all must be present) from the dataset ``name`` of their
+        files (``features``, or ``features_flip``: the mirrored images'), reading runs of rows as
+        slices."""
         where = np.array([self._where[h] for h in hashes], dtype=np.int64).reshape(-1, 2)
         order = np.lexsort((where[:, 1], where[:, 0]))  # by file, then row
         out = None
@@ -75,9 +77,9 @@ class VectorCache:
             pos = order[where[order, 0] == k]
             rows = where[pos, 1]
             with h5py.File(self._paths[k], "r") as f:
-                ds = f["features"]
+                ds = f[name]
                 if out is None:
-                    out = np.empty((len(hashes), *ds.shape[1:]), dtype=np.float32)
+                    out = np.empty((len(hashes), *ds.shape[1:]), dtype=ds.dtype)
                 for run in np.split(np.arange(len(rows)), np.flatnonzero(np.diff(rows) > 1) + 1):
                     start, stop = rows[run[0]], rows[run[-1]] + 1
                     out[pos[run]] = ds[start:stop][rows[run] - start]
@@ -106,7 +108,9 @@ class StoreWriter:
         self._seq = 0
         self._pending = 0  # vectors in part files, not yet merged
         self.n_committed_now = 0  # new vectors this writer committed (kept if the run stops)
-        self._buffer: tuple[list[str], list[np.ndarray], list[tuple[str, str]]] = ([], [], [])
+        self._buffer: tuple[list[str], list[np.ndarray], list[tuple[str, str]], list[np.ndarray]] \
+            = ([], [], [], [])
+        self.flips = meta.get("augment") == "flip"  # mirrored images' vectors kept beside each
         self._lock = None
 
     # -- opening and closing -----------------------------------------------------------------
@@ -166,26 +170,34 @@ class StoreWriter:
     # -- taking new vectors ------------------------------------------------------------------
 
     def add(self, hashes: list[str], vectors: np.ndarray | None, failures: list[tuple[str, str]],
-            listing: Listing) -> None:
-        """Take new vectors (and content that failed to decode); commit and merge when due."""
-        buf_h, buf_v, buf_f = self._buffer
+            listing: Listing, flipped: np.ndarray | None = None) -> None:
+        """Take new vectors (and content that failed to decode; and with ``augment="flip"`` the
+        mirrored images' vectors); commit and merge when due."""
+        if self.flips and hashes and flipped is None:
+            raise ValueError("this store keeps the mirrored images' vectors: pass `flipped`")
+        buf_h, buf_v, buf_f, buf_m = self._buffer
         buf_h += hashes
         if hashes:
             buf_v.append(vectors)
+            if self.flips:
+                buf_m.append(flipped)
             self.dim = self.dim or int(vectors.shape[1])
         buf_f += failures
         if len(buf_h) + len(buf_f) >= self.commit_every:
             self._commit(listing)
 
     def _commit(self, listing: Listing) -> None:
-        hashes, vectors, failures = self._buffer
+        hashes, vectors, failures, flipped = self._buffer
         if not hashes and not failures:
             return
         with self._timed():
-            data = np.concatenate(vectors) if vectors else np.empty((0, self.dim or 0), np.float32)
-            part = st.write_part(self.parts_dir, self._seq, hashes, data, failures, self.fp)
+            empty = np.empty((0, self.dim or 0), np.float32)
+            data = np.concatenate(vectors) if vectors else empty
+            mirrored = (np.concatenate(flipped) if flipped else empty) if self.flips else None
+            part = st.write_part(self.parts_dir, self._seq, hashes, data, failures, self.fp,
+                                 flipped=mirrored)
             self._seq += 1
-            self._buffer = ([], [], [])
+            self._buffer = ([], [], [], [])
             self.cache.add(part)
             self.failed.update(failures)
             self._pending += len(hashes)
@@ -217,8 +229,9 @@ class StoreWriter:
         meta = {**self.meta, "dim": self.dim, "data_dir": data_dir,
                 "created": self._created, "updated": now}
         cache = self.cache
+        flipped = (lambda a, b: cache.gather(rows.hashes[a:b], st.FLIPPED)) if self.flips else None
         st.write_store(self.path, rows, listing.class_names, meta, skipped,
-                       lambda a, b: cache.gather(rows.hashes[a:b]))
+                       lambda a, b: cache.gather(rows.hashes[a:b]), flipped)
         st.remove_parts(self.parts_dir)
         self.cache = VectorCache()
         self.cache.add(self.path)

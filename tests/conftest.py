@@ -30,8 +30,12 @@ needs_shared = pytest.mark.skipif(
     reason="../shared (real weights and photos) is absent",
 )
 
-# A small, fast extractor for tests that need real Keras models but not real weights.
-TINY = dict(model="mobilenet_v2", layer="out_relu", pooling="avg", weights="none")
+# A small, fast extractor for tests that need real Keras models but not real weights: VGG16's
+# convolutional base with seeded random weights at 32x32 input (512-d vectors of magnitude ~0.1;
+# a random MobileNetV2 gives ~1e-11, too small for equality tests to mean anything).
+TINY = dict(model="vgg16", layer="block5_pool", pooling="avg", weights="none", input_size=32)
+TINY_DIM = 512
+TINY_ARGS = ["--model", "vgg16", "--layer", "block5_pool", "--weights", "none", "--input-size", "32"]
 
 # Store metadata of a made-up VGG16 block5_pool store (for stores written without a model).
 META = dict(model="vgg16", layer="block5_pool", pooling="avg", weights="none", weights_id="none",

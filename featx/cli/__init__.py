@@ -60,6 +60,7 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: ``featx ...``. User errors print one line and exit 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    _ARGV[:] = argv
     try:
         code = app(args=argv, prog_name="featx", standalone_mode=False)
     except FeatxError as e:
@@ -107,9 +108,13 @@ def check_outputs(**outputs) -> None:
             check_output(path, f"the {name.replace('_', ' ')} file")
 
 
+_ARGV: list[str] = []  # the command line being run, to name flags in warnings
+
+
 def warn(message: str) -> None:
-    """A warning line on stderr (the run goes on)."""
-    err.print(f"featx: warning: {message}", markup=False, highlight=False, soft_wrap=True)
+    """A warning line on stderr (the run goes on); parameters named as this command's flags."""
+    err.print(f"featx: warning: {as_flags(FeatxError(message), _ARGV)}", markup=False,
+              highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -18,12 +18,20 @@ def extract(
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Store to write [default: features/<data>_<model>_<layer>.h5]."),
     model: str = typer.Option("vgg16", help="Backbone: vgg16, vgg19, resnet50, mobilenet_v2."),
-    layer: str = typer.Option("fc2", help="Layer to read: fc1, fc2 (4096-d) or block5_pool."),
+    layer: str = typer.Option(
+        "fc2", help="Layer to read: fc1, fc2 (4096-d), block5_pool or block4_pool (maps)."),
     pooling: str = typer.Option("avg", help="For convolutional layers: avg, max or none (flatten)."),
     weights: str = typer.Option(
         "imagenet", help="'imagenet' (downloads once) or a local .weights.h5 file (offline)."),
     precision: str = typer.Option("float32", help="float32, bfloat16 (fast on AMX CPUs) or float16."),
-    resize: str = typer.Option("squash", help="squash (stretch to 224x224) or crop (centre crop)."),
+    resize: str = typer.Option("squash", help="squash (stretch to a square) or crop (centre crop)."),
+    input_size: Optional[int] = typer.Option(
+        None, "--input-size", help="Square input size for convolutional layers (fc1/fc2: 224) "
+        "[default: 224]."),
+    augment: str = typer.Option(
+        "none", help="flip: also store each mirrored image's vector (one model pass more)."),
+    store_dtype: str = typer.Option(
+        "float32", "--store-dtype", help="float32, or float16 to halve the file (for maps)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per model call."),
     workers: int = typer.Option(2, help="Decoding threads."),
     commit_every: int = typer.Option(256, "--commit-every", help="Vectors per committed part file.",
@@ -38,7 +46,8 @@ def extract(
     from featx.extract import extract as run_extract
 
     settings = ExtractorSettings(model=model, layer=layer, pooling=pooling, weights=weights,
-                                 precision=precision, resize=resize)
+                                 precision=precision, resize=resize, input_size=input_size,
+                                 augment=augment, store_dtype=store_dtype)
     try:
         with progress_bar(not as_json) as bar:
             report = run_extract(data_dir, output, settings, batch_size=batch_size,
