@@ -9,6 +9,8 @@ needed.
 
 from __future__ import annotations
 
+import base64
+import html
 import os
 import textwrap
 from dataclasses import dataclass
@@ -256,6 +258,17 @@ def draw_sheet(rows: list[list[Cell]], out: str | os.PathLike, title: str,
     return save(fig, out, dpi=100)
 
 
+def draw_cells(cells: list[Cell], out: str | os.PathLike, title: str, cols: int = 6) -> Path:
+    """Draw a flat list of cells, ``cols`` to a row (see :func:`draw_sheet`)."""
+    return draw_sheet([cells[i:i + cols] for i in range(0, len(cells), cols)], out, title)
+
+
+def inline_png(path: str | os.PathLike, alt: str) -> str:
+    """An HTML ``<img>`` holding the PNG at ``path`` (a data URI: the page needs no other file)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
 def draw_pairs(report, out: str | os.PathLike, limit: int = 20, pairs_per_row: int = 3) -> Path:
     """A PNG sheet of the first ``limit`` pairs of a :class:`featx.near_duplicates.DuplicateReport`
     (cross-label first), a few pairs per row."""
@@ -266,12 +279,10 @@ def draw_pairs(report, out: str | os.PathLike, limit: int = 20, pairs_per_row: i
             cells.append(Cell(resolve(report.paths[i], report.data_dir),
                               f"{head}\n{report.labels[i]}: {short(report.paths[i], 22)}",
                               p.cross_label))
-    step = 2 * pairs_per_row
-    rows = [cells[i:i + step] for i in range(0, len(cells), step)]
     n_cross = sum(p.cross_label for p in report.pairs)
     title = (f"{len(report.pairs)} duplicate pairs (cosine >= {report.threshold}), "
              f"{n_cross} across labels (red captions); first {min(limit, len(report.pairs))} shown")
-    return draw_sheet(rows, out, title)
+    return draw_cells(cells, out, title, 2 * pairs_per_row)
 
 
 def draw_neighbors(results, data_dir: str | None, out: str | os.PathLike, store_name: str) -> Path:
