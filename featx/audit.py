@@ -33,7 +33,7 @@ import numpy as np
 from featx.errors import FeatxError
 from featx.heads import check_clf, make_head
 from featx.near_duplicates import DEFAULT_THRESHOLD, MAX_PAIRS, cross_pairs
-from featx.neighbors import CHUNK_ROWS, normalize, topk_cosine
+from featx.neighbors import normalize
 from featx.split import DEFAULT_FRACTIONS, PARTS, describe_split, split_indices
 from featx.store import Features, load_features
 
@@ -47,7 +47,7 @@ DEFAULT_NEIGHBORS = 10
 # (pets-dev, clean and with 2% planted errors; flowers5-200), where the fit default C=1 gave
 # overconfident probabilities and twice the estimated wrong labels (BENCHMARKS.md).
 DEFAULT_C = {"logreg": 0.01}
-QUERY_ROWS = 1024  # outlier queries at a time: memory is QUERY_ROWS x CHUNK_ROWS similarities
+BLOCK_ROWS = 2048  # outliers: similarities are computed BLOCK_ROWS x BLOCK_ROWS at a time
 LEAK_PARTS = (("test", "train"), ("val", "train"), ("test", "val"))  # (held-out, twin) parts
 CSV_FIELDS = ("path", "label", "finding", "score", "suggestion")
 
@@ -235,25 +235,45 @@ def find_leaks(x: np.ndarray, hashes, labels: np.ndarray, rows: dict[str, np.nda
 def knn_distance(x: np.ndarray, labels: np.ndarray, k: int = DEFAULT_NEIGHBORS,
                  progress: Progress | None = None) -> np.ndarray:
     """Mean cosine distance of every row of unit vectors ``x`` to its ``k`` nearest rows of the
-    same class (itself excluded; fewer in a class of ``k`` rows or less)."""
+    same class (itself excluded; fewer in a class of ``k`` rows or less). Exact."""
     if k < 1:
         raise FeatxError(f"`neighbors` must be at least 1, got {k}")
     distance = np.zeros(len(x))
     classes = np.unique(labels)
     for done, c in enumerate(classes, 1):
         members = np.flatnonzero(labels == c)
-        kc = min(k, len(members) - 1)
-        xc = x[members]
-        blocks = [(s, xc[s:s + CHUNK_ROWS]) for s in range(0, len(xc), CHUNK_ROWS)]
-        for start in range(0, len(xc), QUERY_ROWS):
-            q = xc[start:start + QUERY_ROWS]
-            near, sims = topk_cosine(q, blocks, kc + 1)
-            keep = near != np.arange(start, start + len(q))[:, None]  # drop the row itself
-            keep[keep.all(axis=1), -1] = False  # (or, if ties hid it, the last one)
-            distance[members[start:start + len(q)]] = 1.0 - sims[keep].reshape(len(q), kc).mean(1)
+        best = top_similarities(x[members], min(k, len(members) - 1))
+        distance[members] = 1.0 - best.mean(axis=1)
         if progress:
             progress("outliers", done, len(classes))
     return distance
+
+
+def top_similarities(x: np.ndarray, k: int, block: int = BLOCK_ROWS) -> np.ndarray:
+    """(N, k): the ``k`` highest dot products of each row of ``x`` with the other rows.
+
+    One product per pair of row blocks (the upper triangle, so half of ``x @ x.T``), each giving
+    candidates to both blocks' rows; values only (np.partition). Memory: ``block`` squared."""
+    n = len(x)
+    best = np.full((n, k), -np.inf, dtype=np.float32)
+    for i in range(0, n, block):
+        for j in range(i, n, block):
+            sims = x[i:i + block] @ x[j:j + block].T
+            if i == j:
+                np.fill_diagonal(sims, -np.inf)  # not its own neighbour
+            _keep_top(best, i, sims, k)
+            if j > i:
+                _keep_top(best, j, np.ascontiguousarray(sims.T), k)
+    return best
+
+
+def _keep_top(best: np.ndarray, start: int, sims: np.ndarray, k: int) -> None:
+    """Merge candidate similarities (a row per row of ``best`` from ``start``) into ``best``."""
+    rows = slice(start, start + len(sims))
+    if sims.shape[1] > k:
+        sims = np.partition(sims, -k, axis=1)[:, -k:]
+    both = np.concatenate([best[rows], sims], axis=1)
+    best[rows] = np.partition(both, -k, axis=1)[:, -k:]
 
 
 def summarize(y: np.ndarray, proba: np.ndarray, class_names: list[str],
@@ -311,7 +331,7 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
     if not 0.0 < threshold <= 1.0:
         raise FeatxError(f"`threshold` must be in (0, 1], got {threshold}")
     t0 = time.perf_counter()
-    feats, y, names = _load(store)
+    feats, y, names = load_labelled(store)
     k, note = usable_folds(feats.hashes, y, names, folds)
     seconds: dict[str, float] = {"load": time.perf_counter() - t0}
 
@@ -352,7 +372,7 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
     return report
 
 
-def _load(store: str | os.PathLike) -> tuple[Features, np.ndarray, list[str]]:
+def load_labelled(store: str | os.PathLike) -> tuple[Features, np.ndarray, list[str]]:
     """The store, its labels renumbered over the classes that have images, and those classes."""
     feats = load_features(store)
     present = np.unique(feats.labels)
