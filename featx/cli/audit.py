@@ -55,8 +55,8 @@ def _print_audit(r, shown: int = 10) -> None:
         out.print(f"  {c['class']:<16} {c['images']:>7} {c['label_issues']:>13} {c['outliers']:>9} "
                   f"{c['oof_recall']:>11.4f}", markup=False)
     for c in s["confused"][:5]:
-        out.print(f"  given {c['given']}, likely {c['likely']}: about {c['estimated']} images "
-                  f"({c['flagged']} flagged)", markup=False)
+        out.print(f"  given {c['given']}, likely {c['likely']}: about {c['estimated']} "
+                  f"image{'s' * (c['estimated'] != 1)} ({c['flagged']} flagged)", markup=False)
     out.print(f"label issues: {s['n_label_issues']} (worst first: given -> suggested, quality)")
     for x in r.label_issues[:shown]:
         out.print(f"  {x.quality:.4f}  {x.label} -> {x.suggested}  {x.path}", markup=False)
