@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import json
 import os
 import time
@@ -31,6 +32,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from featx.errors import FeatxError
+from featx.files import check_output, write_error, write_text
 from featx.heads import check_clf, make_head
 from featx.near_duplicates import DEFAULT_THRESHOLD, MAX_PAIRS, cross_pairs
 from featx.neighbors import normalize
@@ -330,6 +332,8 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
         raise FeatxError(f"`top` must be at least 1, got {top}")
     if not 0.0 < threshold <= 1.0:
         raise FeatxError(f"`threshold` must be in (0, 1], got {threshold}")
+    if out is not None:
+        check_output(out, "the audit", folder=True)
     t0 = time.perf_counter()
     feats, y, names = load_labelled(store)
     k, note = usable_folds(feats.hashes, y, names, folds)
@@ -388,22 +392,22 @@ def load_labelled(store: str | os.PathLike) -> tuple[Features, np.ndarray, list[
 def write_audit(report: AuditReport, out_dir: str | os.PathLike) -> dict[str, str]:
     """Write the sheets (label_issues.png, leaks.png, outliers.png), audit.html, audit.json and
     suspects.csv into ``out_dir``; returns (and records) the files."""
-    out = Path(out_dir)
+    out = check_output(out_dir, "the audit", folder=True)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(exist_ok=True)
     except OSError as e:
-        raise FeatxError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+        raise write_error(e, out, "the audit") from None
     files = report.files
-    with open(out / "suspects.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(report.suspects())
-    files["suspects"] = str(out / "suspects.csv")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(report.suspects())
+    files["suspects"] = str(write_text(out / "suspects.csv", table.getvalue(), "the suspects list"))
     files.update(_draw_sheets(report, out))
     files["html"] = str(out / "audit.html")
     files["json"] = str(out / "audit.json")
-    Path(files["html"]).write_text(_page(report), encoding="utf-8")
-    Path(files["json"]).write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
+    write_text(files["html"], _page(report), "the audit page")
+    write_text(files["json"], json.dumps(report.as_dict(), indent=2, default=str) + "\n", "the audit")
     return files
 
 

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from featx import reader
-from featx.bundle import default_bundle_dir, save_bundle
+from featx.bundle import check_bundle_output, default_bundle_dir, save_bundle
 from featx.decode import RESIZE_POLICIES, DecodeError, DecodeSettings, decode_file
 from featx.errors import FeatxError
 from featx.heads import CnnHead
@@ -234,6 +234,7 @@ class BaselineResult:
     test_predictions: dict[str, Any]
     fit_seconds: float
     store: str | None = None
+    bundle: Path | None = None  # where it was saved, if it was
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -241,7 +242,7 @@ class BaselineResult:
 
     def summary(self) -> dict[str, Any]:
         """The JSON document of ``featx baseline --json`` (the keys of ``featx fit --json``)."""
-        return {
+        return {"bundle": str(self.bundle) if self.bundle else None,
             "clf": "cnn", "params": self.head.get_params(), "data_dir": str(self.data_dir),
             "store": self.store, "rows": self.rows_source,
             "val_accuracy": self.val["accuracy"] if self.val else None,
@@ -255,9 +256,10 @@ class BaselineResult:
 
 def train_baseline(data_dir: str | os.PathLike, settings: BaselineSettings = BaselineSettings(), *,
                    store: str | os.PathLike | None = None, fractions=DEFAULT_FRACTIONS,
-                   split_seed: int = 0,
+                   split_seed: int = 0, out: str | os.PathLike | None = None,
                    progress: Callable[[str, int, int], None] | None = None) -> BaselineResult:
-    """Train the CNN on ``data_dir``'s train part (validated every epoch), evaluate val and test.
+    """Train the CNN on ``data_dir``'s train part (validated every epoch), evaluate val and test;
+    with ``out``, save it there as a bundle (checked before any work).
 
     ``store``: take the rows (paths, hashes, labels) from this feature store of ``data_dir``;
     otherwise they are computed from the folder (the same rows, hence the same split).
@@ -265,6 +267,8 @@ def train_baseline(data_dir: str | os.PathLike, settings: BaselineSettings = Bas
     """
     import keras
 
+    if out is not None:
+        check_bundle_output(out)
     data_dir = Path(data_dir)
     images = images_from_store(data_dir, store) if store else images_from_folder(
         data_dir, settings.workers, progress)
@@ -302,11 +306,14 @@ def train_baseline(data_dir: str | os.PathLike, settings: BaselineSettings = Bas
     predictions = {"paths": [images.paths[i] for i in test_rows],
                    "labels": images.labels[test_rows].tolist(),
                    "proba": np.round(test_proba, 6).tolist()}
-    return BaselineResult(head=head, settings=settings, class_names=images.class_names,
-                          data_dir=data_dir, rows_source=images.source,
-                          split=describe_split(parts, fractions, split_seed), history=history,
-                          val=metrics["val"], test=metrics["test"], test_predictions=predictions,
-                          fit_seconds=seconds, store=str(store) if store else None)
+    result = BaselineResult(head=head, settings=settings, class_names=images.class_names,
+                            data_dir=data_dir, rows_source=images.source,
+                            split=describe_split(parts, fractions, split_seed), history=history,
+                            val=metrics["val"], test=metrics["test"], test_predictions=predictions,
+                            fit_seconds=seconds, store=str(store) if store else None)
+    if out is not None:
+        result.bundle = save_baseline(out, result)
+    return result
 
 
 # --- the bundle -------------------------------------------------------------------------------

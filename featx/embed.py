@@ -110,6 +110,12 @@ class Extractor:
     def dim(self) -> int:
         return int(self.model.output_shape[-1])
 
+    @property
+    def expected_dim(self) -> int:
+        """The vector length, from the registry: known without building the model."""
+        s = self.settings
+        return self.backbone.feature_dim(s.layer, s.pooling, self.decode_settings.size)
+
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 RGB (N, S, S, 3) -> the backbone's input (caffe mode for VGG: BGR, mean removed)."""
         if self._preprocess is None:

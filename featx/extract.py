@@ -22,11 +22,22 @@ from pathlib import Path
 from typing import Callable
 
 from featx import reader
+from featx.discover import discover
 from featx.embed import Extractor, ExtractorSettings
 from featx.errors import FeatxError
+from featx.files import check_output, free_bytes, human_bytes
+from featx.store import estimate_bytes
 from featx.writer import StoreWriter
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM turned into it) during ``extract``: what was kept, and where."""
+
+    def __init__(self, out: Path, n_kept: int, n_new: int) -> None:
+        super().__init__(f"interrupted: {n_kept} vectors kept in {out}")
+        self.out, self.n_kept, self.n_new = out, n_kept, n_new
 
 
 @dataclass
@@ -63,8 +74,15 @@ def extract(
     workers: int = 2,
     commit_every: int = 256,
     on_progress: Progress | None = None,
+    strict: bool = False,
+    on_warning: Callable[[str], None] | None = None,
 ) -> ExtractReport:
-    """Embed every image under ``data_dir`` into the store ``out``, resuming where it stands."""
+    """Embed every image under ``data_dir`` into the store ``out``, resuming where it stands.
+
+    Before any work the store's final size is estimated against the free space: too little is a
+    warning (``on_warning``), or with ``strict`` a FeatxError. Ctrl-C raises :class:`Interrupted`,
+    which says how many vectors were kept (committed vectors always are).
+    """
     for name, value in (("batch_size", batch_size), ("workers", workers),
                         ("commit_every", commit_every)):
         if value < 1:
@@ -72,15 +90,20 @@ def extract(
     progress = on_progress or (lambda stage, done, total: None)
     extractor = Extractor(settings)
     t_start = time.perf_counter()
-    scan = reader.scan(data_dir, workers, progress)
+    dataset = discover(data_dir)
+    out = Path(out) if out else default_output(dataset.root, extractor.settings)
+    check_output(out, "the feature store")
+    check_space(out, len(dataset.paths), extractor.expected_dim, strict, on_warning)
+    scan = reader.scan(dataset, workers, progress)
     timings = {"hash": time.perf_counter() - t_start, "decode": 0.0, "wait": 0.0, "model": 0.0}
-    out = Path(out) if out else default_output(scan.root, extractor.settings)
-    _check_writable(out)
     with StoreWriter(out, extractor.meta, commit_every) as writer:
         todo = scan.new_content(writer, writer.failed)
-        if todo:
-            _embed(todo, scan, extractor, writer, batch_size, workers, timings, progress)
-        wrote = writer.finish(scan)
+        try:
+            if todo:
+                _embed(todo, scan, extractor, writer, batch_size, workers, timings, progress)
+            wrote = writer.finish(scan)
+        except KeyboardInterrupt:
+            raise Interrupted(out, writer.n_committed, writer.n_committed_now) from None
         rows = scan.rows(writer)
         timings["write"] = writer.seconds
         n_failed = sum(1 for h, _ in todo if h in writer.failed)
@@ -119,12 +142,21 @@ def _embed(todo: list[reader.Item], scan: reader.Scan, extractor: Extractor, wri
     timings["embed_wall"] = time.perf_counter() - start
 
 
-def _check_writable(out: Path) -> None:
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise FeatxError(f"cannot create the output folder {out.parent}: {e.strerror or e}") from None
-    if out.exists() and out.is_dir():
-        raise FeatxError(f"output is a folder, expected a .h5 file path: {out}")
-    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise FeatxError(f"cannot write to {out}: permission denied")
+def check_space(out: Path, n_files: int, dim: int, strict: bool = False,
+                on_warning: Callable[[str], None] | None = None) -> int:
+    """Compare the free space with what the run needs at most: the final store, written next to
+    the old one, plus the part files of new vectors. Returns the bytes needed."""
+    final = estimate_bytes(n_files, dim)
+    stored = out.stat().st_size if out.is_file() else 0
+    needed = final + max(0, final - stored)  # new store + parts of the new vectors, at most
+    free = free_bytes(out)
+    if needed > free:
+        message = (f"{out} needs about {human_bytes(needed)} of free space while it is written "
+                   f"({n_files} images x {dim} dims, and the store is rewritten next to the old "
+                   f"one at the end); {human_bytes(free)} are free")
+        if strict:
+            raise FeatxError(message)
+        if on_warning:
+            on_warning(message + "; continuing (a full disk stops the run cleanly and keeps what "
+                       "was committed)")
+    return needed

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from featx.files import atomic_path, write_error
 from featx.thumbs import resolve, short, thumbnail
 
 LABELS = {"cnn": "scratch CNN", "softmax": "softmax head", "logreg": "logistic regression",
@@ -37,11 +38,16 @@ def pyplot():
 
 
 def save(fig, out: str | os.PathLike, dpi: int | None = 110) -> Path:
-    """Write a figure as PNG (folders created) and close it."""
+    """Write a figure as PNG, atomically (folders created), and close it."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    pyplot().close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out, "the figure") as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    except OSError as e:
+        raise write_error(e, out, "the figure") from None
+    finally:
+        pyplot().close(fig)
     return out
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from featx.bundle import save_bundle
+from featx.bundle import check_bundle_output, save_bundle
 from featx.errors import FeatxError
 from featx.heads import Head, make_head
 from featx.metrics import classification_metrics
@@ -131,6 +131,8 @@ def fit_store(store: str | os.PathLike, clf: str = "logreg", fractions=DEFAULT_F
     with ``out``, save it there as a bundle (see :func:`featx.bundle.save_bundle`); ``exclude``:
     see :func:`load_split`."""
     make_head(clf, **params)  # validate the name and parameters before loading any data
+    if out is not None:
+        check_bundle_output(out)
     split = split or load_split(store, fractions, split_seed, exclude=exclude,
                                 exclude_from_test=exclude_from_test)
     head, seconds = fit_split(split, clf, **params)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from featx.errors import FeatxError
+from featx.files import atomic_path, check_output
 from featx.neighbors import normalize
 from featx.store import load_features
 
@@ -78,17 +79,23 @@ def embed_2d(x: np.ndarray, method: str = "tsne", perplexity: float = 30.0,
 
 def save_coords(m: Map2D, out: str | os.PathLike) -> Path:
     """Write the coordinates as CSV or JSON (chosen by the file's suffix)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_coords(out)
     records = m.records()
-    if out.suffix.lower() == ".json":
-        out.write_text(json.dumps({"method": m.method, "n_total": m.n_total, "points": records},
-                                  indent=1) + "\n")
-    elif out.suffix.lower() == ".csv":
-        with open(out, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["row", "path", "label", "x", "y"])
-            w.writeheader()
-            w.writerows(records)
-    else:
-        raise FeatxError(f"`coords` must end in .csv or .json, got {out.name}")
+    with atomic_path(out, "the coordinates") as tmp:
+        if out.suffix.lower() == ".json":
+            tmp.write_text(json.dumps({"method": m.method, "n_total": m.n_total, "points": records},
+                                      indent=1) + "\n")
+        else:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=["row", "path", "label", "x", "y"])
+                w.writeheader()
+                w.writerows(records)
     return out
+
+
+def check_coords(out: str | os.PathLike) -> Path:
+    """Before any work: a .csv or .json path that can be written."""
+    out = Path(out)
+    if out.suffix.lower() not in (".csv", ".json"):
+        raise FeatxError(f"`coords` must end in .csv or .json, got {out.name}")
+    return check_output(out, "the coordinates")

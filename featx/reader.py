@@ -80,9 +80,10 @@ class Scan:
         return out
 
 
-def scan(data_dir: str | os.PathLike, workers: int = 2, progress: Progress | None = None) -> Scan:
-    """Discover the images under ``data_dir`` and hash every file (``workers`` threads)."""
-    dataset = discover(data_dir)
+def scan(data: str | os.PathLike | Dataset, workers: int = 2,
+         progress: Progress | None = None) -> Scan:
+    """Hash every image file of a data folder (discovered now, or already) in ``workers`` threads."""
+    dataset = data if isinstance(data, Dataset) else discover(data)
     files = [dataset.root / p for p in dataset.paths]
     hashes: list[str | None] = []
     failures: dict[int, str] = {}

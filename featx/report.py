@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from featx.errors import FeatxError
+from featx.files import check_output, write_text
 from featx.figures import (LABELS, Cell, draw_sheet, inline_png, plot_confusion, plot_curves,
                             plot_sweep)
 from featx.metrics import confusion_matrix
@@ -214,7 +215,7 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
 
     from featx.store import load_features, read_meta
 
-    store, out_dir = Path(store), Path(out_dir)
+    store, out_dir = Path(store), check_output(out_dir, "the report", folder=True)
     meta = read_meta(store)
     data_dir = meta.get("data_dir")
     entries = read_entries(bundles) if bundles else find_bundles(models, data_dir)
@@ -232,7 +233,6 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
         report.notes.append("the bundles were not all trained on the same split; compare with care")
     if not any(e.kind == "cnn" for e in entries):
         report.notes.append("no scratch-CNN bundle (featx baseline) for this data set")
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     path, report.curves = plot_curves(
         entries, out_dir / "curves.png",
@@ -340,7 +340,7 @@ def _write_pages(report: Report, dataset: str, chosen: Entry) -> None:
         md += ["", f"> note: {note}"]
     for key, p in figures:
         md += ["", f"## {key}", "", CAPTIONS[key], "", f"![{key}]({p.name})"]
-    (out / "report.md").write_text("\n".join(md) + "\n")
+    write_text(out / "report.md", "\n".join(md) + "\n", "the report page")
     report.files["markdown"] = str(out / "report.md")
 
     e = html.escape
@@ -360,7 +360,7 @@ td:first-child,td:nth-child(2),th{{text-align:left}}img{{max-width:100%}}.note{{
 {figs}
 </body></html>
 """
-    (out / "report.html").write_text(page)
+    write_text(out / "report.html", page, "the report page")
     report.files["html"] = str(out / "report.html")
-    (out / "report.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    write_text(out / "report.json", json.dumps(report.as_dict(), indent=2) + "\n", "the report")
     report.files["json"] = str(out / "report.json")

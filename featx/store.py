@@ -2,7 +2,7 @@
 
 Layout of ``FILE.h5`` (plain HDF5; see the README for reading it with h5py alone)::
 
-    /features      float32 (N, D), chunked     one embedding per image
+    /features      float32 (N, D)              one embedding per image
     /labels        int32   (N,)                index into /class_names
     /paths         utf-8   (N,)                relative to the data folder, POSIX separators
     /hashes        ascii   (N,)                sha256 of the file's bytes (hex)
@@ -31,13 +31,15 @@ import h5py
 import numpy as np
 
 from featx.errors import FeatxError
-from featx.files import fsync_replace
+from featx.files import atomic_path, write_error
 
 SCHEMA_VERSION = 1
 FINGERPRINT_KEYS = (
     "model", "layer", "pooling", "input_size", "resize", "resample", "precision", "weights_id",
 )
-GATHER_ROWS = 1024  # rows copied at a time when a store is rewritten: bounds memory
+BLOCK_BYTES = 32 << 20  # vectors copied at a time when a store is written: bounds memory
+ROW_OVERHEAD = 128  # bytes a row of paths, hashes and labels, about (for size estimates)
+FILE_OVERHEAD = 16 << 10  # bytes of an HDF5 file's own structures, about
 STR = h5py.string_dtype("utf-8")
 
 
@@ -155,29 +157,38 @@ def write_store(
 ) -> None:
     """Write a complete store atomically: a temporary file, fsync, then rename over ``path``.
 
-    ``vectors(start, stop)`` returns the rows' vectors a block at a time, so memory stays bounded.
+    ``vectors(start, stop)`` returns the rows' vectors a block at a time (about
+    :data:`BLOCK_BYTES`), so memory stays bounded. ``/features`` is contiguous: the store is
+    always written whole, and contiguous rows read fastest. A failed write (a full disk) leaves no
+    temporary file and raises one clear FeatxError.
     """
-    dim = int(meta["dim"])
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
+    dim, n = int(meta["dim"]), len(rows.hashes)
+    block = block_rows(dim * 4)
+    with atomic_path(path, "the feature store", needed=estimate_bytes(n, dim)) as tmp:
         with h5py.File(tmp, "w") as f:
             _write_datasets(f, rows, class_names, skipped, dim)
-            for start in range(0, len(rows.hashes), GATHER_ROWS):
-                stop = min(start + GATHER_ROWS, len(rows.hashes))
+            for start in range(0, n, block):
+                stop = min(start + block, n)
                 f["features"][start:stop] = vectors(start, stop)
             for key, value in meta.items():
                 f.attrs[key] = value
             f.attrs["featx_schema"] = SCHEMA_VERSION
-        fsync_replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+
+def block_rows(row_bytes: int) -> int:
+    """Rows copied at a time when a store is written: about BLOCK_BYTES of vectors."""
+    return max(1, BLOCK_BYTES // max(row_bytes, 1))
+
+
+def estimate_bytes(n_rows: int, dim: int, itemsize: int = 4) -> int:
+    """The size of a store of ``n_rows`` vectors: the vectors plus about 128 bytes a row of paths,
+    hashes and labels."""
+    return FILE_OVERHEAD + n_rows * (dim * itemsize + ROW_OVERHEAD)
 
 
 def _write_datasets(f: h5py.File, rows: Rows, class_names, skipped, dim: int) -> None:
     n = len(rows.paths)
-    chunk_rows = max(1, min(max(n, 1), (1 << 20) // (4 * dim)))
-    f.create_dataset("features", shape=(n, dim), maxshape=(None, dim), dtype="float32",
-                     chunks=(chunk_rows, dim))
+    f.create_dataset("features", shape=(n, dim), dtype="float32")
     f.create_dataset("labels", data=np.asarray(rows.labels, dtype=np.int32).reshape(n))
     f.create_dataset("paths", data=np.asarray(rows.paths, dtype=object).reshape(n), dtype=STR)
     f.create_dataset("hashes", data=np.asarray(rows.hashes, dtype="S64").reshape(n))
@@ -203,25 +214,40 @@ def write_part(
     failures: list[tuple[str, str]], fp: dict,
 ) -> Path:
     """Commit new vectors (and files that failed to decode) as one small part file, atomically."""
-    parts_dir.mkdir(parents=True, exist_ok=True)
     path = parts_dir / f"part-{seq:06d}.h5"
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("features", data=vectors.astype(np.float32, copy=False))
-        f.create_dataset("hashes", data=np.asarray(hashes, dtype="S64").reshape(-1))
-        f.create_dataset("failed_hashes", data=np.asarray([h for h, _ in failures], dtype="S64"))
-        f.create_dataset("failed_reasons", data=np.asarray([r for _, r in failures], dtype=object),
-                         dtype=STR)
-        f.attrs["fingerprint"] = json.dumps(fp, sort_keys=True)
-    fsync_replace(tmp, path)
+    try:
+        parts_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(e, parts_dir, "the part files of") from None
+    with atomic_path(path, "a part file (vectors committed so far are kept)",
+                     needed=FILE_OVERHEAD + vectors.nbytes + ROW_OVERHEAD * len(hashes)) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("features", data=vectors.astype(np.float32, copy=False))
+            f.create_dataset("hashes", data=np.asarray(hashes, dtype="S64").reshape(-1))
+            f.create_dataset("failed_hashes", data=np.asarray([h for h, _ in failures], dtype="S64"))
+            f.create_dataset("failed_reasons", data=np.asarray([r for _, r in failures], dtype=object),
+                             dtype=STR)
+            f.attrs["fingerprint"] = json.dumps(fp, sort_keys=True)
     return path
 
 
 def list_parts(parts_dir: Path) -> list[Path]:
-    """Committed part files, oldest first (unfinished ``.tmp`` files are not parts)."""
+    """Committed part files, oldest first (unfinished temporary files are not parts)."""
     if not parts_dir.is_dir():
         return []
     return sorted(parts_dir.glob("part-*.h5"))
+
+
+def remove_stale_temporaries(store: Path) -> list[Path]:
+    """Delete temporary files a killed writer left beside ``store`` and in its parts folder (call
+    with the store's lock held: then no writer is using them)."""
+    stale = [*store.parent.glob(f".{store.name}.tmp-*"), *store.parent.glob(f"{store.name}.tmp-*")]
+    parts = parts_dir_for(store)
+    if parts.is_dir():
+        stale += [*parts.glob(".part-*.tmp-*"), *parts.glob("part-*.tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def read_part_header(path: Path) -> tuple[dict, list[tuple[str, str]]]:
@@ -286,20 +312,28 @@ def plain(v):
 
 
 def describe(path: str | os.PathLike) -> dict:
-    """A summary of a store for ``featx info``: counts per class, dims, metadata, skipped, parts."""
+    """A summary of a store for ``featx info``: counts per class, dims, metadata, skipped, parts.
+
+    A store whose first run was interrupted before its first merge exists only as part files:
+    then ``n`` is 0 and ``interrupted`` is True, with the parts' counts.
+    """
     path = Path(path)
+    parts_dir = parts_dir_for(path)
+    parts = list_parts(parts_dir)
+    pending = 0
+    for p in parts:
+        with h5py.File(p, "r") as f:
+            pending += int(f["hashes"].shape[0])
+    if not path.exists() and parts:
+        return {"n": 0, "dim": None, "classes": {}, "meta": {}, "skipped": [], "interrupted": True,
+                "pending_parts": len(parts), "pending_vectors": pending, "parts_dir": str(parts_dir)}
     with open_store(path) as f:
         meta = _meta(f)
         counts = np.bincount(f["labels"][:], minlength=len(meta["class_names"]))
         skipped = read_skipped(f)
         dim = int(f["features"].shape[1])
-    parts = list_parts(parts_dir_for(path))
-    pending = 0
-    for p in parts:
-        with h5py.File(p, "r") as f:
-            pending += int(f["hashes"].shape[0])
     return {
-        "n": meta["n"], "dim": dim,
+        "n": meta["n"], "dim": dim, "interrupted": bool(parts), "parts_dir": str(parts_dir),
         "classes": {name: int(c) for name, c in zip(meta["class_names"], counts)},
         "meta": {k: v for k, v in meta.items() if k not in ("n", "class_names")},
         "skipped": [{"path": p, "reason": r} for p, r in skipped],

@@ -42,17 +42,22 @@ class Listing(Protocol):
 
 
 class VectorCache:
-    """Find vectors by content hash in a set of HDF5 files (the store and part files)."""
+    """Find vectors by content hash in a set of HDF5 files (the store and part files).
+
+    Only the hashes are held in memory; a file is opened while its rows are read, so a run with
+    thousands of part files never holds thousands of open files.
+    """
 
     def __init__(self) -> None:
-        self._files: list[h5py.File] = []
+        self._paths: list[Path] = []
         self._where: dict[str, tuple[int, int]] = {}
 
     def add(self, path: Path) -> None:
-        f = h5py.File(path, "r")
-        k = len(self._files)
-        self._files.append(f)
-        for i, h in enumerate(st.strings(f["hashes"])):
+        with h5py.File(path, "r") as f:
+            hashes = st.strings(f["hashes"])
+        k = len(self._paths)
+        self._paths.append(Path(path))
+        for i, h in enumerate(hashes):
             self._where.setdefault(h, (k, i))
 
     def __contains__(self, h: object) -> bool:
@@ -61,25 +66,25 @@ class VectorCache:
     def __len__(self) -> int:
         return len(self._where)
 
-    def gather(self, hashes: list[str], dim: int) -> np.ndarray:
-        """The vectors of ``hashes`` (all must be present), read file by file in row order."""
-        out = np.empty((len(hashes), dim), dtype=np.float32)
-        by_file: dict[int, list[tuple[int, int]]] = {}
-        for pos, h in enumerate(hashes):
-            k, row = self._where[h]
-            by_file.setdefault(k, []).append((row, pos))
-        for k, pairs in by_file.items():
-            rows = np.array(sorted({r for r, _ in pairs}))
-            block = self._files[k]["features"][rows]
-            index = {r: j for j, r in enumerate(rows)}
-            for row, pos in pairs:
-                out[pos] = block[index[row]]
-        return out
+    def gather(self, hashes: list[str]) -> np.ndarray:
+        """The vectors of ``hashes`` (all must be present), reading runs of rows as slices."""
+        where = np.array([self._where[h] for h in hashes], dtype=np.int64).reshape(-1, 2)
+        order = np.lexsort((where[:, 1], where[:, 0]))  # by file, then row
+        out = None
+        for k in np.unique(where[:, 0]):
+            pos = order[where[order, 0] == k]
+            rows = where[pos, 1]
+            with h5py.File(self._paths[k], "r") as f:
+                ds = f["features"]
+                if out is None:
+                    out = np.empty((len(hashes), *ds.shape[1:]), dtype=np.float32)
+                for run in np.split(np.arange(len(rows)), np.flatnonzero(np.diff(rows) > 1) + 1):
+                    start, stop = rows[run[0]], rows[run[-1]] + 1
+                    out[pos[run]] = ds[start:stop][rows[run] - start]
+        return out if out is not None else np.empty((0, 0), np.float32)
 
     def close(self) -> None:
-        for f in self._files:
-            f.close()
-        self._files.clear()
+        self._paths.clear()
         self._where.clear()
 
 
@@ -100,6 +105,7 @@ class StoreWriter:
         self._created: str | None = None
         self._seq = 0
         self._pending = 0  # vectors in part files, not yet merged
+        self.n_committed_now = 0  # new vectors this writer committed (kept if the run stops)
         self._buffer: tuple[list[str], list[np.ndarray], list[tuple[str, str]]] = ([], [], [])
         self._lock = None
 
@@ -122,6 +128,7 @@ class StoreWriter:
             self._lock = None
 
     def _load(self) -> None:
+        st.remove_stale_temporaries(self.path)  # a killed writer's; we hold the lock
         if self.path.exists():
             with st.open_store(self.path) as f:
                 meta = st.read_attrs(f)
@@ -136,7 +143,10 @@ class StoreWriter:
             st.check_fingerprint(self.parts_dir, fp, self.fp, what="store (interrupted run)")
             self.failed.update(failures)
             self.cache.add(part)
-            self._pending += _part_rows(part)
+            rows, dim = _part_shape(part)
+            self._pending += rows
+            if rows:
+                self.dim = self.dim or dim
         self._seq = int(parts[-1].stem.split("-")[1]) + 1 if parts else 0
 
     # -- what is known -----------------------------------------------------------------------
@@ -147,6 +157,11 @@ class StoreWriter:
     @property
     def n_stored(self) -> int:
         return len(self._stored[0].paths) if self._stored else 0
+
+    @property
+    def n_committed(self) -> int:
+        """Vectors safe on disk: the store's rows plus those in part files."""
+        return self.n_stored + self._pending
 
     # -- taking new vectors ------------------------------------------------------------------
 
@@ -174,6 +189,7 @@ class StoreWriter:
             self.cache.add(part)
             self.failed.update(failures)
             self._pending += len(hashes)
+            self.n_committed_now += len(hashes)
             if self._pending >= max(self.n_stored, 4 * self.commit_every):
                 self._merge(listing)
 
@@ -200,10 +216,9 @@ class StoreWriter:
         data_dir = str(Path(listing.root).resolve()) if listing.root is not None else ""
         meta = {**self.meta, "dim": self.dim, "data_dir": data_dir,
                 "created": self._created, "updated": now}
-        cache, dim = self.cache, self.dim
+        cache = self.cache
         st.write_store(self.path, rows, listing.class_names, meta, skipped,
-                       lambda a, b: cache.gather(rows.hashes[a:b], dim))
-        self.cache.close()
+                       lambda a, b: cache.gather(rows.hashes[a:b]))
         st.remove_parts(self.parts_dir)
         self.cache = VectorCache()
         self.cache.add(self.path)
@@ -221,9 +236,10 @@ class StoreWriter:
             self.seconds += time.perf_counter() - t0
 
 
-def _part_rows(part: Path) -> int:
+def _part_shape(part: Path) -> tuple[int, int]:
+    """(rows, dim) of a part file's vectors."""
     with h5py.File(part, "r") as f:
-        return int(f["hashes"].shape[0])
+        return int(f["hashes"].shape[0]), int(f["features"].shape[1])
 
 
 @contextmanager

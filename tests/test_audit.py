@@ -152,6 +152,11 @@ def test_one_class_or_a_class_too_small_is_one_clear_line(tmp_path: Path, capsys
         audit_store(lone)
     code, _, err = cli(capsys, "audit", str(tiny), "--folds", "1")
     assert code == 2 and err.strip() == "featx: error: --folds must be at least 2, got 1"
+    (tmp_path / "taken").write_text("a file where the report folder should go")
+    code, _, err = cli(capsys, "audit", str(tiny), "-o", str(tmp_path / "taken"))
+    assert code == 2 and err.count("\n") == 1 and "a file is in the way" in err
+    code, _, err = cli(capsys, "fit", str(tiny), "--exclude", str(tmp_path / "none.csv"))
+    assert code == 2 and "--exclude file not found" in err
 
 
 # --- fit --exclude ----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ SETTINGS = ExtractorSettings(**TINY)
 def test_store_layout_is_plain_hdf5(tiny_store: Path):
     with h5py.File(tiny_store, "r") as f:
         assert f["features"].shape == (30, 1280) and f["features"].dtype == np.float32
-        assert f["features"].chunks is not None
+        assert f["features"].chunks is None  # contiguous: written whole, read fastest
         assert f["labels"][:].tolist() == [0] * 10 + [1] * 10 + [2] * 10
         assert f["paths"][0].decode() == "circle/circle_000.jpg"
         assert len(f["hashes"][0]) == 64
@@ -144,32 +144,61 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 240.0) -> None
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
-def test_killed_run_leaves_readable_store_and_resumes(tmp_path: Path, sig):
+@pytest.mark.parametrize("sig, when", [
+    (signal.SIGKILL, "after-merge"), (signal.SIGINT, "after-merge"), (signal.SIGKILL, "parts-only"),
+], ids=["kill-9-after-merge", "ctrl-c-after-merge", "kill-9-before-any-merge"])
+def test_killed_run_leaves_readable_store_and_resumes(tmp_path: Path, sig, when):
     data = make_images(tmp_path / "data", {"a": 20, "b": 20})
     out = tmp_path / "s.h5"
     args = ["extract", str(data), "-o", str(out), "--model", TINY["model"], "--layer", TINY["layer"],
             "--weights", "none", "--batch-size", "4", "--commit-every", "4"]
     proc = _run_cli(*args)
-    # Kill once the store has been merged once (16 rows) and more parts are committed.
     parts = tmp_path / "s.h5.parts"
-    _wait_for(lambda: out.exists() and len(list(parts.glob("part-*.h5"))) >= 1, proc)
+    if when == "after-merge":  # the store has been merged once (16 rows) and more parts are committed
+        _wait_for(lambda: out.exists() and len(list(parts.glob("part-*.h5"))) >= 1, proc)
+    else:  # a first run with committed parts and no store yet
+        _wait_for(lambda: len(list(parts.glob("part-*.h5"))) >= 1, proc)
     proc.send_signal(sig)
-    proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=120)
     if sig == signal.SIGINT:
         assert proc.returncode == 130
-
-    partial = load_features(out)  # readable, and every row complete
-    assert 0 < partial.n < 40 and len(set(partial.paths)) == partial.n
+        kept = load_features(out).n + sum(len(h5py.File(p)["hashes"]) for p in parts.glob("part-*.h5"))
+        assert f"interrupted: {kept} vectors are kept in {out}" in stderr  # says how many
+    if out.exists():
+        partial = load_features(out)  # readable, and every row complete
+        assert 0 < partial.n < 40 and len(set(partial.paths)) == partial.n
+    else:  # featx info says what the interrupted run holds and how to resume
+        info = _run_cli("info", str(out))
+        stdout, _ = info.communicate(timeout=120)
+        n_parts = sum(len(h5py.File(p)["hashes"]) for p in parts.glob("part-*.h5"))
+        assert info.returncode == 0 and f"interrupted run holds {n_parts} vectors" in stdout
 
     report = extract(data, out, SETTINGS)
     full = load_features(out)
     assert full.n == 40 and len(set(full.paths)) == 40
     assert report.n_embedded < 40  # committed work was not redone
-    assert not parts.exists()
+    assert not parts.exists() and not out.with_name("s.h5.lock").exists()
     clean = load_features(extract(data, tmp_path / "clean.h5", SETTINGS).out)
     np.testing.assert_allclose(full.features, clean.features, rtol=1e-5, atol=1e-6)
     assert full.paths == clean.paths
+
+
+def test_interrupt_before_the_first_commit_says_nothing_was_kept(tmp_path: Path, capsys, monkeypatch):
+    from featx import extract as ex
+    from featx.cli import main
+
+    data = make_images(tmp_path / "data", {"a": 3, "b": 3})
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt  # Ctrl-C while the model runs, before any part is written
+
+    monkeypatch.setattr(ex, "_embed", interrupted)
+    with pytest.raises(SystemExit) as e:
+        main(["extract", str(data), "-o", str(tmp_path / "s.h5"), "--model", TINY["model"],
+              "--layer", TINY["layer"], "--weights", "none"])
+    err = capsys.readouterr().err
+    assert e.value.code == 130 and "before the first commit: no vectors were kept" in err
+    assert list(tmp_path.glob("s.h5*")) == []
 
 
 def test_cli_extract_json_and_info(image_tree: Path, tmp_path: Path):
@@ -191,7 +220,7 @@ def test_cli_extract_json_and_info(image_tree: Path, tmp_path: Path):
 
 @pytest.mark.parametrize("make_args, message", [
     (lambda d, t: [str(t / "missing")], "data folder not found"),
-    (lambda d, t: [str(d), "-o", str(d / "cat" / "cat_000.jpg" / "x.h5")], "cannot create"),
+    (lambda d, t: [str(d), "-o", str(d / "cat" / "cat_000.jpg" / "x.h5")], "a file is in the way"),
     (lambda d, t: [str(d), "--layer", "fc9"], "no layer 'fc9'"),
     (lambda d, t: [str(d), "--precision", "int8"], "unknown precision"),
     (lambda d, t: ["info", str(d / "cat" / "cat_000.jpg")], "not an HDF5 file"),

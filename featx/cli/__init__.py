@@ -26,7 +26,7 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Transfer learning on images by cached features: embed once, fit classifiers in seconds.",
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout.")
@@ -96,6 +96,20 @@ def _command_flags(argv: list[str]) -> dict[str, str]:
         return {}
     return {p.name: max(p.opts, key=len) for p in command.params
             if getattr(p, "param_type_name", "") == "option" and p.opts}
+
+
+def check_outputs(**outputs) -> None:
+    """Before any work: every output file given (None: not asked for) can be written."""
+    from featx.files import check_output
+
+    for name, path in outputs.items():
+        if path is not None:
+            check_output(path, f"the {name.replace('_', ' ')} file")
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr (the run goes on)."""
+    err.print(f"featx: warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> None:

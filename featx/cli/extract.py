@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
+from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar, warn
 
 
 @app.command()
@@ -28,10 +28,13 @@ def extract(
     workers: int = typer.Option(2, help="Decoding threads."),
     commit_every: int = typer.Option(256, "--commit-every", help="Vectors per committed part file.",
                                      hidden=True),
+    strict: bool = typer.Option(
+        False, "--strict", help="Refuse to start when the disk looks too small for the store."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Embed every image under DATA_DIR into an HDF5 feature store (resumes where it stopped)."""
     from featx.embed import ExtractorSettings
+    from featx.extract import Interrupted
     from featx.extract import extract as run_extract
 
     settings = ExtractorSettings(model=model, layer=layer, pooling=pooling, weights=weights,
@@ -40,9 +43,14 @@ def extract(
         with progress_bar(not as_json) as bar:
             report = run_extract(data_dir, output, settings, batch_size=batch_size,
                                  workers=workers, commit_every=commit_every,
-                                 on_progress=bar)
-    except KeyboardInterrupt:
-        err.print("interrupted: committed vectors are kept; run the same command to resume")
+                                 on_progress=bar, strict=strict, on_warning=warn)
+    except Interrupted as e:
+        if e.n_kept:
+            err.print(f"interrupted: {e.n_kept} vectors are kept in {e.out} ({e.n_new} committed "
+                      f"by this run); run the same command to resume", markup=False)
+        else:
+            err.print("interrupted before the first commit: no vectors were kept; run the same "
+                      "command to start again", markup=False)
         sys.exit(130)
     result = {
         "out": str(report.out), "n_images": report.n_images, "n_embedded": report.n_embedded,
@@ -92,6 +100,11 @@ def info(
 
 
 def _print_info(store: Path, d: dict) -> None:
+    if d["n"] == 0 and d.get("interrupted"):
+        out.print(f"{store}: no store yet; an interrupted run holds {d['pending_vectors']} vectors "
+                  f"in {d['pending_parts']} part files ({d['parts_dir']}); run the same featx "
+                  f"extract command again to resume", markup=False)
+        return
     meta = d["meta"]
     out.print(f"{store}: {d['n']} vectors x {d['dim']} dims, {len(d['classes'])} classes")
     table = Table("class", "images", box=None, pad_edge=False)

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from featx.cli import JSON_OPTION, app, emit, err, out
+from featx.cli import JSON_OPTION, app, check_outputs, emit, err, out
 
 STORE_ARG = typer.Argument(..., help="A featx feature store (.h5).")
 
@@ -27,6 +27,7 @@ def neighbors(
     """Most similar stored images (cosine similarity) for stored paths or new image files."""
     from featx.neighbors import find_neighbors
 
+    check_outputs(grid=grid)
     results = find_neighbors(store, queries, k=k, weights=weights)
     if grid:
         from featx.figures import draw_neighbors
@@ -67,9 +68,12 @@ def map_(
     import time
 
     from featx.figures import draw_mosaic, draw_scatter
-    from featx.maps import make_map, save_coords
+    from featx.maps import check_coords, make_map, save_coords
 
     t0 = time.perf_counter()
+    check_outputs(output=output, mosaic=mosaic)
+    if coords:
+        check_coords(coords)
     m = make_map(store, method=method, max_points=max_points, perplexity=perplexity, seed=seed)
     seconds = time.perf_counter() - t0
     draw_scatter(m, output, store.name)
@@ -106,6 +110,7 @@ def duplicates(
     from featx.figures import draw_pairs
     from featx.near_duplicates import find_duplicates
 
+    check_outputs(sheet=sheet)
     report = find_duplicates(store, threshold=threshold)
     if sheet and report.pairs:
         draw_pairs(report, sheet, limit=sheet_max)
