@@ -25,6 +25,7 @@ from featx.fit import fit_store, load_split
 from featx.neighbors import normalize
 from featx.split import split_indices
 from featx.store import Features, load_features, save_features
+from featx.sweep import run_sweep
 from tests.conftest import META, needs_shared, plant_label_errors, reuse_store, synthetic_store
 
 
@@ -182,6 +183,9 @@ def test_exclude_drops_listed_paths_from_training_only_and_counts_the_unknown(tm
     result = fit_store(store, exclude=listing)
     assert result.summary()["n_train"] == plain.n("train") - 5
     assert result.summary()["split"]["excluded"]["train"] == 5
+    swept = run_sweep(store, ["logreg"], {"C": [1.0]}, n_jobs=1, backend="threading",
+                      exclude=listing)
+    assert swept.split["n_train"] == plain.n("train") - 5 and swept.split["excluded"]["train"] == 5
 
 
 def test_path_lists_read_a_path_column_or_one_path_a_line(tmp_path: Path):
