@@ -53,6 +53,7 @@ class ExtractReport:
     dim: int
     wrote: bool  # False when the store was already complete
     timings: dict[str, float] = field(default_factory=dict)
+    n_mirrored: int = 0  # stored images whose mirror image was embedded now (a store gaining flips)
 
     @property
     def images_per_second(self) -> float:
@@ -110,9 +111,16 @@ def extract(
     timings = {"hash": time.perf_counter() - t_start, "decode": 0.0, "wait": 0.0, "model": 0.0}
     with StoreWriter(out, extractor.meta, commit_every) as writer:
         todo = scan.new_content(writer, writer.failed)
+        todo_mirrored = [item for item in scan.content() if writer.needs_flipped(item[0])]
         try:
-            if todo:
-                _embed(todo, scan, extractor, writer, batch_size, workers, timings, progress)
+            if todo or todo_mirrored:
+                t0 = time.perf_counter()
+                extractor.warm_up(batch_size)  # builds the model; timings then measure steady state
+                timings["load_model"] = time.perf_counter() - t0
+            for items, mirrored_only in ((todo, False), (todo_mirrored, True)):
+                if items:
+                    _embed(items, scan, extractor, writer, batch_size, workers, timings, progress,
+                           mirrored_only)
             wrote = writer.finish(scan)
         except KeyboardInterrupt:
             raise Interrupted(out, writer.n_committed, writer.n_committed_now) from None
@@ -125,19 +133,21 @@ def extract(
     n_embedded = len(todo) - n_failed
     return ExtractReport(out=out, n_images=len(rows.paths), n_embedded=n_embedded,
                          n_reused=len(rows.paths) - n_embedded, skipped=skipped, dim=dim,
-                         wrote=wrote, timings={k: round(v, 3) for k, v in timings.items()})
+                         wrote=wrote, timings={k: round(v, 3) for k, v in timings.items()},
+                         n_mirrored=len(todo_mirrored))
 
 
 def _embed(todo: list[reader.Item], scan: reader.Scan, extractor: Extractor, writer: StoreWriter,
-           batch_size: int, workers: int, timings: dict[str, float], progress: Progress) -> None:
-    """Decode (threads) -> model (this thread) -> writer, timing each stage."""
-    t0 = time.perf_counter()
-    extractor.warm_up(batch_size)  # builds the model; timings then measure the steady state
-    timings["load_model"] = time.perf_counter() - t0
+           batch_size: int, workers: int, timings: dict[str, float], progress: Progress,
+           mirrored_only: bool = False) -> None:
+    """Decode (threads) -> model (this thread) -> writer, timing each stage. ``mirrored_only``:
+    embed the mirror images of content the store has (it gains flips)."""
+    stage = "mirror" if mirrored_only else "embed"
     done, start = 0, time.perf_counter()
-    progress("embed", 0, len(todo))
-    batches = reader.decoded_batches(todo, extractor.decode_settings, batch_size, workers,
-                                     prepare=extractor.preprocess)
+    progress(stage, 0, len(todo))
+    prepare = ((lambda x: extractor.preprocess(x[:, :, ::-1])) if mirrored_only
+               else extractor.preprocess)
+    batches = reader.decoded_batches(todo, extractor.decode_settings, batch_size, workers, prepare)
     while True:
         t_wait = time.perf_counter()
         batch = next(batches, None)
@@ -146,13 +156,18 @@ def _embed(todo: list[reader.Item], scan: reader.Scan, extractor: Extractor, wri
             break
         timings["decode"] += batch.seconds
         t_model = time.perf_counter()
-        vectors, flipped = (extractor.embed_batch(batch.pixels, batch_size) if batch.hashes
-                            else (None, None))
-        timings["model"] += time.perf_counter() - t_model
-        writer.add(batch.hashes, vectors, batch.failures, scan, flipped)
+        if mirrored_only:
+            vectors = extractor.embed_preprocessed(batch.pixels, batch_size) if batch.hashes else None
+            timings["model"] += time.perf_counter() - t_model
+            writer.add_flipped(batch.hashes, vectors, batch.failures, scan)
+        else:
+            vectors, flipped = (extractor.embed_batch(batch.pixels, batch_size) if batch.hashes
+                                else (None, None))
+            timings["model"] += time.perf_counter() - t_model
+            writer.add(batch.hashes, vectors, batch.failures, scan, flipped)
         done += len(batch)
-        progress("embed", done, len(todo))
-    timings["embed_wall"] = time.perf_counter() - start
+        progress(stage, done, len(todo))
+    timings["embed_wall"] = timings.get("embed_wall", 0.0) + time.perf_counter() - start
 
 
 def _hint_size(dataset, extractor: Extractor, on_warning: Callable[[str], None] | None) -> None:

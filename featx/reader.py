@@ -52,15 +52,17 @@ class Scan:
     def file(self, i: int) -> Path:
         return self.dataset.root / self.dataset.paths[i]
 
+    def content(self) -> list[Item]:
+        """One (hash, file) per distinct readable content, in discovery order."""
+        first: dict[str, int] = {}
+        for i, h in enumerate(self.hashes):
+            if h is not None:
+                first.setdefault(h, i)
+        return [(h, self.file(i)) for h, i in first.items()]
+
     def new_content(self, known: Container[str], failed: Container[str] = ()) -> list[Item]:
         """One (hash, file) per distinct content neither ``known`` nor known to ``failed``."""
-        todo, seen = [], set()
-        for i, h in enumerate(self.hashes):
-            if h is None or h in known or h in failed or h in seen:
-                continue
-            seen.add(h)
-            todo.append((h, self.file(i)))
-        return todo
+        return [(h, f) for h, f in self.content() if h not in known and h not in failed]
 
     def rows(self, has: Container[str]) -> Rows:
         """Every file whose content ``has`` a vector, in discovery order: a store's rows."""

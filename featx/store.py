@@ -34,9 +34,9 @@ from featx.errors import FeatxError
 from featx.files import atomic_path, write_error
 
 SCHEMA_VERSION = 1
-FINGERPRINT_KEYS = (
+FINGERPRINT_KEYS = (  # "augment" is checked on its own: a store may gain mirrored vectors
     "model", "layer", "pooling", "input_size", "resize", "resample", "precision", "weights_id",
-    "augment", "store_dtype",
+    "store_dtype",
 )
 FINGERPRINT_DEFAULTS = {"augment": "none", "store_dtype": "float32"}  # stores written before them
 FLIPPED = "features_flip"  # the mirrored images' vectors, row for row (``augment="flip"``)
@@ -223,19 +223,22 @@ def save_features(path: str | os.PathLike, feats: Features) -> None:
 
 
 def write_part(
-    parts_dir: Path, seq: int, hashes: list[str], vectors: np.ndarray,
+    parts_dir: Path, seq: int, hashes: list[str], vectors: np.ndarray | None,
     failures: list[tuple[str, str]], fp: dict, flipped: np.ndarray | None = None,
 ) -> Path:
     """Commit new vectors (and files that failed to decode) as one small part file, atomically.
-    Vectors are stored as ``fp["store_dtype"]``; ``flipped``: the mirrored images' vectors."""
+    Vectors are stored as ``fp["store_dtype"]``; ``flipped``: the mirrored images' vectors (alone,
+    with ``vectors=None``, when a store gains them for content it already has)."""
     dtype = np.dtype(fp.get("store_dtype") or "float32")
-    columns = {"features": vectors, **({FLIPPED: flipped} if flipped is not None else {})}
+    columns = {name: data for name, data in (("features", vectors), (FLIPPED, flipped))
+               if data is not None}
     path = parts_dir / f"part-{seq:06d}.h5"
     try:
         parts_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise write_error(e, parts_dir, "the part files of") from None
-    needed = estimate_bytes(len(hashes), vectors.shape[1], dtype.itemsize, copies=len(columns))
+    dim = next(iter(columns.values())).shape[1]
+    needed = estimate_bytes(len(hashes), dim, dtype.itemsize, copies=len(columns))
     with atomic_path(path, "a part file (vectors committed so far are kept)", needed=needed) as tmp:
         with h5py.File(tmp, "w") as f:
             for name, data in columns.items():

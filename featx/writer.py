@@ -50,27 +50,34 @@ class VectorCache:
 
     def __init__(self) -> None:
         self._paths: list[Path] = []
-        self._where: dict[str, tuple[int, int]] = {}
+        self._where: dict[str, dict[str, tuple[int, int]]] = {"features": {}, st.FLIPPED: {}}
 
     def add(self, path: Path) -> None:
         with h5py.File(path, "r") as f:
             hashes = st.strings(f["hashes"])
+            names = [name for name in self._where if name in f]
         k = len(self._paths)
         self._paths.append(Path(path))
-        for i, h in enumerate(hashes):
-            self._where.setdefault(h, (k, i))
+        for name in names:
+            where = self._where[name]
+            for i, h in enumerate(hashes):
+                where.setdefault(h, (k, i))
 
     def __contains__(self, h: object) -> bool:
-        return h in self._where
+        return h in self._where["features"]
 
     def __len__(self) -> int:
-        return len(self._where)
+        return len(self._where["features"])
+
+    def has_flipped(self, h: str) -> bool:
+        """Whether the mirrored image's vector of content ``h`` is known."""
+        return h in self._where[st.FLIPPED]
 
     def gather(self, hashes: list[str], name: str = "features") -> np.ndarray:
         """The vectors of ``hashes`` (all must be present) from the dataset ``name`` of their
         files (``features``, or ``features_flip``: the mirrored images'), reading runs of rows as
         slices."""
-        where = np.array([self._where[h] for h in hashes], dtype=np.int64).reshape(-1, 2)
+        where = np.array([self._where[name][h] for h in hashes], dtype=np.int64).reshape(-1, 2)
         order = np.lexsort((where[:, 1], where[:, 0]))  # by file, then row
         out = None
         for k in np.unique(where[:, 0]):
@@ -87,7 +94,8 @@ class VectorCache:
 
     def close(self) -> None:
         self._paths.clear()
-        self._where.clear()
+        for where in self._where.values():
+            where.clear()
 
 
 class StoreWriter:
@@ -105,6 +113,7 @@ class StoreWriter:
         self.seconds = 0.0  # time spent committing and merging
         self._stored: tuple[st.Rows, list[str], list[tuple[str, str]]] | None = None
         self._created: str | None = None
+        self._stored_augment: str | None = None
         self._seq = 0
         self._pending = 0  # vectors in part files, not yet merged
         self.n_committed_now = 0  # new vectors this writer committed (kept if the run stops)
@@ -137,9 +146,11 @@ class StoreWriter:
             with st.open_store(self.path) as f:
                 meta = st.read_attrs(f)
                 st.check_fingerprint(self.path, st.fingerprint(meta), self.fp)
+                self._check_augment(meta.get("augment", "none"))
                 self._stored = (st.read_rows(f), st.strings(f["class_names"]), st.read_skipped(f))
                 self.failed.update(st.read_failed_hashes(f))
             self._created, self.dim = meta.get("created"), int(meta["dim"])
+            self._stored_augment = meta.get("augment", "none")
             self.cache.add(self.path)
         parts = st.list_parts(self.parts_dir)
         for part in parts:
@@ -153,6 +164,12 @@ class StoreWriter:
                 self.dim = self.dim or dim
         self._seq = int(parts[-1].stem.split("-")[1]) + 1 if parts else 0
 
+    def _check_augment(self, stored: str) -> None:
+        """A store may gain mirrored vectors, never lose them."""
+        if stored == "flip" and not self.flips:
+            raise FeatxError(f"{self.path} keeps the mirrored images' vectors; run with "
+                             f"`augment`=flip (or write another `out` file)")
+
     # -- what is known -----------------------------------------------------------------------
 
     def __contains__(self, h: object) -> bool:
@@ -161,6 +178,10 @@ class StoreWriter:
     @property
     def n_stored(self) -> int:
         return len(self._stored[0].paths) if self._stored else 0
+
+    def needs_flipped(self, h: str) -> bool:
+        """Content with a vector but not yet its mirrored image's (a store gaining flips)."""
+        return self.flips and h in self.cache and not self.cache.has_flipped(h)
 
     @property
     def n_committed(self) -> int:
@@ -186,13 +207,21 @@ class StoreWriter:
         if len(buf_h) + len(buf_f) >= self.commit_every:
             self._commit(listing)
 
-    def _commit(self, listing: Listing) -> None:
+    def add_flipped(self, hashes: list[str], flipped: np.ndarray, failures: list[tuple[str, str]],
+                    listing: Listing) -> None:
+        """Take the mirrored images' vectors of content the store already has; committed as a
+        part file of its own."""
+        self._commit(listing)  # what is buffered goes first: parts hold one kind of rows
+        self._buffer = (list(hashes), [], list(failures), [flipped] if len(hashes) else [])
+        self._commit(listing, flipped_only=True)
+
+    def _commit(self, listing: Listing, flipped_only: bool = False) -> None:
         hashes, vectors, failures, flipped = self._buffer
         if not hashes and not failures:
             return
         with self._timed():
             empty = np.empty((0, self.dim or 0), np.float32)
-            data = np.concatenate(vectors) if vectors else empty
+            data = None if flipped_only else (np.concatenate(vectors) if vectors else empty)
             mirrored = (np.concatenate(flipped) if flipped else empty) if self.flips else None
             part = st.write_part(self.parts_dir, self._seq, hashes, data, failures, self.fp,
                                  flipped=mirrored)
@@ -214,7 +243,8 @@ class StoreWriter:
                              f"with --json or in the skip list")
         rows = listing.rows(self.cache)
         skipped = [s[:2] for s in listing.skipped(self.failed)]
-        if self._stored == (rows, listing.class_names, skipped) and not st.list_parts(self.parts_dir):
+        if (self._stored == (rows, listing.class_names, skipped) and not st.list_parts(self.parts_dir)
+                and self._stored_augment == self.meta.get("augment", "none")):
             return False
         with self._timed():
             self._merge(listing)
@@ -236,6 +266,7 @@ class StoreWriter:
         self.cache = VectorCache()
         self.cache.add(self.path)
         self._stored = (rows, list(listing.class_names), [s[:2] for s in skipped])
+        self._stored_augment = meta.get("augment", "none")
         self._pending = 0
 
     @contextmanager
@@ -250,9 +281,10 @@ class StoreWriter:
 
 
 def _part_shape(part: Path) -> tuple[int, int]:
-    """(rows, dim) of a part file's vectors."""
+    """(rows, dim) of a part file's vectors (plain, or mirrored images' only)."""
     with h5py.File(part, "r") as f:
-        return int(f["hashes"].shape[0]), int(f["features"].shape[1])
+        vectors = f["features"] if "features" in f else f[st.FLIPPED]
+        return int(f["hashes"].shape[0]), int(vectors.shape[1])
 
 
 @contextmanager

@@ -292,3 +292,19 @@ def test_input_size_is_recorded_and_named_and_dense_layers_refuse_it(image_tree:
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and err.count("\n") == 0
     assert "--layer fc2 needs 224x224 input" in err
+
+
+def test_a_store_gains_flips_with_one_pass_more_and_never_loses_them(image_tree: Path, tmp_path: Path):
+    out = tmp_path / "s.h5"
+    extract(image_tree, out, SETTINGS, commit_every=4)
+    flips = ExtractorSettings(**{**TINY, "augment": "flip"})
+    report = extract(image_tree, out, flips, batch_size=4, commit_every=4)
+    assert report.n_embedded == 0 and report.n_mirrored == 12  # only the mirror images ran
+    gained = load_features(out)
+    fresh = load_features(extract(image_tree, tmp_path / "fresh.h5", flips).out)
+    np.testing.assert_allclose(gained.flipped, fresh.flipped, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gained.features, fresh.features, rtol=1e-5, atol=1e-6)
+    assert gained.meta["augment"] == "flip"
+    assert extract(image_tree, out, flips).wrote is False  # complete: nothing to do
+    with pytest.raises(FeatxError, match="keeps the mirrored images' vectors"):
+        extract(image_tree, out, SETTINGS)

@@ -63,7 +63,8 @@ def extract(
         sys.exit(130)
     result = {
         "out": str(report.out), "n_images": report.n_images, "n_embedded": report.n_embedded,
-        "n_reused": report.n_reused, "n_skipped": len(report.skipped), "dim": report.dim,
+        "n_reused": report.n_reused, "n_mirrored": report.n_mirrored,
+        "n_skipped": len(report.skipped), "dim": report.dim,
         "wrote": report.wrote, "images_per_second": round(report.images_per_second, 2),
         "timings": report.timings,
         "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
@@ -75,8 +76,9 @@ def _print_extract(report) -> None:
     if report.n_embedded == 0 and not report.wrote:
         out.print(f"{report.out}: up to date, {report.n_images} vectors; nothing to embed")
     else:
+        mirrored = f", {report.n_mirrored} mirror images added" if report.n_mirrored else ""
         out.print(f"{report.out}: {report.n_images} vectors of {report.dim} dims "
-                  f"({report.n_embedded} embedded, {report.n_reused} reused)")
+                  f"({report.n_embedded} embedded, {report.n_reused} reused{mirrored})")
     if report.n_embedded:
         t = report.timings
         out.print(f"  {report.images_per_second:.1f} images/s; seconds: hash {t['hash']:.1f}, "
