@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from featx import reader
+from featx.backbones import check_precision, get_backbone
 from featx.discover import discover
 from featx.embed import Extractor, ExtractorSettings
 from featx.errors import FeatxError
@@ -50,6 +53,7 @@ class ExtractReport:
     dim: int
     wrote: bool  # False when the store was already complete
     timings: dict[str, float] = field(default_factory=dict)
+    n_mirrored: int = 0  # stored images whose mirror image was embedded now (a store gaining flips)
     n_duplicates: int = 0  # rows whose content an earlier row has (no vector of their own)
     n_removed: int = 0  # rows of the previous store whose file is gone
 
@@ -60,15 +64,22 @@ class ExtractReport:
 
 
 def default_output(data_dir: Path, settings: ExtractorSettings, folder: Path = Path("features")) -> Path:
-    """features/<dataset>_<model>_<layer>[_<pooling>][_<precision>].h5: one file per (data set,
-    model, layer); the precision is named when it is not float32, so runs in two precisions do
-    not collide."""
+    """features/<dataset>_<model>_<layer>[_<pooling>][_<size>][_flip][_mixed_<precision>][_float16].h5:
+    one file per data set and settings (the parts at their defaults are left out; a 16-bit
+    compute precision is named by its Keras policy, apart from a float16 store)."""
     s = settings.normalized()
+    backbone = get_backbone(s.model)
     name = f"{data_dir.resolve().name}_{s.model}_{s.layer}"
-    if s.pooling != "none" or s.layer.startswith("block") or s.layer.endswith(("out", "relu")):
+    if s.layer in backbone.maps:
         name += f"_{s.pooling}"
+    if s.input_size != backbone.input_size:
+        name += f"_{s.input_size}"
+    if s.augment != "none":
+        name += f"_{s.augment}"
     if s.precision != "float32":
-        name += f"_{s.precision}"
+        name += f"_{check_precision(s.precision)}"  # mixed_bfloat16, mixed_float16
+    if s.store_dtype != "float32":
+        name += f"_{s.store_dtype}"
     return folder / f"{name}.h5"
 
 
@@ -99,15 +110,23 @@ def extract(
     dataset = discover(data_dir)
     out = Path(out) if out else default_output(dataset.root, extractor.settings)
     check_output(out, "the feature store")
-    check_space(out, len(dataset.paths), extractor.expected_dim, strict, on_warning)
+    check_space(out, len(dataset.paths), extractor, strict, on_warning)
+    _hint_size(dataset, extractor, on_warning)
     scan = reader.scan(dataset, workers, progress)
     timings = {"hash": time.perf_counter() - t_start, "decode": 0.0, "wait": 0.0, "model": 0.0}
     with StoreWriter(out, extractor.meta, commit_every) as writer:
         before = _stored_paths(out)
         todo = scan.new_content(writer, writer.failed)
+        todo_mirrored = [item for item in scan.content() if writer.needs_flipped(item[0])]
         try:
-            if todo:
-                _embed(todo, scan, extractor, writer, batch_size, workers, timings, progress)
+            if todo or todo_mirrored:
+                t0 = time.perf_counter()
+                extractor.warm_up(batch_size)  # builds the model; timings then measure steady state
+                timings["load_model"] = time.perf_counter() - t0
+            for items, mirrored_only in ((todo, False), (todo_mirrored, True)):
+                if items:
+                    _embed(items, scan, extractor, writer, batch_size, workers, timings, progress,
+                           mirrored_only)
             wrote = writer.finish(scan)
         except KeyboardInterrupt:
             raise Interrupted(out, writer.n_committed, writer.n_committed_now) from None
@@ -122,7 +141,8 @@ def extract(
     return ExtractReport(out=out, n_images=len(rows.paths), n_embedded=n_embedded,
                          n_reused=len(rows.paths) - n_embedded - n_duplicates, skipped=skipped,
                          dim=dim, wrote=wrote, timings={k: round(v, 3) for k, v in timings.items()},
-                         n_duplicates=n_duplicates, n_removed=len(before - set(rows.paths)))
+                         n_mirrored=len(todo_mirrored), n_duplicates=n_duplicates,
+                         n_removed=len(before - set(rows.paths)))
 
 
 def _stored_paths(out: Path) -> set[str]:
@@ -136,15 +156,16 @@ def _stored_paths(out: Path) -> set[str]:
 
 
 def _embed(todo: list[reader.Item], scan: reader.Scan, extractor: Extractor, writer: StoreWriter,
-           batch_size: int, workers: int, timings: dict[str, float], progress: Progress) -> None:
-    """Decode (threads) -> model (this thread) -> writer, timing each stage."""
-    t0 = time.perf_counter()
-    extractor.warm_up(batch_size)  # builds the model; timings then measure the steady state
-    timings["load_model"] = time.perf_counter() - t0
+           batch_size: int, workers: int, timings: dict[str, float], progress: Progress,
+           mirrored_only: bool = False) -> None:
+    """Decode (threads) -> model (this thread) -> writer, timing each stage. ``mirrored_only``:
+    embed the mirror images of content the store has (it gains flips)."""
+    stage = "mirror" if mirrored_only else "embed"
     done, start = 0, time.perf_counter()
-    progress("embed", 0, len(todo))
-    batches = reader.decoded_batches(todo, extractor.decode_settings, batch_size, workers,
-                                     prepare=extractor.preprocess)
+    progress(stage, 0, len(todo))
+    prepare = ((lambda x: extractor.preprocess(x[:, :, ::-1])) if mirrored_only
+               else extractor.preprocess)
+    batches = reader.decoded_batches(todo, extractor.decode_settings, batch_size, workers, prepare)
     while True:
         t_wait = time.perf_counter()
         batch = next(batches, None)
@@ -153,19 +174,37 @@ def _embed(todo: list[reader.Item], scan: reader.Scan, extractor: Extractor, wri
             break
         timings["decode"] += batch.seconds
         t_model = time.perf_counter()
-        vectors = extractor.embed_preprocessed(batch.pixels, batch_size) if batch.hashes else None
-        timings["model"] += time.perf_counter() - t_model
-        writer.add(batch.hashes, vectors, batch.failures, scan)
+        if mirrored_only:
+            vectors = extractor.embed_preprocessed(batch.pixels, batch_size) if batch.hashes else None
+            timings["model"] += time.perf_counter() - t_model
+            writer.add_flipped(batch.hashes, vectors, batch.failures, scan)
+        else:
+            vectors, flipped = (extractor.embed_batch(batch.pixels, batch_size) if batch.hashes
+                                else (None, None))
+            timings["model"] += time.perf_counter() - t_model
+            writer.add(batch.hashes, vectors, batch.failures, scan, flipped)
         done += len(batch)
-        progress("embed", done, len(todo))
-    timings["embed_wall"] = time.perf_counter() - start
+        progress(stage, done, len(todo))
+    timings["embed_wall"] = timings.get("embed_wall", 0.0) + time.perf_counter() - start
 
 
-def check_space(out: Path, n_files: int, dim: int, strict: bool = False,
+def _hint_size(dataset, extractor: Extractor, on_warning: Callable[[str], None] | None) -> None:
+    """Say so when the photos are much larger than the input: a larger input keeps detail."""
+    s = extractor.settings
+    size = reader.typical_size([dataset.root / p for p in dataset.paths])
+    if on_warning and size and min(size) >= 1.5 * s.input_size and s.layer in extractor.backbone.maps:
+        on_warning(f"the photos are about {size[0]}x{size[1]} pixels and are resized to "
+                   f"{s.input_size}x{s.input_size}; a larger `input_size` (e.g. 352) keeps more "
+                   f"detail (see the README: input size and flips)")
+
+
+def check_space(out: Path, n_files: int, extractor: Extractor, strict: bool = False,
                 on_warning: Callable[[str], None] | None = None) -> int:
     """Compare the free space with what the run needs at most: the final store, written next to
     the old one, plus the part files of new vectors. Returns the bytes needed."""
-    final = estimate_bytes(n_files, dim)
+    s, dim = extractor.settings, extractor.expected_dim
+    copies = 2 if s.augment == "flip" else 1
+    final = estimate_bytes(n_files, dim, np.dtype(s.store_dtype).itemsize, copies)
     stored = out.stat().st_size if out.is_file() else 0
     needed = final + max(0, final - stored)  # new store + parts of the new vectors, at most
     free = free_bytes(out)

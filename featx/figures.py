@@ -9,6 +9,8 @@ needed.
 
 from __future__ import annotations
 
+import base64
+import html
 import os
 import textwrap
 from dataclasses import dataclass
@@ -242,30 +244,47 @@ class Cell:
 
 def draw_sheet(rows: list[list[Cell]], out: str | os.PathLike, title: str,
                thumb: int = 160) -> Path:
-    """Draw rows of captioned thumbnails (rows may differ in length) to a PNG at ``out``."""
+    """Draw rows of captioned thumbnails (rows may differ in length) to a PNG at ``out``.
+
+    Cells sit on a fixed grid placed by hand (no layout engine: with one for 50 cells, laying out
+    took most of the drawing time)."""
     plt = pyplot()
     n_cols = max((len(r) for r in rows), default=1)
     n_rows = max(len(rows), 1)
-    cell_in = 1.9
+    cell_in, cap_in, pad = 1.9, 0.4, 0.06  # image box, two caption lines above it, margin
     width = max(cell_in * n_cols, 6.0)
     title = textwrap.fill(title, width=int(width * 12))  # ~12 characters per inch at 10 pt
     head = 0.3 + 0.2 * title.count("\n")
-    row_in = cell_in + 0.4  # room for two caption lines above each image
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, row_in * n_rows + head),
-                             squeeze=False, layout="constrained")
-    for i in range(n_rows):
-        for j in range(n_cols):
-            ax = axes[i][j]
+    row_in = cell_in + cap_in
+    height = row_in * n_rows + head
+    fig = plt.figure(figsize=(width, height))
+    x0 = (width - cell_in * n_cols) / 2
+    for i, row in enumerate(rows):
+        bottom = height - head - (i + 1) * row_in + pad
+        for j, cell in enumerate(row):
+            left = x0 + j * cell_in + pad
+            side = cell_in - 2 * pad
+            ax = fig.add_axes((left / width, bottom / height, side / width, side / height))
             ax.axis("off")
-            if i < len(rows) and j < len(rows[i]):
-                cell = rows[i][j]
-                img = thumbnail(cell.path, thumb) if cell.path else None
-                if img is not None:
-                    ax.imshow(np.asarray(img))
-                ax.set_title(cell.caption, fontsize=7, color="crimson" if cell.alert else "black",
-                             wrap=True)
-    fig.suptitle(title, fontsize=10)
+            img = thumbnail(cell.path, thumb) if cell.path else None
+            if img is not None:
+                ax.imshow(np.asarray(img))
+            fig.text((left + side / 2) / width, (bottom + side + 0.04) / height, cell.caption,
+                     ha="center", va="bottom", fontsize=7,
+                     color="crimson" if cell.alert else "black")
+    fig.text(0.5, 1 - 0.08 / height, title, ha="center", va="top", fontsize=10)
     return save(fig, out, dpi=100)
+
+
+def draw_cells(cells: list[Cell], out: str | os.PathLike, title: str, cols: int = 6) -> Path:
+    """Draw a flat list of cells, ``cols`` to a row (see :func:`draw_sheet`)."""
+    return draw_sheet([cells[i:i + cols] for i in range(0, len(cells), cols)], out, title)
+
+
+def inline_png(path: str | os.PathLike, alt: str) -> str:
+    """An HTML ``<img>`` holding the PNG at ``path`` (a data URI: the page needs no other file)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def draw_pairs(report, out: str | os.PathLike, limit: int = 20, pairs_per_row: int = 3) -> Path:
@@ -278,12 +297,10 @@ def draw_pairs(report, out: str | os.PathLike, limit: int = 20, pairs_per_row: i
             cells.append(Cell(resolve(report.paths[i], report.data_dir),
                               f"{head}\n{report.labels[i]}: {short(report.paths[i], 22)}",
                               p.cross_label))
-    step = 2 * pairs_per_row
-    rows = [cells[i:i + step] for i in range(0, len(cells), step)]
     n_cross = sum(p.cross_label for p in report.pairs)
     title = (f"{len(report.pairs)} duplicate pairs (cosine >= {report.threshold}), "
              f"{n_cross} across labels (red captions); first {min(limit, len(report.pairs))} shown")
-    return draw_sheet(rows, out, title)
+    return draw_cells(cells, out, title, 2 * pairs_per_row)
 
 
 def draw_neighbors(results, data_dir: str | None, out: str | os.PathLike, store_name: str) -> Path:

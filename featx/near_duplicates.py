@@ -95,16 +95,33 @@ def find_duplicates(store: str | os.PathLike, threshold: float = DEFAULT_THRESHO
 def near_pairs(x: np.ndarray, threshold: float, max_pairs: int = MAX_PAIRS,
                progress: Progress | None = None) -> list[tuple[int, int, float]]:
     """(a, b, similarity) with a < b for rows of unit vectors ``x`` whose dot product >= threshold."""
-    n = len(x)
-    block = max(1, min(n, BLOCK_CELLS // max(n, 1)))
+    return _scan(x, x, threshold, max_pairs, upper=True, progress=progress)
+
+
+def cross_pairs(x: np.ndarray, y: np.ndarray, threshold: float,
+                max_pairs: int = MAX_PAIRS) -> list[tuple[int, int, float]]:
+    """(i, j, similarity) for rows i of ``x`` and j of ``y`` (unit vectors) whose dot product
+    >= threshold: the pairs between two sets, e.g. the test and the training part."""
+    return _scan(x, y, threshold, max_pairs, upper=False)
+
+
+def _scan(x: np.ndarray, y: np.ndarray, threshold: float, max_pairs: int, upper: bool,
+          progress: Progress | None = None) -> list[tuple[int, int, float]]:
+    """Blocks of rows of ``x`` against ``y`` (only columns after the row when ``upper``);
+    ``progress("pairs", rows done, rows)`` after each block."""
+    n, m = len(x), len(y)
+    block = max(1, min(n, BLOCK_CELLS // max(m, 1)))
     found: list[tuple[int, int, float]] = []
     for start in range(0, n, block):
         stop = min(start + block, n)
-        sims = x[start:stop] @ x[start:].T  # upper triangle: columns from ``start`` on
+        first = start if upper else 0  # upper triangle: columns from ``start`` on
+        sims = x[start:stop] @ y[first:].T
         ii, jj = np.nonzero(sims >= threshold - 1e-6)
-        keep = jj > ii  # j is offset by ``start``; drop the diagonal and the lower triangle
-        for i, j in zip(ii[keep], jj[keep]):
-            found.append((start + int(i), start + int(j), min(float(sims[i, j]), 1.0)))
+        if upper:  # j is offset by ``start``; drop the diagonal and the lower triangle
+            keep = jj > ii
+            ii, jj = ii[keep], jj[keep]
+        for i, j in zip(ii, jj):
+            found.append((start + int(i), first + int(j), min(float(sims[i, j]), 1.0)))
         if len(found) > max_pairs:
             raise FeatxError(
                 f"more than {max_pairs:,} pairs have similarity >= {threshold}; "

@@ -24,7 +24,6 @@ The figures are drawn by :mod:`featx.figures`.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import os
@@ -37,15 +36,8 @@ import numpy as np
 
 from featx.errors import FeatxError
 from featx.files import check_output, write_text
-from featx.figures import (
-    LABELS,
-    Cell,
-    draw_sheet,
-    plot_confusion,
-    plot_curves,
-    plot_sweep,
-    with_history,
-)
+from featx.figures import (LABELS, Cell, draw_sheet, inline_png, plot_confusion, plot_curves,
+                            plot_sweep, with_history)
 from featx.metrics import confusion_matrix
 from featx.thumbs import resolve, short
 
@@ -375,10 +367,8 @@ def _write_pages(report: Report, dataset: str, chosen: Entry) -> None:
 
     e = html.escape
     rows = "\n".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body)
-    figs = "\n".join(
-        f'<h2>{e(key)}</h2><p>{e(CAPTIONS[key])}</p><img alt="{e(key)}" '
-        f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
-        for key, p in figures)
+    figs = "\n".join(f'<h2>{e(key)}</h2><p>{e(CAPTIONS[key])}</p>{inline_png(p, key)}'
+                     for key, p in figures)
     notes = "".join(f"<p class=note>note: {_inline_html(n)}</p>" for n in report.notes)
     intro_html = _inline_html(intro)
     page = f"""<!doctype html>

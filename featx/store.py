@@ -34,9 +34,12 @@ from featx.errors import FeatxError
 from featx.files import atomic_path, write_error
 
 SCHEMA_VERSION = 1
-FINGERPRINT_KEYS = (
+FINGERPRINT_KEYS = (  # "augment" is checked on its own: a store may gain mirrored vectors
     "model", "layer", "pooling", "input_size", "resize", "resample", "precision", "weights_id",
+    "store_dtype",
 )
+FINGERPRINT_DEFAULTS = {"augment": "none", "store_dtype": "float32"}  # stores written before them
+FLIPPED = "features_flip"  # the mirrored images' vectors, row for row (``augment="flip"``)
 BLOCK_BYTES = 32 << 20  # vectors copied at a time when a store is written: bounds memory
 ROW_OVERHEAD = 128  # bytes a row of paths, hashes and labels, about (for size estimates)
 FILE_OVERHEAD = 16 << 10  # bytes of an HDF5 file's own structures, about
@@ -54,6 +57,7 @@ class Features:
     class_names: list[str]
     meta: dict
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    flipped: np.ndarray | None = None  # (N, D): the mirrored images' vectors, if stored
 
     @property
     def n(self) -> int:
@@ -99,6 +103,7 @@ def load_features(path: str | os.PathLike) -> Features:
             class_names=strings(f["class_names"]),
             meta=_meta(f),
             skipped=read_skipped(f),
+            flipped=f[FLIPPED][:].astype(np.float32, copy=False) if FLIPPED in f else None,
         )
 
 
@@ -121,7 +126,7 @@ def read_skipped(f: h5py.File) -> list[tuple[str, str]]:
 
 def fingerprint(meta: dict) -> dict:
     """The settings that must match for two vectors to be comparable."""
-    return {k: meta.get(k) for k in FINGERPRINT_KEYS}
+    return {k: meta.get(k, FINGERPRINT_DEFAULTS.get(k)) for k in FINGERPRINT_KEYS}
 
 
 def check_fingerprint(path: Path, have: dict, want: dict, what: str = "store") -> None:
@@ -131,7 +136,7 @@ def check_fingerprint(path: Path, have: dict, want: dict, what: str = "store") -
     if diff:
         raise FeatxError(
             f"{path} holds vectors made with other settings ({'; '.join(diff)}); featx will not "
-            f"mix them in one {what}. Use another -o file, or the stored settings."
+            f"mix them in one {what}. Use another `out` file, or the stored settings."
         )
 
 
@@ -154,22 +159,29 @@ def write_store(
     meta: dict,
     skipped: list[tuple[str, str, str]],
     vectors: Callable[[int, int], np.ndarray],
+    flipped: Callable[[int, int], np.ndarray] | None = None,
 ) -> None:
     """Write a complete store atomically: a temporary file, fsync, then rename over ``path``.
 
-    ``vectors(start, stop)`` returns the rows' vectors a block at a time (about
-    :data:`BLOCK_BYTES`), so memory stays bounded. ``/features`` is contiguous: the store is
-    always written whole, and contiguous rows read fastest. A failed write (a full disk) leaves no
+    ``vectors(start, stop)`` (and ``flipped``, the mirrored images' vectors) returns the rows'
+    vectors a block at a time (about :data:`BLOCK_BYTES`), so memory stays bounded. The vectors
+    are contiguous datasets of ``meta["store_dtype"]`` (float32 by default): the store is always
+    written whole, and contiguous rows read fastest. A failed write (a full disk) leaves no
     temporary file and raises one clear FeatxError.
     """
     dim, n = int(meta["dim"]), len(rows.hashes)
-    block = block_rows(dim * 4)
-    with atomic_path(path, "the feature store", needed=estimate_bytes(n, dim)) as tmp:
+    dtype = np.dtype(meta.get("store_dtype", "float32"))
+    columns = {"features": vectors, **({FLIPPED: flipped} if flipped else {})}
+    needed = estimate_bytes(n, dim, dtype.itemsize, copies=len(columns))
+    block = block_rows(dim * dtype.itemsize)
+    with atomic_path(path, "the feature store", needed=needed) as tmp:
         with h5py.File(tmp, "w") as f:
-            _write_datasets(f, rows, class_names, skipped, dim)
-            for start in range(0, n, block):
-                stop = min(start + block, n)
-                f["features"][start:stop] = vectors(start, stop)
+            _write_rows(f, rows, class_names, skipped)
+            for name, source in columns.items():
+                ds = f.create_dataset(name, shape=(n, dim), dtype=dtype)
+                for start in range(0, n, block):
+                    stop = min(start + block, n)
+                    ds[start:stop] = source(start, stop)
             for key, value in meta.items():
                 f.attrs[key] = value
             f.attrs["featx_schema"] = SCHEMA_VERSION
@@ -180,15 +192,14 @@ def block_rows(row_bytes: int) -> int:
     return max(1, BLOCK_BYTES // max(row_bytes, 1))
 
 
-def estimate_bytes(n_rows: int, dim: int, itemsize: int = 4) -> int:
-    """The size of a store of ``n_rows`` vectors: the vectors plus about 128 bytes a row of paths,
-    hashes and labels."""
-    return FILE_OVERHEAD + n_rows * (dim * itemsize + ROW_OVERHEAD)
+def estimate_bytes(n_rows: int, dim: int, itemsize: int = 4, copies: int = 1) -> int:
+    """The size of a store of ``n_rows`` vectors (``copies`` of each: 2 with mirrored images'):
+    the vectors plus about 128 bytes a row of paths, hashes and labels."""
+    return FILE_OVERHEAD + n_rows * (copies * dim * itemsize + ROW_OVERHEAD)
 
 
-def _write_datasets(f: h5py.File, rows: Rows, class_names, skipped, dim: int) -> None:
+def _write_rows(f: h5py.File, rows: Rows, class_names, skipped) -> None:
     n = len(rows.paths)
-    f.create_dataset("features", shape=(n, dim), dtype="float32")
     f.create_dataset("labels", data=np.asarray(rows.labels, dtype=np.int32).reshape(n))
     f.create_dataset("paths", data=np.asarray(rows.paths, dtype=object).reshape(n), dtype=STR)
     f.create_dataset("hashes", data=np.asarray(rows.hashes, dtype="S64").reshape(n))
@@ -205,24 +216,33 @@ def save_features(path: str | os.PathLike, feats: Features) -> None:
     meta["dim"] = feats.dim
     rows = Rows(list(feats.paths), [int(x) for x in feats.labels], [str(h) for h in feats.hashes])
     skipped = [(p, r, "") for p, r in feats.skipped]
+    flipped = feats.flipped
     write_store(Path(path), rows, list(feats.class_names), meta, skipped,
-                lambda a, b: np.asarray(feats.features[a:b], dtype=np.float32))
+                lambda a, b: feats.features[a:b],
+                (lambda a, b: flipped[a:b]) if flipped is not None else None)
 
 
 def write_part(
-    parts_dir: Path, seq: int, hashes: list[str], vectors: np.ndarray,
-    failures: list[tuple[str, str]], fp: dict,
+    parts_dir: Path, seq: int, hashes: list[str], vectors: np.ndarray | None,
+    failures: list[tuple[str, str]], fp: dict, flipped: np.ndarray | None = None,
 ) -> Path:
-    """Commit new vectors (and files that failed to decode) as one small part file, atomically."""
+    """Commit new vectors (and files that failed to decode) as one small part file, atomically.
+    Vectors are stored as ``fp["store_dtype"]``; ``flipped``: the mirrored images' vectors (alone,
+    with ``vectors=None``, when a store gains them for content it already has)."""
+    dtype = np.dtype(fp.get("store_dtype") or "float32")
+    columns = {name: data for name, data in (("features", vectors), (FLIPPED, flipped))
+               if data is not None}
     path = parts_dir / f"part-{seq:06d}.h5"
     try:
         parts_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise write_error(e, parts_dir, "the part files of") from None
-    with atomic_path(path, "a part file (vectors committed so far are kept)",
-                     needed=FILE_OVERHEAD + vectors.nbytes + ROW_OVERHEAD * len(hashes)) as tmp:
+    dim = next(iter(columns.values())).shape[1]
+    needed = estimate_bytes(len(hashes), dim, dtype.itemsize, copies=len(columns))
+    with atomic_path(path, "a part file (vectors committed so far are kept)", needed=needed) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("features", data=vectors.astype(np.float32, copy=False))
+            for name, data in columns.items():
+                f.create_dataset(name, data=data.astype(dtype, copy=False))
             f.create_dataset("hashes", data=np.asarray(hashes, dtype="S64").reshape(-1))
             f.create_dataset("failed_hashes", data=np.asarray([h for h, _ in failures], dtype="S64"))
             f.create_dataset("failed_reasons", data=np.asarray([r for _, r in failures], dtype=object),

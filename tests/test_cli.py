@@ -254,8 +254,10 @@ def test_default_store_name_names_a_precision_other_than_float32():
 
     names = [default_output(Path("/d/pets"), ExtractorSettings(layer="block5_pool", precision=p)).name
              for p in ("float32", "bfloat16", "float16")]
-    assert names == ["pets_vgg16_block5_pool_avg.h5", "pets_vgg16_block5_pool_avg_bfloat16.h5",
-                     "pets_vgg16_block5_pool_avg_float16.h5"]
+    assert names == ["pets_vgg16_block5_pool_avg.h5", "pets_vgg16_block5_pool_avg_mixed_bfloat16.h5",
+                     "pets_vgg16_block5_pool_avg_mixed_float16.h5"]  # apart from a float16 store
+    stored16 = ExtractorSettings(layer="block5_pool", store_dtype="float16")
+    assert default_output(Path("/d/pets"), stored16).name == "pets_vgg16_block5_pool_avg_float16.h5"
 
 
 # --- item 15: what a run did, counted -----------------------------------------------------------

@@ -24,10 +24,9 @@ from featx.extract import extract
 from featx.files import check_output, free_bytes
 from featx.store import estimate_bytes
 from featx.writer import store_lock
-from tests.conftest import TINY, make_images, synthetic_store
+from tests.conftest import TINY, TINY_ARGS, TINY_DIM, make_images, synthetic_store
 
 SETTINGS = ExtractorSettings(**TINY)
-TINY_ARGS = ["--model", TINY["model"], "--layer", TINY["layer"], "--weights", "none"]
 
 
 PROGRESS_LINE = re.compile(r"^[\w-]+: \d+/\d+ \(\d+%\)")  # progress on stderr off a terminal
@@ -133,7 +132,7 @@ def _store_bytes(data: Path, tmp: Path, commit_every: int) -> tuple[Path, int, i
     from featx.store import write_part
 
     part = write_part(tmp / "p", 0, ["0" * 64] * commit_every,
-                      np.zeros((commit_every, 1280), np.float32), [], {})
+                      np.zeros((commit_every, TINY_DIM), np.float32), [], {})
     return clean, clean.stat().st_size, part.stat().st_size
 
 
@@ -183,7 +182,7 @@ def test_full_disk_during_a_bundle_save_leaves_nothing(small_fs, store: Path, ca
 
 def test_too_little_space_warns_first_or_refuses_with_strict(small_fs, tmp_path: Path, capsys):
     mnt, _ = small_fs
-    data = make_images(tmp_path / "data", {"a": 300, "b": 300}, size=(8, 8))
+    data = make_images(tmp_path / "data", {"a": 600, "b": 600}, size=(8, 8))
     code, _, err = cli(capsys, "extract", str(data), "-o", str(mnt / "s.h5"), "--strict", *TINY_ARGS)
     line = one_error_line(err)
     assert code == 2 and "needs about" in line and "free" in line  # refused before any work

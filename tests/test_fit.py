@@ -222,7 +222,7 @@ def test_predict_refuses_a_bundle_whose_extractor_does_not_match(tiny_store: Pat
     code, _, err = cli(capsys, "predict", str(bundle), str(img))
     assert code == 2 and "--weights" in err and err.count("\n") == 1
     info["extractor"]["weights_id"] = load_features(tiny_store).meta["weights_id"]
-    info["input"]["dim"] = 512  # a head made for other vectors
+    info["input"]["dim"] = 1280  # a head made for other vectors
     (bundle / "bundle.json").write_text(json.dumps(info))
     code, _, err = cli(capsys, "predict", str(bundle), str(img))
     assert code == 2 and "does not match" in err

@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--verbose" in argv[1:]:  # also after the command: featx fit STORE --verbose
         argv = ["--verbose", *(a for a in argv if a != "--verbose")]
+    _ARGV[:] = argv
     try:
         code = app(args=argv, prog_name="featx", standalone_mode=False)
     except FeatxError as e:
@@ -196,9 +197,13 @@ def check_outputs(**outputs) -> None:
             check_output(path, f"the {name.replace('_', ' ')} file")
 
 
+_ARGV: list[str] = []  # the command line being run, to name flags in warnings
+
+
 def warn(message: str) -> None:
-    """A warning line on stderr (the run goes on)."""
-    err.print(f"featx: warning: {message}", markup=False, highlight=False, soft_wrap=True)
+    """A warning line on stderr (the run goes on); parameters named as this command's flags."""
+    err.print(f"featx: warning: {as_flags(FeatxError(message), _ARGV)}", markup=False,
+              highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -210,6 +215,7 @@ from featx.cli import extract as _extract  # noqa: E402,F401  (registers command
 from featx.cli import reuse as _reuse  # noqa: E402,F401  (neighbors, map, duplicates, export)
 from featx.cli import fit as _fit  # noqa: E402,F401  (fit, sweep, predict)
 from featx.cli import baseline as _baseline  # noqa: E402,F401  (baseline, report)
+from featx.cli import audit as _audit  # noqa: E402,F401  (audit)
 
 for _info in app.registered_commands:  # every command's help through Command
     if _info.cls in (None, typer.core.TyperCommand):
