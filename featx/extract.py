@@ -129,7 +129,8 @@ def extract(
                            mirrored_only)
             wrote = writer.finish(scan)
         except KeyboardInterrupt:
-            raise Interrupted(out, writer.n_committed, writer.n_committed_now) from None
+            kept = writer.kept()
+            raise Interrupted(out, kept, max(0, kept - writer.n_at_open)) from None
         rows = scan.rows(writer)
         timings["write"] = writer.seconds
         n_failed = sum(1 for h, _ in todo if h in writer.failed)

@@ -116,7 +116,6 @@ class StoreWriter:
         self._stored_augment: str | None = None
         self._seq = 0
         self._pending = 0  # vectors in part files, not yet merged
-        self.n_committed_now = 0  # new vectors this writer committed (kept if the run stops)
         self._buffer: tuple[list[str], list[np.ndarray], list[tuple[str, str]], list[np.ndarray]] \
             = ([], [], [], [])
         self.flips = meta.get("augment") == "flip"  # mirrored images' vectors kept beside each
@@ -163,6 +162,7 @@ class StoreWriter:
             if rows:
                 self.dim = self.dim or dim
         self._seq = int(parts[-1].stem.split("-")[1]) + 1 if parts else 0
+        self.n_at_open = len(self.cache)  # distinct vectors known when the run began
 
     def _check_augment(self, stored: str) -> None:
         """A store may gain mirrored vectors, never lose them."""
@@ -183,10 +183,10 @@ class StoreWriter:
         """Content with a vector but not yet its mirrored image's (a store gaining flips)."""
         return self.flips and h in self.cache and not self.cache.has_flipped(h)
 
-    @property
-    def n_committed(self) -> int:
-        """Vectors safe on disk: the store's rows plus those in part files."""
-        return self.n_stored + self._pending
+    def kept(self) -> int:
+        """Distinct vectors safe on disk now, read back from the store and the part files (exact
+        also when a run is interrupted halfway through a commit or a merge)."""
+        return len(_hashes_on_disk(self.path))
 
     # -- taking new vectors ------------------------------------------------------------------
 
@@ -230,7 +230,6 @@ class StoreWriter:
             self.cache.add(part)
             self.failed.update(failures)
             self._pending += len(hashes)
-            self.n_committed_now += len(hashes)
             if self._pending >= max(self.n_stored, 4 * self.commit_every):
                 self._merge(listing)
 
@@ -278,6 +277,18 @@ class StoreWriter:
             yield
         finally:
             self.seconds += time.perf_counter() - t0
+
+
+def _hashes_on_disk(store: Path) -> set[str]:
+    """Content hashes with a vector in ``store`` or its part files."""
+    files = [store] if store.exists() else []
+    files += st.list_parts(st.parts_dir_for(store))
+    out: set[str] = set()
+    for path in files:
+        with h5py.File(path, "r") as f:
+            if "features" in f:
+                out.update(st.strings(f["hashes"]))
+    return out
 
 
 def _part_shape(part: Path) -> tuple[int, int]:

@@ -176,18 +176,24 @@ def test_plain_progress_prints_first_last_and_every_few_seconds():
     for t, done in ((0, 0), (1, 10), (4.9, 40), (5, 50), (6, 60), (30, 90), (31, 100), (32, 100)):
         now[0] = t
         progress("embed", done, 100)
-    assert lines == ["embed: 0/100 (0%)", "embed: 50/100 (50%), about 5 s left",
+    assert lines == ["embed: 50/100 (50%), about 5 s left",
                      "embed: 90/100 (90%), about 3 s left", "embed: 100/100 (100%)"]
+    quick: list[str] = []  # a stage that ends within the first interval says nothing
+    progress = PlainProgress(quick.append, interval=5.0, clock=lambda: now[0])
+    for t, done in ((0, 0), (1, 5), (2, 10)):
+        now[0] = t
+        progress("hash", done, 10)
+    assert quick == []
 
 
-def test_map_in_a_pipe_prints_progress_lines(tmp_path: Path, capsys):
+def test_map_in_a_pipe_prints_no_progress_noise_for_a_quick_run(tmp_path: Path, capsys):
     from featx.cli import main
 
     store = synthetic_store(tmp_path / "s.h5", counts=(10, 10), dim=8)
     with pytest.raises(SystemExit) as exit_info:
         main(["map", str(store), "--method", "pca", "-o", str(tmp_path / "map.png")])
     assert exit_info.value.code == 0
-    assert capsys.readouterr().err.splitlines() == ["PCA: 0/1 (0%)", "PCA: 1/1 (100%)"]
+    assert capsys.readouterr().err.splitlines() == []
 
 
 # --- item 11: predict's exit code -------------------------------------------------------------
@@ -208,8 +214,7 @@ def test_predict_exits_3_when_an_input_failed_and_still_predicts_the_others(
     captured = capsys.readouterr()
     assert exit_info.value.code == 3
     assert captured.out.startswith(f"{good}: ") and captured.out.count("\n") == 1
-    assert captured.err.splitlines() == [
-        "predict: 0/1 (0%)", "predict: 1/1 (100%)",  # progress lines in a pipe
+    assert captured.err.splitlines() == [  # a quick run: no progress lines, the error only
         f"featx: error: {tmp_path / 'missing.jpg'}: no such file or folder"]
 
 

@@ -83,27 +83,34 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
 
 
 class PlainProgress:
-    """Progress as plain lines for a log or a pipe: a stage's first and last call, and at most
-    one line every ``interval`` seconds in between (``embed: 640/2000 (32%), about 7 min left``)."""
+    """Progress as plain lines for a log or a pipe: one line every ``interval`` seconds while a
+    stage runs (``embed: 640/2000 (32%), about 7 min left``) and its last line, so a stage that
+    ends within the first ``interval`` says nothing."""
 
     def __init__(self, write: Callable[[str], None], interval: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.write, self.interval, self.clock = write, interval, clock
         self.stages: dict[str, tuple[float, int]] = {}  # stage -> (time, done) of its first call
-        self.last: dict[str, float] = {}  # stage -> time of its last line
+        self.last: dict[str, float] = {}  # stage -> time of its last line (or of its start)
+        self.printed: set[str] = set()
         self.finished: set[str] = set()
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         now = self.clock()
-        first = stage not in self.stages
-        if first:
+        if stage not in self.stages:
             self.stages[stage] = (now, done)
-        end = done >= total
-        if stage in self.finished or not (first or end or now - self.last[stage] >= self.interval):
+            self.last[stage] = now
+        if stage in self.finished:
             return
-        if end:
+        due = now - self.last[stage] >= self.interval
+        if done >= total:
             self.finished.add(stage)
+            if stage not in self.printed and not due:
+                return
+        elif not due:
+            return
         self.last[stage] = now
+        self.printed.add(stage)
         share = f" ({100 * done // total}%)" if total else ""
         self.write(f"{stage}: {done}/{total}{share}{self._left(stage, now, done, total)}")
 
