@@ -9,9 +9,10 @@ are pooled (``avg``, ``max``) or flattened (``none``); the fully connected layer
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from featx.errors import FeatxError
 
@@ -24,34 +25,42 @@ class Backbone:
     name: str
     module: str  # keras.applications submodule holding preprocess_input
     constructor: str  # keras.applications attribute that builds the model
-    input_size: int
-    base_layer: str  # last layer of the convolutional base
-    channels: int  # of the base layer's maps
-    stride: int = 32  # input pixels per map cell of the base layer
-    top_layers: tuple[str, ...] = ()  # layers that need include_top=True
+    input_size: int  # the default input size; convolutional layers take others too
+    maps: dict[str, tuple[int, int]]  # convolutional layer -> (channels, input pixels per cell)
+    top_layers: tuple[str, ...] = ()  # layers that need include_top=True (and 224x224 input)
     top_dim: int = 0  # width of the top layers
 
     @property
+    def base_layer(self) -> str:
+        """The last layer of the convolutional base."""
+        return list(self.maps)[-1]
+
+    @property
     def layers(self) -> tuple[str, ...]:
-        return (*self.top_layers, self.base_layer)
+        return (*self.top_layers, *self.maps)
+
+    def map_shape(self, layer: str, size: int | None = None) -> tuple[int, int, int]:
+        """(rows, columns, channels) of a convolutional layer's maps at an input size."""
+        channels, stride = self.maps[layer]
+        cells = (size or self.input_size) // stride
+        return cells, cells, channels
 
     def feature_dim(self, layer: str, pooling: str, size: int | None = None) -> int:
         """The length of the vector featx stores for (layer, pooling) at an input size."""
         if layer in self.top_layers:
             return self.top_dim
-        if pooling != "none":
-            return self.channels
-        cells = (size or self.input_size) // self.stride
-        return self.channels * cells * cells
+        rows, cols, channels = self.map_shape(layer, size)
+        return channels if pooling != "none" else rows * cols * channels
 
 
+VGG_MAPS = {"block4_pool": (512, 16), "block5_pool": (512, 32)}
 BACKBONES = {
     b.name: b
     for b in (
-        Backbone("vgg16", "vgg16", "VGG16", 224, "block5_pool", 512, 32, ("fc1", "fc2"), 4096),
-        Backbone("vgg19", "vgg19", "VGG19", 224, "block5_pool", 512, 32, ("fc1", "fc2"), 4096),
-        Backbone("resnet50", "resnet50", "ResNet50", 224, "conv5_block3_out", 2048),
-        Backbone("mobilenet_v2", "mobilenet_v2", "MobileNetV2", 224, "out_relu", 1280),
+        Backbone("vgg16", "vgg16", "VGG16", 224, VGG_MAPS, ("fc1", "fc2"), 4096),
+        Backbone("vgg19", "vgg19", "VGG19", 224, VGG_MAPS, ("fc1", "fc2"), 4096),
+        Backbone("resnet50", "resnet50", "ResNet50", 224, {"conv5_block3_out": (2048, 32)}),
+        Backbone("mobilenet_v2", "mobilenet_v2", "MobileNetV2", 224, {"out_relu": (1280, 32)}),
     )
 }
 
@@ -63,6 +72,18 @@ def get_backbone(name: str) -> Backbone:
         raise FeatxError(
             f"unknown model {name!r}; choose one of: {', '.join(BACKBONES)}"
         ) from None
+
+
+def check_input_size(backbone: Backbone, layer: str, size: int) -> None:
+    """Fully connected layers take the size they were trained at; convolutional ones any size
+    that leaves at least one cell of the layer's maps."""
+    if layer in backbone.top_layers and size != backbone.input_size:
+        raise FeatxError(
+            f"`layer`={layer} needs {backbone.input_size}x{backbone.input_size} input (its dense "
+            f"layers were trained on maps of that size); other input sizes work with the "
+            f"convolutional layers: {', '.join(backbone.maps)}")
+    if layer in backbone.maps and size < max(32, backbone.maps[layer][1]):
+        raise FeatxError(f"`input_size` must be at least 32 for {backbone.name}, got {size}")
 
 
 def check_layer(backbone: Backbone, layer: str, pooling: str) -> None:
@@ -83,6 +104,19 @@ def check_precision(precision: str) -> str:
         raise FeatxError(
             f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}"
         ) from None
+
+
+def cpu_has_amx_bf16(flags: Iterable[str] | None = None) -> bool:
+    """Whether the CPU has AMX-BF16 tiles (``amx_bf16`` in /proc/cpuinfo's flags, Linux), where
+    bfloat16 runs several times faster than float32. ``flags``: the flag list to judge instead."""
+    if flags is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux: no hint
+            return False
+        line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+        flags = line.partition(":")[2].split()
+    return "amx_bf16" in flags
 
 
 def weights_identity(weights: str | None) -> str:
@@ -109,9 +143,13 @@ def preprocess_fn(backbone: Backbone) -> Callable:
 
 
 def build_extractor(
-    backbone: Backbone, layer: str, pooling: str, weights: str | None, precision: str = "float32"
+    backbone: Backbone, layer: str, pooling: str, weights: str | None, precision: str = "float32",
+    input_size: int | None = None,
 ):
     """Build a Keras model mapping preprocessed images (N, S, S, 3) to features (N, D).
+
+    Convolutional layers are pooled (``avg``, ``max``) or flattened (``none``: the maps, row-major,
+    restored with ``reshape(N, *map_shape)``).
 
     ``weights`` is "imagenet", a local weights file, or None/"none" (random init, for tests; the
     global Keras seed makes it reproducible).
@@ -119,34 +157,49 @@ def build_extractor(
     import keras
 
     check_layer(backbone, layer, pooling)
+    size = input_size or backbone.input_size
+    check_input_size(backbone, layer, size)
     policy = check_precision(precision)
     weights = None if weights in (None, "none") else weights
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:
-        model = _build(keras, backbone, layer, pooling, weights)
+        model = _build(keras, backbone, layer, pooling, weights, size)
     finally:
         keras.config.set_dtype_policy(previous)
     return model
 
 
-def _build(keras, backbone: Backbone, layer: str, pooling: str, weights: str | None):
+POOL_LAYERS = {"avg": "GlobalAveragePooling2D", "max": "GlobalMaxPooling2D", "none": "Flatten"}
+
+
+def _build(keras, backbone: Backbone, layer: str, pooling: str, weights: str | None, size: int):
+    # Keras warns about each layer a weights file lacks before it raises: when featx's own error
+    # follows, those warnings are noise; when the model builds, they are shown as usual.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = _construct(keras, backbone, layer, pooling, weights, size)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return model
+
+
+def _construct(keras, backbone: Backbone, layer: str, pooling: str, weights: str | None,
+               size: int):
     ctor = getattr(keras.applications, backbone.constructor)
-    shape = (backbone.input_size, backbone.input_size, 3)
-    top = layer in backbone.top_layers
+    shape = (size, size, 3)
     if weights is None:
         keras.utils.set_random_seed(0)  # random weights are for tests: make them reproducible
     try:
-        if top:
+        if layer in backbone.top_layers:
             full = ctor(include_top=True, weights=weights, input_shape=shape)
             return keras.Model(full.input, full.get_layer(layer).output, name=f"{backbone.name}_{layer}")
-        base = ctor(include_top=False, weights=weights, input_shape=shape,
-                    pooling=None if pooling == "none" else pooling)
-        if pooling == "none":
-            return keras.Sequential([base, keras.layers.Flatten()], name=f"{backbone.name}_{layer}_flat")
-        return base
+        base = ctor(include_top=False, weights=weights, input_shape=shape)
     except Exception as e:  # keras raises plain Exception/ValueError for both cases below
         raise _weights_error(backbone, layer, weights, e) from e
+    pooled = getattr(keras.layers, POOL_LAYERS[pooling])(name=f"{pooling}_pool")
+    return keras.Model(base.input, pooled(base.get_layer(layer).output),
+                       name=f"{backbone.name}_{layer}_{pooling}")
 
 
 def _weights_error(backbone: Backbone, layer: str, weights: str | None, e: Exception) -> FeatxError:

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from featx import reader
-from featx.bundle import default_bundle_dir, save_bundle
+from featx.bundle import check_bundle_output, default_bundle_dir, save_bundle
 from featx.decode import RESIZE_POLICIES, DecodeError, DecodeSettings, decode_file
 from featx.errors import FeatxError
 from featx.heads import CnnHead
@@ -121,7 +121,7 @@ def images_from_folder(data_dir: str | os.PathLike, workers: int = 2,
     content is decoded once to check it, exactly as extract does, so the derived split equals the
     store's.
     """
-    scan = reader.scan(data_dir, workers)
+    scan = reader.scan(data_dir, workers, progress)
     failed = reader.decode_failures(scan, workers, progress)
     decodes = {h for h in scan.hashes if h is not None and h not in failed}
     skipped = [(p, r) for p, r, _ in scan.skipped(failed)]
@@ -234,6 +234,7 @@ class BaselineResult:
     test_predictions: dict[str, Any]
     fit_seconds: float
     store: str | None = None
+    bundle: Path | None = None  # where it was saved, if it was
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -241,7 +242,7 @@ class BaselineResult:
 
     def summary(self) -> dict[str, Any]:
         """The JSON document of ``featx baseline --json`` (the keys of ``featx fit --json``)."""
-        return {
+        return {"bundle": str(self.bundle) if self.bundle else None,
             "clf": "cnn", "params": self.head.get_params(), "data_dir": str(self.data_dir),
             "store": self.store, "rows": self.rows_source,
             "val_accuracy": self.val["accuracy"] if self.val else None,
@@ -255,16 +256,20 @@ class BaselineResult:
 
 def train_baseline(data_dir: str | os.PathLike, settings: BaselineSettings = BaselineSettings(), *,
                    store: str | os.PathLike | None = None, fractions=DEFAULT_FRACTIONS,
-                   split_seed: int = 0,
+                   split_seed: int = 0, out: str | os.PathLike | None = None,
                    progress: Callable[[str, int, int], None] | None = None) -> BaselineResult:
-    """Train the CNN on ``data_dir``'s train part (validated every epoch), evaluate val and test.
+    """Train the CNN on ``data_dir``'s train part (validated every epoch), evaluate val and test;
+    with ``out``, save it there as a bundle (checked before any work).
 
     ``store``: take the rows (paths, hashes, labels) from this feature store of ``data_dir``;
     otherwise they are computed from the folder (the same rows, hence the same split).
-    ``progress(stage, done, total)`` is called once per epoch (stage ``"epoch"``).
+    ``progress(stage, done, total)`` is called as the folder is read and checked (``"hash"``,
+    ``"check"``), when training starts and after every epoch (``"epoch"``).
     """
     import keras
 
+    if out is not None:
+        check_bundle_output(out)
     data_dir = Path(data_dir)
     images = images_from_store(data_dir, store) if store else images_from_folder(
         data_dir, settings.workers, progress)
@@ -281,6 +286,7 @@ def train_baseline(data_dir: str | os.PathLike, settings: BaselineSettings = Bas
     callbacks = []
     if progress:
         callbacks.append(keras.callbacks.LambdaCallback(
+            on_train_begin=lambda logs: progress("epoch", 0, settings.epochs),
             on_epoch_end=lambda epoch, logs: progress("epoch", epoch + 1, settings.epochs)))
     start = time.perf_counter()
     hist = model.fit(batches("train", shuffle=True), validation_data=batches("val"),
@@ -302,11 +308,14 @@ def train_baseline(data_dir: str | os.PathLike, settings: BaselineSettings = Bas
     predictions = {"paths": [images.paths[i] for i in test_rows],
                    "labels": images.labels[test_rows].tolist(),
                    "proba": np.round(test_proba, 6).tolist()}
-    return BaselineResult(head=head, settings=settings, class_names=images.class_names,
-                          data_dir=data_dir, rows_source=images.source,
-                          split=describe_split(parts, fractions, split_seed), history=history,
-                          val=metrics["val"], test=metrics["test"], test_predictions=predictions,
-                          fit_seconds=seconds, store=str(store) if store else None)
+    result = BaselineResult(head=head, settings=settings, class_names=images.class_names,
+                            data_dir=data_dir, rows_source=images.source,
+                            split=describe_split(parts, fractions, split_seed), history=history,
+                            val=metrics["val"], test=metrics["test"], test_predictions=predictions,
+                            fit_seconds=seconds, store=str(store) if store else None)
+    if out is not None:
+        result.bundle = save_baseline(out, result)
+    return result
 
 
 # --- the bundle -------------------------------------------------------------------------------

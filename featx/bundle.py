@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ import numpy as np
 
 from featx import __version__
 from featx.errors import FeatxError
-from featx.files import utc_now
+from featx.files import atomic_folder, check_output, utc_now
 from featx.heads import Head, load_head
 from featx.store import plain
 
@@ -169,22 +168,21 @@ def _write_json(path: Path, content: Any) -> None:
     path.write_text(json.dumps(content, indent=2, default=_plain) + "\n")
 
 
+def check_bundle_output(directory: str | os.PathLike) -> Path:
+    """Before any work: ``directory`` can be written, and is not someone else's folder."""
+    directory = check_output(directory, "the model bundle", folder=True)
+    if directory.is_dir() and any(directory.iterdir()) and not (directory / "bundle.json").is_file():
+        raise FeatxError(f"{directory} exists and is not a featx bundle; choose another `out` folder")
+    return directory
+
+
 @contextmanager
 def staged(directory: Path) -> Iterator[Path]:
-    """Fill a temporary sibling folder, then swap it in for ``directory`` whole (never half a bundle)."""
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    """Fill a temporary sibling folder, then swap it in for ``directory`` whole (never half a
+    bundle; a failed write leaves no temporary folder and is one clear error)."""
+    check_bundle_output(directory)
+    with atomic_folder(directory, "the model bundle") as tmp:
         yield tmp
-        if directory.exists():
-            if not (directory / "bundle.json").is_file() and any(directory.iterdir()):
-                raise FeatxError(f"{directory} exists and is not a featx bundle; choose another "
-                                 f"`out` folder")
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_bundle_info(path: str | os.PathLike) -> dict[str, Any]:

@@ -69,9 +69,21 @@ def discover(root: str | os.PathLike, min_classes: int = 2) -> Dataset:
 
 
 def _walk_class(root: Path, class_dir: Path, skipped: list[tuple[str, str]]) -> list[str]:
+    """Image files under ``class_dir``, following symlinked folders; a folder already read (a
+    symlink loop, or two links to one folder) is read once and the repeat reported."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(class_dir):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    seen = {_folder_id(class_dir)}
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        subdirs = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            folder_id = _folder_id(Path(dirpath, d))
+            if folder_id in seen:
+                rel = Path(dirpath, d).relative_to(root).as_posix()
+                skipped.append((rel + "/", "folder already read (a symlink loop or a second link)"))
+            else:
+                seen.add(folder_id)
+                subdirs.append(d)
+        dirnames[:] = subdirs
         for name in sorted(filenames):
             rel = Path(dirpath, name).relative_to(root).as_posix()
             reason = skip_reason(name)
@@ -80,6 +92,11 @@ def _walk_class(root: Path, class_dir: Path, skipped: list[tuple[str, str]]) -> 
             else:
                 found.append(rel)
     return found
+
+
+def _folder_id(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
 
 
 def _check_classes(root: Path, class_names: list[str], min_classes: int) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 from featx import __version__
 from featx.backbones import (
     build_extractor,
+    check_input_size,
     check_layer,
     check_precision,
     get_backbone,
@@ -25,6 +26,9 @@ from featx.backbones import (
 )
 from featx.decode import DecodeSettings, decode_files
 from featx.errors import FeatxError
+
+AUGMENTS = ("none", "flip")
+STORE_DTYPES = ("float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -35,19 +39,28 @@ class ExtractorSettings:
     layer: str = "fc2"
     pooling: str = "avg"  # for convolutional layers: avg, max or none (flatten)
     weights: str = "imagenet"  # "imagenet", a local weights file, or "none" (random, for tests)
-    precision: str = "float32"  # float32, bfloat16 or float16 (compute; vectors stored as float32)
+    precision: str = "float32"  # float32, bfloat16 or float16 (compute)
     resize: str = "squash"  # squash (the tutorial's stretch) or crop (shorter side, centre crop)
+    input_size: int | None = None  # square input; None: the backbone's (224); conv layers only
+    augment: str = "none"  # "flip": also store the mirrored image's vector beside each row
+    store_dtype: str = "float32"  # how vectors are stored: float32, or float16 (half the file)
 
     def normalized(self) -> "ExtractorSettings":
-        """Validate, and drop choices that do not apply (pooling for fully connected layers)."""
+        """Validate, and fill in or drop choices that do not apply (pooling of dense layers)."""
         backbone = get_backbone(self.model)
         check_layer(backbone, self.layer, self.pooling)
         check_precision(self.precision)
         if self.resize not in ("squash", "crop"):
-            raise FeatxError(f"unknown resize policy {self.resize!r}; choose squash or crop")
-        if self.layer in backbone.top_layers:
-            return replace(self, pooling="none")
-        return self
+            raise FeatxError(f"unknown `resize` policy {self.resize!r}; choose squash or crop")
+        if self.augment not in AUGMENTS:
+            raise FeatxError(f"unknown `augment` {self.augment!r}; choose {' or '.join(AUGMENTS)}")
+        if self.store_dtype not in STORE_DTYPES:
+            raise FeatxError(f"unknown `store_dtype` {self.store_dtype!r}; choose "
+                             f"{' or '.join(STORE_DTYPES)}")
+        size = int(self.input_size or backbone.input_size)
+        check_input_size(backbone, self.layer, size)
+        pooling = "none" if self.layer in backbone.top_layers else self.pooling
+        return replace(self, pooling=pooling, input_size=size)
 
 
 class Extractor:
@@ -56,7 +69,7 @@ class Extractor:
     def __init__(self, settings: ExtractorSettings = ExtractorSettings(), weights_id: str | None = None):
         self.settings = settings.normalized()
         self.backbone = get_backbone(self.settings.model)
-        self.decode_settings = DecodeSettings(size=self.backbone.input_size, resize=self.settings.resize)
+        self.decode_settings = DecodeSettings(size=self.settings.input_size, resize=self.settings.resize)
         self.weights_id = weights_id or weights_identity(self.settings.weights)
         self._model = None
         self._preprocess = None
@@ -67,6 +80,8 @@ class Extractor:
         settings = ExtractorSettings(
             model=meta["model"], layer=meta["layer"], pooling=meta["pooling"],
             weights=weights or meta["weights"], precision=meta["precision"], resize=meta["resize"],
+            input_size=meta.get("input_size"), augment=meta.get("augment", "none"),
+            store_dtype=meta.get("store_dtype", "float32"),
         )
         if settings.weights not in ("imagenet", "none") and not Path(settings.weights).is_file():
             raise FeatxError(
@@ -86,14 +101,18 @@ class Extractor:
         import keras
 
         s, d = self.settings, self.decode_settings
-        return {
+        meta = {
             "model": s.model, "layer": s.layer, "pooling": s.pooling, "weights": s.weights,
             "weights_id": self.weights_id, "precision": s.precision, "input_size": d.size,
-            "resize": d.resize, "resample": d.resample,
+            "resize": d.resize, "resample": d.resample, "augment": s.augment,
+            "store_dtype": s.store_dtype,
             "preprocess": f"{self.backbone.module}.preprocess_input",
             "featx_version": __version__, "keras_version": keras.__version__,
             "keras_backend": keras.backend.backend(),
         }
+        if s.pooling == "none" and s.layer in self.backbone.maps:  # vectors are flattened maps
+            meta["map_shape"] = list(self.backbone.map_shape(s.layer, d.size))
+        return meta
 
     @property
     def model(self):
@@ -102,13 +121,19 @@ class Extractor:
             with contextlib.redirect_stdout(sys.stderr):
                 self._model = build_extractor(
                     self.backbone, self.settings.layer, self.settings.pooling,
-                    self.settings.weights, self.settings.precision,
+                    self.settings.weights, self.settings.precision, self.settings.input_size,
                 )
         return self._model
 
     @property
     def dim(self) -> int:
         return int(self.model.output_shape[-1])
+
+    @property
+    def expected_dim(self) -> int:
+        """The vector length, from the registry: known without building the model."""
+        s = self.settings
+        return self.backbone.feature_dim(s.layer, s.pooling, self.decode_settings.size)
 
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 RGB (N, S, S, 3) -> the backbone's input (caffe mode for VGG: BGR, mean removed)."""
@@ -124,6 +149,14 @@ class Extractor:
         y = self.model.predict_on_batch(x)
         return np.asarray(y, dtype=np.float32)[:n]
 
+    def embed_batch(self, x: np.ndarray, batch_size: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Vectors of a preprocessed batch, and with ``augment="flip"`` of its mirror images."""
+        vectors = self.embed_preprocessed(x, batch_size)
+        if self.settings.augment != "flip":
+            return vectors, None
+        return vectors, self.embed_preprocessed(x[:, :, ::-1], batch_size)
+
     def warm_up(self, batch_size: int) -> None:
         """Build the model and trace its batch shape once, so timings measure steady state."""
         size = self.decode_settings.size
@@ -135,9 +168,12 @@ class Extractor:
         return np.concatenate(out) if out else np.empty((0, self.dim), np.float32)
 
     def embed_files(
-        self, paths: list[str | Path], batch_size: int = 32
+        self, paths: list[str | Path], batch_size: int = 32, flip: bool = False
     ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-        """Embed a few files: (vectors, indices of the files embedded, (path, reason) failures)."""
+        """Embed a few files (``flip``: their mirror images): (vectors, indices of the files
+        embedded, (path, reason) failures)."""
         stack, ok, failures = decode_files(paths, self.decode_settings)
+        if flip:
+            stack = stack[:, :, ::-1]
         vectors = self.embed_pixels(stack, batch_size) if ok else np.empty((0, 0), np.float32)
         return vectors, ok, failures

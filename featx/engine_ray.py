@@ -30,7 +30,7 @@ import socket
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -82,9 +82,10 @@ def session(address: str | None = None) -> Iterator[Any]:
         yield ray
         return
     check_address(address)
-    quiet()
+    quiet_ray()
     try:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        with _captured():
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except ConnectionError as e:
         raise FeatxError(f"cannot connect to a Ray cluster at `address`={address}: "
                          f"{_reason(e)}") from None
@@ -94,10 +95,17 @@ def session(address: str | None = None) -> Iterator[Any]:
         ray.shutdown()
 
 
-def quiet() -> None:
+def quiet_ray() -> None:
     """Ray's start-up notices are not for featx's users (errors still surface as exceptions)."""
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # C++ notices, once per actor pool
     logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+
+
+def _captured():
+    """Ray's C++ start-up lines on descriptor 2, filtered like TensorFlow's (CLI runs only)."""
+    from featx import quiet as q
+
+    return q.stderr_captured() if os.environ.get(q.QUIET_ENV) else nullcontext()
 
 
 def configure_ray_data(ray, object_store_bytes: float | None = None) -> None:
@@ -139,10 +147,13 @@ def decode_step(batch: dict[str, np.ndarray], settings: DecodeSettings) -> dict[
 
 
 class EmbedWorker:
-    """A Ray actor: the store's Extractor, built once; preprocess + model on decoded batches."""
+    """A Ray actor: the store's Extractor, built once; preprocess + model on decoded batches.
+
+    ``vec`` holds the images' vectors and, with ``augment="flip"``, ``flip`` their mirror images';
+    ``mirrored_only`` (a store gaining flips): ``vec`` holds the mirror images' vectors only."""
 
     def __init__(self, settings, weights_id: str, batch_size: int, keras_backend: str,
-                 gpus: float) -> None:
+                 gpus: float, mirrored_only: bool = False) -> None:
         import ray
 
         t0 = time.perf_counter()
@@ -157,6 +168,8 @@ class EmbedWorker:
         self.extractor.warm_up(batch_size)
         self.dim = self.extractor.dim
         self.batch_size = batch_size
+        self.mirrored_only = mirrored_only
+        self.flips = settings.augment == "flip" and not mirrored_only
         self.lock = threading.Lock()
         ids = ray.get_gpu_ids()
         self.name = f"{ray.util.get_node_ip_address()} pid {os.getpid()}" + (
@@ -168,17 +181,23 @@ class EmbedWorker:
         ok = batch["err"] == ""
         n = len(ok)
         vectors = np.zeros((n, self.dim), np.float32)
-        x = self.extractor.preprocess(batch["pixels"][ok]) if ok.any() else None
+        flipped = np.zeros((n, self.dim), np.float32) if self.flips else None
+        pixels = batch["pixels"][ok][:, :, ::-1] if self.mirrored_only else batch["pixels"][ok]
+        x = self.extractor.preprocess(pixels) if ok.any() else None
         with self.lock:  # one model call at a time; preprocessing overlaps it
             t0 = time.perf_counter()
             wait_s = t0 - self.idle_since if self.idle_since else 0.0  # the model starved
-            if x is not None:
+            if x is not None and self.flips:
+                vectors[ok], flipped[ok] = self.extractor.embed_batch(x, self.batch_size)
+            elif x is not None:
                 vectors[ok] = self.extractor.embed_preprocessed(x, self.batch_size)
             self.idle_since = time.perf_counter()
             model_s = self.idle_since - t0
             load_s, self.load_s = self.load_s, 0.0  # reported once, with the first batch
         per_row = {f"{k}_s": np.full(n, v / n) for k, v in
                    (("model", model_s), ("wait", wait_s), ("load", load_s))}
+        if self.flips:
+            per_row["flip"] = flipped
         return {"hash": batch["hash"], "err": batch["err"], "vec": vectors,
                 "worker": np.full(n, self.name, dtype=object), "decode_s": batch["decode_s"],
                 **per_row}
@@ -206,7 +225,7 @@ def plan_workers(ray, num_workers: int | None, gpus_per_worker: float | None) ->
 
 
 def embedded_batches(ray, todo: list[reader.Item], extractor, batch_size: int, num_workers: int,
-                     gpus_per_worker: float):
+                     gpus_per_worker: float, mirrored_only: bool = False):
     """The Ray Data pipeline: (hash, path) -> decode tasks -> embed actors -> numpy batches."""
     import keras
 
@@ -221,7 +240,7 @@ def embedded_batches(ray, todo: list[reader.Item], extractor, batch_size: int, n
                                            enable_true_multi_threading=True),
         fn_constructor_kwargs={"settings": extractor.settings, "weights_id": extractor.weights_id,
                                "batch_size": batch_size, "keras_backend": keras.backend.backend(),
-                               "gpus": gpus_per_worker})
+                               "gpus": gpus_per_worker, "mirrored_only": mirrored_only})
     return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
 
 
@@ -237,25 +256,30 @@ def decoded(ray, todo: list[reader.Item], settings: DecodeSettings, batch_size: 
 
 def embed(todo: list[reader.Item], listing, extractor, writer, batch_size: int,
           timings: dict[str, float], progress: Progress, address: str | None = None,
-          num_workers: int | None = None, gpus_per_worker: float | None = None) -> dict[str, int]:
-    """Embed ``todo`` on Ray and hand every batch to ``writer``; images embedded per actor."""
+          num_workers: int | None = None, gpus_per_worker: float | None = None,
+          mirrored_only: bool = False) -> dict[str, int]:
+    """Embed ``todo`` on Ray and hand every batch to ``writer``; images embedded per actor.
+    ``mirrored_only``: the mirror images of content the store has (it gains flips)."""
     t0 = time.perf_counter()
     with session(address) as ray:
         timings["connect"] = time.perf_counter() - t0
         actors, gpus = plan_workers(ray, num_workers, gpus_per_worker)
-        got = Collector(writer, listing, timings)
-        progress("embed", 0, len(todo))
+        got = Collector(writer, listing, timings, mirrored_only)
+        stage = "mirror" if mirrored_only else "embed"
+        progress(stage, 0, len(todo))
         start = time.perf_counter()
         try:
-            batches = embedded_batches(ray, todo, extractor, batch_size, actors, gpus)
+            batches = embedded_batches(ray, todo, extractor, batch_size, actors, gpus, mirrored_only)
             for batch in batches:
                 got.take(batch)
-                progress("embed", len(got.seen), len(todo))
+                progress(stage, len(got.seen), len(todo))
         except ray.exceptions.RayError as e:
             raise FeatxError(f"the Ray run stopped: {_reason(e)}; the vectors committed so far "
                              f"are kept, run the same command to resume") from None
-        timings["load_model"] = max(got.load, default=0.0)  # the actors build in parallel
-        timings["embed_wall"] = time.perf_counter() - start - timings["load_model"]
+        load = max(got.load, default=0.0)  # the actors build in parallel
+        timings["load_model"] = timings.get("load_model", 0.0) + load
+        timings["embed_wall"] = (timings.get("embed_wall", 0.0) + time.perf_counter() - start
+                                 - load)
     missing = len({h for h, _ in todo} - got.seen)
     if missing:
         raise FeatxError(f"Ray returned {len(todo) - missing} of {len(todo)} images; the vectors "
@@ -266,8 +290,9 @@ def embed(todo: list[reader.Item], listing, extractor, writer, batch_size: int,
 class Collector:
     """The driver's end of the stream: new rows to the writer; what came back, and from whom."""
 
-    def __init__(self, writer, listing, timings: dict[str, float]) -> None:
+    def __init__(self, writer, listing, timings: dict[str, float], mirrored_only: bool) -> None:
         self.writer, self.listing, self.timings = writer, listing, timings
+        self.mirrored_only = mirrored_only
         self.seen: set[str] = set()  # content hashes back, vectors or failures
         self.workers: dict[str, int] = {}  # actor -> images embedded
         self.load: list[float] = []  # model build seconds, per actor
@@ -276,9 +301,12 @@ class Collector:
         new = np.array([h not in self.seen for h in b["hash"]], dtype=bool)  # not a retry's repeat
         ok, failed = new & (b["err"] == ""), new & (b["err"] != "")
         hashes = b["hash"][ok].tolist()
-        self.writer.add(hashes, b["vec"][ok] if hashes else None,
-                        list(zip(b["hash"][failed].tolist(), b["err"][failed].tolist())),
-                        self.listing)
+        failures = list(zip(b["hash"][failed].tolist(), b["err"][failed].tolist()))
+        if self.mirrored_only:
+            self.writer.add_flipped(hashes, b["vec"][ok], failures, self.listing)
+        else:
+            self.writer.add(hashes, b["vec"][ok] if hashes else None, failures, self.listing,
+                            b["flip"][ok] if "flip" in b and hashes else None)
         self.seen.update(b["hash"][new].tolist())
         self.timings["decode"] += float(b["decode_s"].sum())
         for stage in ("model", "wait"):

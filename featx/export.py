@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from featx.errors import FeatxError
+from featx.files import atomic_path, check_output
 from featx import store as st
 
 FORMATS = ("npz", "csv")
@@ -29,22 +30,29 @@ def export(store: str | os.PathLike, out: str | os.PathLike | None = None,
     out = Path(out) if out else store.with_suffix(f".{fmt}")
     if out.resolve() == store.resolve():
         raise FeatxError(f"refusing to overwrite the store itself: {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output(out, "the export")
+    meta = st.read_meta(store)
+    with atomic_path(out, "the export", needed=st.estimate_bytes(meta["n"], meta["dim"])) as tmp:
+        _write(store, tmp, fmt, chunk_rows)
+    return out
+
+
+def _write(store: Path, tmp: Path, fmt: str, chunk_rows: int) -> None:
     if fmt == "npz":
         feats = st.load_features(store)
-        np.savez(out, features=feats.features, labels=feats.labels.astype(np.int32),
-                 paths=np.array(feats.paths, dtype=str), hashes=np.array(feats.hashes, dtype=str),
-                 class_names=np.array(feats.class_names, dtype=str))
-        return out
+        with open(tmp, "wb") as fh:  # a file object: np.savez adds no suffix
+            np.savez(fh, features=feats.features, labels=feats.labels.astype(np.int32),
+                     paths=np.array(feats.paths, dtype=str), hashes=np.array(feats.hashes, dtype=str),
+                     class_names=np.array(feats.class_names, dtype=str))
+        return
     with st.open_store(store) as f:
         paths, hashes = st.strings(f["paths"]), st.strings(f["hashes"])
         class_names = st.strings(f["class_names"])
         dim = int(f["features"].shape[1])
-    with open(out, "w", newline="") as fh:
+    with open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "label", "class", "hash", *(f"f{j}" for j in range(dim))])
         for rows, block, labels in st.iter_chunks(store, chunk_rows):
             for i, vec, label in zip(range(rows.start, rows.stop), block, labels):
                 w.writerow([paths[i], int(label), class_names[label], hashes[i],
                             *(f"{v:.9g}" for v in vec)])
-    return out

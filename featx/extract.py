@@ -26,24 +26,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from featx import reader
+from featx.backbones import check_precision, get_backbone
+from featx.discover import discover
 from featx.embed import Extractor, ExtractorSettings
 from featx.errors import FeatxError
+from featx.files import check_output, free_bytes, human_bytes
+from featx.store import estimate_bytes
 from featx.writer import StoreWriter
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM turned into it) during ``extract``: what was kept, and where."""
+
+    def __init__(self, out: Path, n_kept: int, n_new: int) -> None:
+        super().__init__(f"interrupted: {n_kept} vectors kept in {out}")
+        self.out, self.n_kept, self.n_new = out, n_kept, n_new
+
+
 @dataclass
 class ExtractReport:
     out: Path
-    n_images: int  # rows in the store
-    n_embedded: int  # run through the model in this run
-    n_reused: int  # taken from the store or an interrupted run's parts
+    n_images: int  # rows in the store: n_embedded + n_reused + n_duplicates
+    n_embedded: int  # distinct contents run through the model in this run
+    n_reused: int  # rows whose content was stored before (the store, an interrupted run's parts)
     skipped: list[tuple[str, str]]  # (path, reason)
     dim: int
     wrote: bool  # False when the store was already complete
     timings: dict[str, float] = field(default_factory=dict)
+    n_mirrored: int = 0  # stored images whose mirror image was embedded now (a store gaining flips)
+    n_duplicates: int = 0  # rows whose content an earlier row has (no vector of their own)
+    n_removed: int = 0  # rows of the previous store whose file is gone
     engine: str = "local"
     workers: dict[str, int] = field(default_factory=dict)  # Ray: images embedded per actor
 
@@ -54,11 +71,22 @@ class ExtractReport:
 
 
 def default_output(data_dir: Path, settings: ExtractorSettings, folder: Path = Path("features")) -> Path:
-    """features/<dataset>_<model>_<layer>[_<pooling>].h5: one file per (data set, model, layer)."""
+    """features/<dataset>_<model>_<layer>[_<pooling>][_<size>][_flip][_mixed_<precision>][_float16].h5:
+    one file per data set and settings (the parts at their defaults are left out; a 16-bit
+    compute precision is named by its Keras policy, apart from a float16 store)."""
     s = settings.normalized()
+    backbone = get_backbone(s.model)
     name = f"{data_dir.resolve().name}_{s.model}_{s.layer}"
-    if s.pooling != "none" or s.layer.startswith("block") or s.layer.endswith(("out", "relu")):
+    if s.layer in backbone.maps:
         name += f"_{s.pooling}"
+    if s.input_size != backbone.input_size:
+        name += f"_{s.input_size}"
+    if s.augment != "none":
+        name += f"_{s.augment}"
+    if s.precision != "float32":
+        name += f"_{check_precision(s.precision)}"  # mixed_bfloat16, mixed_float16
+    if s.store_dtype != "float32":
+        name += f"_{s.store_dtype}"
     return folder / f"{name}.h5"
 
 
@@ -70,12 +98,18 @@ def extract(
     workers: int = 2,
     commit_every: int = 256,
     on_progress: Progress | None = None,
+    strict: bool = False,
+    on_warning: Callable[[str], None] | None = None,
     engine: str = "local",
     address: str | None = None,
     num_workers: int | None = None,
     gpus_per_worker: float | None = None,
 ) -> ExtractReport:
     """Embed every image under ``data_dir`` into the store ``out``, resuming where it stands.
+
+    Before any work the store's final size is estimated against the free space: too little is a
+    warning (``on_warning``), or with ``strict`` a FeatxError. Ctrl-C raises :class:`Interrupted`,
+    which says how many vectors were kept (committed vectors always are).
 
     ``engine="ray"`` decodes and embeds on Ray (the cluster at ``address``, else a local instance)
     with ``num_workers`` model actors of ``gpus_per_worker`` GPUs each (default: one per GPU).
@@ -88,21 +122,37 @@ def extract(
     progress = on_progress or (lambda stage, done, total: None)
     extractor = Extractor(settings)
     t_start = time.perf_counter()
-    scan = reader.scan(data_dir, workers, progress)
+    dataset = discover(data_dir)
+    out = Path(out) if out else default_output(dataset.root, extractor.settings)
+    check_output(out, "the feature store")
+    check_space(out, len(dataset.paths), extractor, strict, on_warning)
+    _hint_size(dataset, extractor, on_warning)
+    scan = reader.scan(dataset, workers, progress)
     timings = {"hash": time.perf_counter() - t_start, "decode": 0.0, "wait": 0.0, "model": 0.0}
-    out = Path(out) if out else default_output(scan.root, extractor.settings)
-    _check_writable(out)
     with StoreWriter(out, extractor.meta, commit_every) as writer:
+        before = _stored_paths(out)
         todo = scan.new_content(writer, writer.failed)
+        todo_mirrored = [item for item in scan.content() if writer.needs_flipped(item[0])]
         pool: dict[str, int] = {}
-        if todo and engine == "ray":
-            from featx import engine_ray
+        try:
+            if (todo or todo_mirrored) and engine == "local":
+                t0 = time.perf_counter()
+                extractor.warm_up(batch_size)  # builds the model; timings then measure steady state
+                timings["load_model"] = time.perf_counter() - t0
+            for items, mirrored_only in ((todo, False), (todo_mirrored, True)):
+                if items and engine == "ray":
+                    from featx import engine_ray
 
-            pool = engine_ray.embed(todo, scan, extractor, writer, batch_size, timings, progress,
-                                    address, num_workers, gpus_per_worker)
-        elif todo:
-            _embed(todo, scan, extractor, writer, batch_size, workers, timings, progress)
-        wrote = writer.finish(scan)
+                    pool.update(engine_ray.embed(items, scan, extractor, writer, batch_size,
+                                                 timings, progress, address, num_workers,
+                                                 gpus_per_worker, mirrored_only))
+                elif items:
+                    _embed(items, scan, extractor, writer, batch_size, workers, timings, progress,
+                           mirrored_only)
+            wrote = writer.finish(scan)
+        except KeyboardInterrupt:
+            kept = writer.kept()
+            raise Interrupted(out, kept, max(0, kept - writer.n_at_open)) from None
         rows = scan.rows(writer)
         timings["write"] = writer.seconds
         n_failed = sum(1 for h, _ in todo if h in writer.failed)
@@ -110,10 +160,22 @@ def extract(
         dim = writer.dim or 0
     timings["total"] = time.perf_counter() - t_start
     n_embedded = len(todo) - n_failed
+    n_duplicates = len(rows.hashes) - len(set(rows.hashes))
     return ExtractReport(out=out, n_images=len(rows.paths), n_embedded=n_embedded,
-                         n_reused=len(rows.paths) - n_embedded, skipped=skipped, dim=dim,
-                         wrote=wrote, timings={k: round(v, 3) for k, v in timings.items()},
-                         engine=engine, workers=pool)
+                         n_reused=len(rows.paths) - n_embedded - n_duplicates, skipped=skipped,
+                         dim=dim, wrote=wrote, timings={k: round(v, 3) for k, v in timings.items()},
+                         n_mirrored=len(todo_mirrored), n_duplicates=n_duplicates,
+                         n_removed=len(before - set(rows.paths)), engine=engine, workers=pool)
+
+
+def _stored_paths(out: Path) -> set[str]:
+    """The rows (paths) the store holds before this run; none when it is new."""
+    if not out.exists():
+        return set()
+    from featx.store import open_store, read_rows
+
+    with open_store(out) as f:
+        return set(read_rows(f).paths)
 
 
 def _check_engine(engine: str, address: str | None, num_workers: int | None,
@@ -136,15 +198,16 @@ def _check_engine(engine: str, address: str | None, num_workers: int | None,
 
 
 def _embed(todo: list[reader.Item], scan: reader.Scan, extractor: Extractor, writer: StoreWriter,
-           batch_size: int, workers: int, timings: dict[str, float], progress: Progress) -> None:
-    """Decode (threads) -> model (this thread) -> writer, timing each stage."""
-    t0 = time.perf_counter()
-    extractor.warm_up(batch_size)  # builds the model; timings then measure the steady state
-    timings["load_model"] = time.perf_counter() - t0
+           batch_size: int, workers: int, timings: dict[str, float], progress: Progress,
+           mirrored_only: bool = False) -> None:
+    """Decode (threads) -> model (this thread) -> writer, timing each stage. ``mirrored_only``:
+    embed the mirror images of content the store has (it gains flips)."""
+    stage = "mirror" if mirrored_only else "embed"
     done, start = 0, time.perf_counter()
-    progress("embed", 0, len(todo))
-    batches = reader.decoded_batches(todo, extractor.decode_settings, batch_size, workers,
-                                     prepare=extractor.preprocess)
+    progress(stage, 0, len(todo))
+    prepare = ((lambda x: extractor.preprocess(x[:, :, ::-1])) if mirrored_only
+               else extractor.preprocess)
+    batches = reader.decoded_batches(todo, extractor.decode_settings, batch_size, workers, prepare)
     while True:
         t_wait = time.perf_counter()
         batch = next(batches, None)
@@ -153,20 +216,47 @@ def _embed(todo: list[reader.Item], scan: reader.Scan, extractor: Extractor, wri
             break
         timings["decode"] += batch.seconds
         t_model = time.perf_counter()
-        vectors = extractor.embed_preprocessed(batch.pixels, batch_size) if batch.hashes else None
-        timings["model"] += time.perf_counter() - t_model
-        writer.add(batch.hashes, vectors, batch.failures, scan)
+        if mirrored_only:
+            vectors = extractor.embed_preprocessed(batch.pixels, batch_size) if batch.hashes else None
+            timings["model"] += time.perf_counter() - t_model
+            writer.add_flipped(batch.hashes, vectors, batch.failures, scan)
+        else:
+            vectors, flipped = (extractor.embed_batch(batch.pixels, batch_size) if batch.hashes
+                                else (None, None))
+            timings["model"] += time.perf_counter() - t_model
+            writer.add(batch.hashes, vectors, batch.failures, scan, flipped)
         done += len(batch)
-        progress("embed", done, len(todo))
-    timings["embed_wall"] = time.perf_counter() - start
+        progress(stage, done, len(todo))
+    timings["embed_wall"] = timings.get("embed_wall", 0.0) + time.perf_counter() - start
 
 
-def _check_writable(out: Path) -> None:
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise FeatxError(f"cannot create the output folder {out.parent}: {e.strerror or e}") from None
-    if out.exists() and out.is_dir():
-        raise FeatxError(f"output is a folder, expected a .h5 file path: {out}")
-    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise FeatxError(f"cannot write to {out}: permission denied")
+def _hint_size(dataset, extractor: Extractor, on_warning: Callable[[str], None] | None) -> None:
+    """Say so when the photos are much larger than the input: a larger input keeps detail."""
+    s = extractor.settings
+    size = reader.typical_size([dataset.root / p for p in dataset.paths])
+    if on_warning and size and min(size) >= 1.5 * s.input_size and s.layer in extractor.backbone.maps:
+        on_warning(f"the photos are about {size[0]}x{size[1]} pixels and are resized to "
+                   f"{s.input_size}x{s.input_size}; a larger `input_size` (e.g. 352) keeps more "
+                   f"detail (see the README: input size and flips)")
+
+
+def check_space(out: Path, n_files: int, extractor: Extractor, strict: bool = False,
+                on_warning: Callable[[str], None] | None = None) -> int:
+    """Compare the free space with what the run needs at most: the final store, written next to
+    the old one, plus the part files of new vectors. Returns the bytes needed."""
+    s, dim = extractor.settings, extractor.expected_dim
+    copies = 2 if s.augment == "flip" else 1
+    final = estimate_bytes(n_files, dim, np.dtype(s.store_dtype).itemsize, copies)
+    stored = out.stat().st_size if out.is_file() else 0
+    needed = final + max(0, final - stored)  # new store + parts of the new vectors, at most
+    free = free_bytes(out)
+    if needed > free:
+        message = (f"{out} needs about {human_bytes(needed)} of free space while it is written "
+                   f"({n_files} images x {dim} dims, and the store is rewritten next to the old "
+                   f"one at the end); {human_bytes(free)} are free")
+        if strict:
+            raise FeatxError(message)
+        if on_warning:
+            on_warning(message + "; continuing (a full disk stops the run cleanly and keeps what "
+                       "was committed)")
+    return needed

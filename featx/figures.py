@@ -9,6 +9,8 @@ needed.
 
 from __future__ import annotations
 
+import base64
+import html
 import os
 import textwrap
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from featx.files import atomic_path, write_error
 from featx.thumbs import resolve, short, thumbnail
 
 LABELS = {"cnn": "scratch CNN", "softmax": "softmax head", "logreg": "logistic regression",
@@ -35,11 +38,16 @@ def pyplot():
 
 
 def save(fig, out: str | os.PathLike, dpi: int | None = 110) -> Path:
-    """Write a figure as PNG (folders created) and close it."""
+    """Write a figure as PNG, atomically (folders created), and close it."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    pyplot().close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out, "the figure") as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    except OSError as e:
+        raise write_error(e, out, "the figure") from None
+    finally:
+        pyplot().close(fig)
     return out
 
 
@@ -50,7 +58,7 @@ def plot_curves(entries: list, out: str | os.PathLike, title: str):
     """Validation loss and accuracy per epoch (training dotted) of every entry with a history.
 
     An entry is a model with ``name``, ``label``, ``kind``, ``clf`` and ``history`` (a
-    :class:`featx.report.Entry`).
+    :class:`featx.report.Entry`); at least one must have a history (:func:`with_history`).
 
     Returns ``(path, curves)``: ``curves[name][key]`` is the series as drawn (read back from the
     figure's lines), so a test can compare the figure with the stored histories.
@@ -58,8 +66,7 @@ def plot_curves(entries: list, out: str | os.PathLike, title: str):
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
-    with_history = [e for e in entries if e.history and e.history.get("val_loss")]
-    order = sorted(with_history, key=lambda e: (e.kind != "cnn", e.clf != "softmax", e.name))
+    order = sorted(with_history(entries), key=lambda e: (e.kind != "cnn", e.clf != "softmax", e.name))
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
     curves: dict[str, dict[str, list[float]]] = {}
     palette = iter(["tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive", "tab:cyan"])
@@ -85,17 +92,17 @@ def plot_curves(entries: list, out: str | os.PathLike, title: str):
         ax.grid(alpha=0.3)
     ax_loss.set_title("Validation loss (lower is better)")
     ax_acc.set_title("Validation accuracy (higher is better)")
-    if order:
-        handles, labels = ax_loss.get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(2, len(labels)),
-                   fontsize=9, frameon=False)
-    else:
-        for ax in (ax_loss, ax_acc):
-            ax.text(0.5, 0.5, "no model with a per-epoch history", ha="center",
-                    transform=ax.transAxes)
+    handles, labels = ax_loss.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(2, len(labels)),
+               fontsize=9, frameon=False)
     fig.suptitle(title, fontsize=12)
     path = save(fig, out)
     return path, curves
+
+
+def with_history(entries: list) -> list:
+    """The entries that have a per-epoch validation history to draw."""
+    return [e for e in entries if e.history and e.history.get("val_loss")]
 
 
 def plot_confusion(cm: np.ndarray, class_names: list[str], out: str | os.PathLike, title: str):
@@ -121,7 +128,8 @@ def plot_confusion(cm: np.ndarray, class_names: list[str], out: str | os.PathLik
 
 
 def plot_sweep(rows: list[dict[str, Any]], out: str | os.PathLike, title: str):
-    """Validation accuracy of every sweep point, best first (the selected point highlighted)."""
+    """Validation accuracy of every sweep point as a dot, best first (the selected point in
+    orange). Dots, not bars: the axis spans the values, and a bar's length would mislead."""
     from featx.sweep import point_label
 
     plt = pyplot()
@@ -132,19 +140,20 @@ def plot_sweep(rows: list[dict[str, Any]], out: str | os.PathLike, title: str):
     if ok:
         vals = np.array([r["val_accuracy"] for r in ok])
         y = np.arange(len(ok))
-        colours = ["tab:orange" if i == 0 else "tab:blue" for i in range(len(ok))]
-        ax.barh(y, vals, color=colours)
+        ax.plot(vals[1:], y[1:], "o", color="tab:blue")
+        ax.plot(vals[:1], y[:1], "o", color="tab:orange", markersize=9, label="selected")
         ax.set_yticks(y, [point_label(r) for r in ok], fontsize=8)
         ax.invert_yaxis()
-        lo = max(0.0, float(vals.min()) - 0.05)
-        ax.set_xlim(lo, 1.0 + (1.0 - lo) * 0.08)
+        lo, hi = float(vals.min()), float(vals.max())
+        pad = max(0.01, 0.08 * (hi - lo))
+        ax.set_xlim(max(0.0, lo - pad), min(1.0, hi + pad) + 3 * pad)  # room for the labels
         for yi, v in zip(y, vals):
-            ax.text(v, yi, f" {v:.3f}", va="center", fontsize=8)
+            ax.text(v, yi, f"  {v:.3f}", va="center", fontsize=8)
     else:
         ax.text(0.5, 0.5, "no finished sweep point", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("validation accuracy")
+    ax.set_xlabel("validation accuracy (dots; the axis spans the values, it does not start at 0)")
     ax.set_title(title, fontsize=11)
-    ax.grid(axis="x", alpha=0.3)
+    ax.grid(alpha=0.3)
     return save(fig, out)
 
 
@@ -184,8 +193,11 @@ def draw_scatter(m, out: str | os.PathLike, title: str) -> Path:
 
 
 def draw_mosaic(m, out: str | os.PathLike, title: str, canvas: int = 2400,
-                thumb: int | None = None) -> Path:
-    """The "image t-SNE": each image's thumbnail at its 2-D position, framed in its class colour."""
+                thumb: int | None = None, progress=None) -> Path:
+    """The "image t-SNE": each image's thumbnail at its 2-D position, framed in its class colour.
+
+    ``progress(stage, done, total)`` is called as thumbnails are read (stage ``"mosaic"``).
+    """
     from matplotlib.patches import Patch
     from PIL import Image, ImageOps
 
@@ -201,9 +213,11 @@ def draw_mosaic(m, out: str | os.PathLike, title: str, canvas: int = 2400,
     room = canvas - thumb - 2 * border
     xy = ((m.coords - lo) / span * room).astype(int)
     xy[:, 1] = room - xy[:, 1]  # image rows grow downwards
-    for (x, y), path, c in zip(xy, m.paths, m.labels):
+    for i, ((x, y), path, c) in enumerate(zip(xy, m.paths, m.labels)):
         im = ImageOps.fit(thumbnail(resolve(path, m.data_dir), thumb * 2), (thumb, thumb))
         board.paste(ImageOps.expand(im, border=border, fill=colors[int(c)]), (int(x), int(y)))
+        if progress:
+            progress("mosaic", i + 1, len(xy))
     fig = plt.figure(figsize=(12, 12.6), dpi=200)
     ax = fig.add_axes((0.01, 0.01, 0.98, 0.93))
     ax.imshow(np.asarray(board))
@@ -230,30 +244,47 @@ class Cell:
 
 def draw_sheet(rows: list[list[Cell]], out: str | os.PathLike, title: str,
                thumb: int = 160) -> Path:
-    """Draw rows of captioned thumbnails (rows may differ in length) to a PNG at ``out``."""
+    """Draw rows of captioned thumbnails (rows may differ in length) to a PNG at ``out``.
+
+    Cells sit on a fixed grid placed by hand (no layout engine: with one for 50 cells, laying out
+    took most of the drawing time)."""
     plt = pyplot()
     n_cols = max((len(r) for r in rows), default=1)
     n_rows = max(len(rows), 1)
-    cell_in = 1.9
+    cell_in, cap_in, pad = 1.9, 0.4, 0.06  # image box, two caption lines above it, margin
     width = max(cell_in * n_cols, 6.0)
     title = textwrap.fill(title, width=int(width * 12))  # ~12 characters per inch at 10 pt
     head = 0.3 + 0.2 * title.count("\n")
-    row_in = cell_in + 0.4  # room for two caption lines above each image
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, row_in * n_rows + head),
-                             squeeze=False, layout="constrained")
-    for i in range(n_rows):
-        for j in range(n_cols):
-            ax = axes[i][j]
+    row_in = cell_in + cap_in
+    height = row_in * n_rows + head
+    fig = plt.figure(figsize=(width, height))
+    x0 = (width - cell_in * n_cols) / 2
+    for i, row in enumerate(rows):
+        bottom = height - head - (i + 1) * row_in + pad
+        for j, cell in enumerate(row):
+            left = x0 + j * cell_in + pad
+            side = cell_in - 2 * pad
+            ax = fig.add_axes((left / width, bottom / height, side / width, side / height))
             ax.axis("off")
-            if i < len(rows) and j < len(rows[i]):
-                cell = rows[i][j]
-                img = thumbnail(cell.path, thumb) if cell.path else None
-                if img is not None:
-                    ax.imshow(np.asarray(img))
-                ax.set_title(cell.caption, fontsize=7, color="crimson" if cell.alert else "black",
-                             wrap=True)
-    fig.suptitle(title, fontsize=10)
+            img = thumbnail(cell.path, thumb) if cell.path else None
+            if img is not None:
+                ax.imshow(np.asarray(img))
+            fig.text((left + side / 2) / width, (bottom + side + 0.04) / height, cell.caption,
+                     ha="center", va="bottom", fontsize=7,
+                     color="crimson" if cell.alert else "black")
+    fig.text(0.5, 1 - 0.08 / height, title, ha="center", va="top", fontsize=10)
     return save(fig, out, dpi=100)
+
+
+def draw_cells(cells: list[Cell], out: str | os.PathLike, title: str, cols: int = 6) -> Path:
+    """Draw a flat list of cells, ``cols`` to a row (see :func:`draw_sheet`)."""
+    return draw_sheet([cells[i:i + cols] for i in range(0, len(cells), cols)], out, title)
+
+
+def inline_png(path: str | os.PathLike, alt: str) -> str:
+    """An HTML ``<img>`` holding the PNG at ``path`` (a data URI: the page needs no other file)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def draw_pairs(report, out: str | os.PathLike, limit: int = 20, pairs_per_row: int = 3) -> Path:
@@ -266,12 +297,10 @@ def draw_pairs(report, out: str | os.PathLike, limit: int = 20, pairs_per_row: i
             cells.append(Cell(resolve(report.paths[i], report.data_dir),
                               f"{head}\n{report.labels[i]}: {short(report.paths[i], 22)}",
                               p.cross_label))
-    step = 2 * pairs_per_row
-    rows = [cells[i:i + step] for i in range(0, len(cells), step)]
     n_cross = sum(p.cross_label for p in report.pairs)
     title = (f"{len(report.pairs)} duplicate pairs (cosine >= {report.threshold}), "
              f"{n_cross} across labels (red captions); first {min(limit, len(report.pairs))} shown")
-    return draw_sheet(rows, out, title)
+    return draw_cells(cells, out, title, 2 * pairs_per_row)
 
 
 def draw_neighbors(results, data_dir: str | None, out: str | os.PathLike, store_name: str) -> Path:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from featx.bundle import save_bundle
+from featx.bundle import check_bundle_output, save_bundle
 from featx.errors import FeatxError
 from featx.heads import Head, make_head
 from featx.metrics import classification_metrics
@@ -30,6 +30,7 @@ class Split:
     rows: dict[str, np.ndarray]
     fractions: tuple[float, float, float]
     seed: int
+    excluded: dict[str, Any] | None = None  # what ``exclude`` dropped (featx.audit.exclude_rows)
 
     def X(self, part: str) -> np.ndarray:
         return self.feats.features[self.rows[part]]
@@ -42,19 +43,29 @@ class Split:
 
     @property
     def info(self) -> dict[str, Any]:
-        return describe_split(self.rows, self.fractions, self.seed)
+        info = describe_split(self.rows, self.fractions, self.seed)
+        return {**info, "excluded": self.excluded} if self.excluded else info
 
 
 def load_split(store: str | os.PathLike, fractions=DEFAULT_FRACTIONS, seed: int = 0,
-               need_val: bool = False) -> Split:
-    """Load a store and split it; FeatxError when it cannot train a classifier."""
+               need_val: bool = False, exclude=None, exclude_from_test: bool = False) -> Split:
+    """Load a store and split it; FeatxError when it cannot train a classifier.
+
+    ``exclude``: a file of paths (``suspects.csv`` of ``featx audit``) or the paths, dropped from
+    the training part after the split is derived (so the other parts do not change), and from
+    the validation and test parts too with ``exclude_from_test``."""
     feats = load_features(store)
     classes = np.unique(feats.labels)
     if len(feats.class_names) < 2 or len(classes) < 2:
         name = feats.class_names[0] if feats.class_names else "none"
         raise FeatxError(f"{store} holds one class ({name}); a classifier needs at least two")
     rows = split_indices(feats.hashes, feats.labels, fractions, seed)
-    split = Split(feats, rows, tuple(fractions), seed)
+    excluded = None
+    if exclude is not None:
+        from featx.audit import exclude_rows
+
+        rows, excluded = exclude_rows(feats, rows, exclude, exclude_from_test)
+    split = Split(feats, rows, tuple(fractions), seed, excluded)
     if len(np.unique(split.y("train"))) < 2:
         raise FeatxError(f"the training part of {store} has fewer than two classes "
                          f"({split.n('train')} rows); add images or change --split")
@@ -115,11 +126,15 @@ def fit_split(split: Split, clf: str = "logreg", **params: Any) -> tuple[Head, f
 
 def fit_store(store: str | os.PathLike, clf: str = "logreg", fractions=DEFAULT_FRACTIONS,
               split_seed: int = 0, split: Split | None = None, out: str | os.PathLike | None = None,
-              **params: Any) -> FitResult:
+              exclude=None, exclude_from_test: bool = False, **params: Any) -> FitResult:
     """Fit ``clf`` on a store's train part and evaluate it on the validation and test parts;
-    with ``out``, save it there as a bundle (see :func:`featx.bundle.save_bundle`)."""
+    with ``out``, save it there as a bundle (see :func:`featx.bundle.save_bundle`); ``exclude``:
+    see :func:`load_split`."""
     make_head(clf, **params)  # validate the name and parameters before loading any data
-    split = split or load_split(store, fractions, split_seed)
+    if out is not None:
+        check_bundle_output(out)
+    split = split or load_split(store, fractions, split_seed, exclude=exclude,
+                                exclude_from_test=exclude_from_test)
     head, seconds = fit_split(split, clf, **params)
     n_classes = len(split.feats.class_names)
     extra = {"best_epoch": head.best_epoch,

@@ -12,15 +12,18 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from featx.errors import FeatxError
+from featx.files import atomic_path, check_output
 from featx.neighbors import normalize
 from featx.store import load_features
 
 DEFAULT_MAX_POINTS = 5000
 METHODS = ("tsne", "pca")
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @dataclass
@@ -41,8 +44,11 @@ class Map2D:
 
 
 def make_map(store: str | os.PathLike, method: str = "tsne", max_points: int = DEFAULT_MAX_POINTS,
-             perplexity: float = 30.0, seed: int = 0) -> Map2D:
-    """2-D coordinates for (a sample of at most ``max_points`` of) a store's images."""
+             perplexity: float = 30.0, seed: int = 0, progress: Progress | None = None) -> Map2D:
+    """2-D coordinates for (a sample of at most ``max_points`` of) a store's images.
+
+    ``progress(stage, done, total)`` is told when PCA and t-SNE start and end.
+    """
     if method not in METHODS:
         raise FeatxError(f"unknown `method` {method!r}; choose tsne or pca")
     if max_points < 3:
@@ -53,19 +59,22 @@ def make_map(store: str | os.PathLike, method: str = "tsne", max_points: int = D
     rows = np.arange(feats.n)
     if feats.n > max_points:
         rows = np.sort(np.random.default_rng(seed).choice(feats.n, max_points, replace=False))
-    coords = embed_2d(feats.features[rows], method, perplexity, seed)
+    coords = embed_2d(feats.features[rows], method, perplexity, seed, progress)
     return Map2D(rows, coords, [feats.paths[i] for i in rows], feats.labels[rows],
                  feats.class_names, feats.n, method, feats.meta.get("data_dir"))
 
 
 def embed_2d(x: np.ndarray, method: str = "tsne", perplexity: float = 30.0,
-             seed: int = 0) -> np.ndarray:
+             seed: int = 0, progress: Progress | None = None) -> np.ndarray:
     """(n, D) vectors -> (n, 2): PCA to <= 50 dims, then t-SNE (or the first 2 PCs)."""
     from sklearn.decomposition import PCA
 
+    progress = progress or (lambda stage, done, total: None)
     x = normalize(x)
     n_pcs = 2 if method == "pca" else min(50, x.shape[0] - 1, x.shape[1])
+    progress("PCA", 0, 1)
     reduced = PCA(n_components=n_pcs, random_state=seed).fit_transform(x)
+    progress("PCA", 1, 1)
     if method == "pca":
         return reduced.astype(np.float32)
     from sklearn.manifold import TSNE
@@ -73,22 +82,31 @@ def embed_2d(x: np.ndarray, method: str = "tsne", perplexity: float = 30.0,
     perplexity = min(perplexity, (len(x) - 1) / 3)  # t-SNE needs perplexity < n
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
                 random_state=seed, n_jobs=2)
-    return tsne.fit_transform(reduced).astype(np.float32)
+    progress("t-SNE", 0, 1)
+    coords = tsne.fit_transform(reduced).astype(np.float32)
+    progress("t-SNE", 1, 1)
+    return coords
 
 
 def save_coords(m: Map2D, out: str | os.PathLike) -> Path:
     """Write the coordinates as CSV or JSON (chosen by the file's suffix)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_coords(out)
     records = m.records()
-    if out.suffix.lower() == ".json":
-        out.write_text(json.dumps({"method": m.method, "n_total": m.n_total, "points": records},
-                                  indent=1) + "\n")
-    elif out.suffix.lower() == ".csv":
-        with open(out, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["row", "path", "label", "x", "y"])
-            w.writeheader()
-            w.writerows(records)
-    else:
-        raise FeatxError(f"`coords` must end in .csv or .json, got {out.name}")
+    with atomic_path(out, "the coordinates") as tmp:
+        if out.suffix.lower() == ".json":
+            tmp.write_text(json.dumps({"method": m.method, "n_total": m.n_total, "points": records},
+                                      indent=1) + "\n")
+        else:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=["row", "path", "label", "x", "y"])
+                w.writeheader()
+                w.writerows(records)
     return out
+
+
+def check_coords(out: str | os.PathLike) -> Path:
+    """Before any work: a .csv or .json path that can be written."""
+    out = Path(out)
+    if out.suffix.lower() not in (".csv", ".json"):
+        raise FeatxError(f"`coords` must end in .csv or .json, got {out.name}")
+    return check_output(out, "the coordinates")

@@ -1,15 +1,18 @@
 """near_duplicates: exact duplicates (same content hash) and near-duplicates (cosine >= threshold).
 
 Pairs are found by a blocked all-pairs scan of the L2-normalised vectors (upper triangle only, so
-memory is bounded by ``block x N`` similarities), then joined into groups (connected components).
-Pairs and groups whose images carry different labels come first: they are likely label errors or
-leaks across classes.
+memory is bounded by ``block x N`` similarities). Groups are tight, not chains: every two members
+of a group are a pair (complete-linkage clustering, scipy, cut at the threshold, run within each
+connected component of the pairs), so A~B and B~C do not put A and C together unless A~C. Pairs and
+groups whose images carry different labels come first: they are likely label errors or leaks
+across classes.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -20,6 +23,8 @@ from featx.store import load_features
 DEFAULT_THRESHOLD = 0.95
 MAX_PAIRS = 200_000
 BLOCK_CELLS = 1 << 24  # similarities computed at a time (64 MB of float32)
+MAX_LINKED = 5000  # images linked by pairs into one component: complete linkage is quadratic in it
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @dataclass
@@ -36,7 +41,8 @@ class DuplicateReport:
     n: int
     threshold: float
     pairs: list[Pair]  # cross-label first, then by similarity, highest first
-    groups: list[list[int]]  # rows per group; groups with a cross-label pair first
+    groups: list[list[int]]  # rows per group, every two of them a pair; cross-label groups first
+    group_similarity: list[float]  # per group, the lowest similarity of two of its members
     paths: list[str]
     labels: list[str]  # class name per row
     data_dir: str | None
@@ -45,23 +51,27 @@ class DuplicateReport:
         def row(i: int) -> dict:
             return {"path": self.paths[i], "label": self.labels[i]}
 
-        cross_rows = {r for p in self.pairs if p.cross_label for r in (p.a, p.b)}
         return {
             "n": self.n, "threshold": self.threshold,
             "n_exact_pairs": sum(p.kind == "exact" for p in self.pairs),
             "n_near_pairs": sum(p.kind == "near" for p in self.pairs),
             "n_cross_label_pairs": sum(p.cross_label for p in self.pairs),
+            "grouping": "complete linkage: every two members of a group are a pair",
             "pairs": [{"a": row(p.a), "b": row(p.b), "similarity": p.similarity, "kind": p.kind,
                        "cross_label": p.cross_label} for p in self.pairs],
-            "groups": [{"cross_label": bool(cross_rows & set(g)),
+            "groups": [{"cross_label": len({self.labels[i] for i in g}) > 1,
                         "labels": sorted({self.labels[i] for i in g}),
-                        "members": [row(i) for i in g]} for g in self.groups],
+                        "min_similarity": s, "members": [row(i) for i in g]}
+                       for g, s in zip(self.groups, self.group_similarity)],
         }
 
 
 def find_duplicates(store: str | os.PathLike, threshold: float = DEFAULT_THRESHOLD,
-                    max_pairs: int = MAX_PAIRS) -> DuplicateReport:
-    """Exact and near-duplicate pairs of a store, grouped, cross-label ones first."""
+                    max_pairs: int = MAX_PAIRS, progress: Progress | None = None) -> DuplicateReport:
+    """Exact and near-duplicate pairs of a store, in tight groups, cross-label ones first.
+
+    ``progress(stage, done, total)`` follows the scan (stage ``"pairs"``, rows done).
+    """
     if not 0.0 < threshold <= 1.0:
         raise FeatxError(f"`threshold` must be in (0, 1], got {threshold}")
     feats = load_features(store)
@@ -71,33 +81,76 @@ def find_duplicates(store: str | os.PathLike, threshold: float = DEFAULT_THRESHO
         for i, a in enumerate(group):
             for b in group[i + 1:]:
                 pairs[(a, b)] = Pair(a, b, 1.0, "exact", bool(feats.labels[a] != feats.labels[b]))
-    for a, b, s in near_pairs(x, threshold, max_pairs):
+    for a, b, s in near_pairs(x, threshold, max_pairs, progress):
         if (a, b) not in pairs:
             pairs[(a, b)] = Pair(a, b, round(s, 6), "near", bool(feats.labels[a] != feats.labels[b]))
     ordered = sorted(pairs.values(), key=lambda p: (not p.cross_label, -p.similarity, p.a, p.b))
     names = [feats.class_names[i] for i in feats.labels]
-    return DuplicateReport(feats.n, threshold, ordered, _groups(ordered, feats.n), feats.paths,
-                           names, feats.meta.get("data_dir"))
+    groups = tight_groups(x, ordered, threshold)
+    groups.sort(key=lambda g: (len({names[i] for i in g[0]}) == 1, -g[1], g[0][0]))
+    return DuplicateReport(feats.n, threshold, ordered, [g for g, _ in groups],
+                           [s for _, s in groups], feats.paths, names, feats.meta.get("data_dir"))
 
 
-def near_pairs(x: np.ndarray, threshold: float,
-               max_pairs: int = MAX_PAIRS) -> list[tuple[int, int, float]]:
+def near_pairs(x: np.ndarray, threshold: float, max_pairs: int = MAX_PAIRS,
+               progress: Progress | None = None) -> list[tuple[int, int, float]]:
     """(a, b, similarity) with a < b for rows of unit vectors ``x`` whose dot product >= threshold."""
-    n = len(x)
-    block = max(1, min(n, BLOCK_CELLS // max(n, 1)))
+    return _scan(x, x, threshold, max_pairs, upper=True, progress=progress)
+
+
+def cross_pairs(x: np.ndarray, y: np.ndarray, threshold: float,
+                max_pairs: int = MAX_PAIRS) -> list[tuple[int, int, float]]:
+    """(i, j, similarity) for rows i of ``x`` and j of ``y`` (unit vectors) whose dot product
+    >= threshold: the pairs between two sets, e.g. the test and the training part."""
+    return _scan(x, y, threshold, max_pairs, upper=False)
+
+
+def _scan(x: np.ndarray, y: np.ndarray, threshold: float, max_pairs: int, upper: bool,
+          progress: Progress | None = None) -> list[tuple[int, int, float]]:
+    """Blocks of rows of ``x`` against ``y`` (only columns after the row when ``upper``);
+    ``progress("pairs", rows done, rows)`` after each block."""
+    n, m = len(x), len(y)
+    block = max(1, min(n, BLOCK_CELLS // max(m, 1)))
     found: list[tuple[int, int, float]] = []
     for start in range(0, n, block):
         stop = min(start + block, n)
-        sims = x[start:stop] @ x[start:].T  # upper triangle: columns from ``start`` on
+        first = start if upper else 0  # upper triangle: columns from ``start`` on
+        sims = x[start:stop] @ y[first:].T
         ii, jj = np.nonzero(sims >= threshold - 1e-6)
-        keep = jj > ii  # j is offset by ``start``; drop the diagonal and the lower triangle
-        for i, j in zip(ii[keep], jj[keep]):
-            found.append((start + int(i), start + int(j), min(float(sims[i, j]), 1.0)))
+        if upper:  # j is offset by ``start``; drop the diagonal and the lower triangle
+            keep = jj > ii
+            ii, jj = ii[keep], jj[keep]
+        for i, j in zip(ii, jj):
+            found.append((start + int(i), first + int(j), min(float(sims[i, j]), 1.0)))
         if len(found) > max_pairs:
             raise FeatxError(
                 f"more than {max_pairs:,} pairs have similarity >= {threshold}; "
                 f"raise `threshold` (near-duplicates are usually above 0.95)")
+        if progress:
+            progress("pairs", stop, n)
     return found
+
+
+def tight_groups(x: np.ndarray, pairs: list[Pair], threshold: float) -> list[tuple[list[int], float]]:
+    """(rows, lowest similarity within) of each group of two or more rows in which every two rows
+    have similarity >= ``threshold``: complete linkage on each connected component of ``pairs``."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist
+
+    groups = []
+    for rows in _components(pairs):
+        if len(rows) > MAX_LINKED:
+            raise FeatxError(f"{len(rows):,} images are linked by pairs with similarity >= "
+                             f"{threshold}: too many to group; raise `threshold`")
+        dist = np.clip(pdist(x[rows].astype(np.float64), "cosine"), 0.0, 2.0)
+        labels = fcluster(linkage(dist, method="complete"), t=1.0 - threshold + 1e-6,
+                          criterion="distance")
+        for k in np.unique(labels):
+            members = sorted(int(r) for r in np.asarray(rows)[labels == k])
+            if len(members) > 1:
+                worst = pdist(x[members].astype(np.float64), "cosine").max()
+                groups.append((members, round(min(1.0, 1.0 - float(worst)), 6)))
+    return groups
 
 
 def _hash_groups(hashes: np.ndarray) -> list[list[int]]:
@@ -107,11 +160,12 @@ def _hash_groups(hashes: np.ndarray) -> list[list[int]]:
     return [g for g in rows.values() if len(g) > 1]
 
 
-def _groups(pairs: list[Pair], n: int) -> list[list[int]]:
-    """Connected components of the pair graph, groups holding a cross-label pair first."""
-    parent = list(range(n))
+def _components(pairs: list[Pair]) -> list[list[int]]:
+    """Rows of each connected component of the pair graph (union-find), sorted."""
+    parent: dict[int, int] = {}
 
     def find(i: int) -> int:
+        parent.setdefault(i, i)
         while parent[i] != i:
             parent[i] = parent[parent[i]]
             i = parent[i]
@@ -120,14 +174,6 @@ def _groups(pairs: list[Pair], n: int) -> list[list[int]]:
     for p in pairs:
         parent[find(p.a)] = find(p.b)
     members: dict[int, list[int]] = {}
-    for p in pairs:
-        for r in (p.a, p.b):
-            root = find(r)
-            if r not in members.setdefault(root, []):
-                members[root].append(r)
-    cross = {find(p.a) for p in pairs if p.cross_label}
-    best = {}
-    for p in pairs:
-        best[find(p.a)] = max(best.get(find(p.a), 0.0), p.similarity)
-    roots = sorted(members, key=lambda r: (r not in cross, -best[r], min(members[r])))
-    return [sorted(members[r]) for r in roots]
+    for r in sorted(parent):
+        members.setdefault(find(r), []).append(r)
+    return list(members.values())

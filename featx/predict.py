@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -72,12 +72,16 @@ def top_k(proba: np.ndarray, class_names: list[str], k: int) -> list[tuple[str, 
 
 
 def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike], k: int = 3,
-            weights: str | None = None, batch_size: int = 32, extractor=None) -> PredictReport:
+            weights: str | None = None, batch_size: int = 32, extractor=None,
+            progress: Callable[[str, int, int], None] | None = None) -> PredictReport:
     """Predict every image in ``inputs`` (files and folders) with a bundle.
 
     ``weights`` overrides the weights path recorded in the bundle (its identity must still
-    match); ``extractor`` may pass a ready reader (``Bundle.reader()``) to reuse across calls.
+    match); ``extractor`` may pass a ready reader (``Bundle.reader()``) to reuse across calls;
+    ``progress(stage, done, total)`` is called after every batch (stage ``"predict"``).
     """
+    if batch_size < 1:
+        raise FeatxError(f"`batch_size` must be at least 1, got {batch_size}")
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     files, errors = expand_inputs(inputs)
     if not files and not errors:
@@ -86,8 +90,10 @@ def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike],
     if not files:
         return report
     extractor = extractor or b.reader(weights)  # image files -> what the model takes
-    for start in range(0, len(files), 256):  # bounded memory for big folders
-        chunk = files[start:start + 256]
+    for start in range(0, len(files), batch_size):  # a batch at a time: bounded memory
+        if progress:
+            progress("predict", start, len(files))
+        chunk = files[start:start + batch_size]
         vectors, ok, failures = extractor.embed_files(chunk, batch_size=batch_size)
         report.errors.extend(failures)
         if not ok:
@@ -99,4 +105,6 @@ def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike],
                 path=str(chunk[i]),
                 probabilities={c: round(float(v), 6) for c, v in zip(b.class_names, p)},
                 top_k=top_k(p, b.class_names, k)))
+    if progress:
+        progress("predict", len(files), len(files))
     return report

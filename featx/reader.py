@@ -52,15 +52,17 @@ class Scan:
     def file(self, i: int) -> Path:
         return self.dataset.root / self.dataset.paths[i]
 
+    def content(self) -> list[Item]:
+        """One (hash, file) per distinct readable content, in discovery order."""
+        first: dict[str, int] = {}
+        for i, h in enumerate(self.hashes):
+            if h is not None:
+                first.setdefault(h, i)
+        return [(h, self.file(i)) for h, i in first.items()]
+
     def new_content(self, known: Container[str], failed: Container[str] = ()) -> list[Item]:
         """One (hash, file) per distinct content neither ``known`` nor known to ``failed``."""
-        todo, seen = [], set()
-        for i, h in enumerate(self.hashes):
-            if h is None or h in known or h in failed or h in seen:
-                continue
-            seen.add(h)
-            todo.append((h, self.file(i)))
-        return todo
+        return [(h, f) for h, f in self.content() if h not in known and h not in failed]
 
     def rows(self, has: Container[str]) -> Rows:
         """Every file whose content ``has`` a vector, in discovery order: a store's rows."""
@@ -80,9 +82,10 @@ class Scan:
         return out
 
 
-def scan(data_dir: str | os.PathLike, workers: int = 2, progress: Progress | None = None) -> Scan:
-    """Discover the images under ``data_dir`` and hash every file (``workers`` threads)."""
-    dataset = discover(data_dir)
+def scan(data: str | os.PathLike | Dataset, workers: int = 2,
+         progress: Progress | None = None) -> Scan:
+    """Hash every image file of a data folder (discovered now, or already) in ``workers`` threads."""
+    dataset = data if isinstance(data, Dataset) else discover(data)
     files = [dataset.root / p for p in dataset.paths]
     hashes: list[str | None] = []
     failures: dict[int, str] = {}
@@ -158,6 +161,23 @@ def decode_failures(scan: Scan, workers: int = 2, progress: Progress | None = No
     return failed
 
 
+def typical_size(files: list[Path], k: int = 32) -> tuple[int, int] | None:
+    """The median (width, height) of up to ``k`` files spread over the list (headers only)."""
+    from PIL import Image
+
+    sizes = []
+    for path in files[::max(1, len(files) // k)][:k]:
+        try:
+            with Image.open(path) as im:
+                sizes.append(im.size)
+        except (OSError, ValueError, SyntaxError):
+            continue
+    if not sizes:
+        return None
+    w, h = np.median(np.array(sizes), axis=0)
+    return int(w), int(h)
+
+
 class PixelReader:
     """Image files -> decoded RGB pixels, behind the Extractor's ``embed_files`` interface: the
     "extractor" of models that take pixels (the scratch CNN of ``featx baseline``)."""
@@ -171,6 +191,7 @@ class PixelReader:
         return cls(DecodeSettings(size=int(model_input["input_size"]),
                                   resize=model_input.get("resize", "squash")))
 
-    def embed_files(self, paths, batch_size: int = 32):
-        """(pixels (N, size, size, 3) uint8, indices decoded, (path, reason) failures)."""
-        return decode_files(paths, self.decode_settings)
+    def embed_files(self, paths, batch_size: int = 32, flip: bool = False):
+        """(pixels (N, size, size, 3) uint8 (``flip``: mirrored), indices decoded, failures)."""
+        pixels, ok, failures = decode_files(paths, self.decode_settings)
+        return (pixels[:, :, ::-1] if flip else pixels), ok, failures

@@ -5,11 +5,12 @@ For one data set (its feature store) and the model bundles trained on it (``feat
 
 =====================  ============================================================================
 ``curves.png``         validation loss and accuracy per epoch: scratch CNN vs the softmax head(s)
-                       (training curves dotted), from the bundles' stored histories
+                       (training curves dotted), from the bundles' stored histories; only when
+                       a model has one
 ``confusion.png``      the confusion matrix of one classifier on the test part
 ``samples.png``        a grid of sample images, one row a class
 ``mistakes.png``       the test part's most confident wrong predictions, predicted and true label
-``sweep.png``          validation accuracy of every sweep point (when sweep results exist)
+``sweep.png``          validation accuracy of every sweep point, as dots (when sweep results exist)
 ``report.html``        one self-contained page (figures inlined) with the accuracy table
 ``report.md``          the same page in Markdown, linking the PNGs next to it
 ``report.json``        the table, the plotted curves and the chosen classifier's test metrics
@@ -23,10 +24,10 @@ The figures are drawn by :mod:`featx.figures`.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,9 @@ from typing import Any
 import numpy as np
 
 from featx.errors import FeatxError
-from featx.figures import LABELS, Cell, draw_sheet, plot_confusion, plot_curves, plot_sweep
+from featx.files import check_output, write_text
+from featx.figures import (LABELS, Cell, draw_sheet, inline_png, plot_confusion, plot_curves,
+                            plot_sweep, with_history)
 from featx.metrics import confusion_matrix
 from featx.thumbs import resolve, short
 
@@ -214,7 +217,7 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
 
     from featx.store import load_features, read_meta
 
-    store, out_dir = Path(store), Path(out_dir)
+    store, out_dir = Path(store), check_output(out_dir, "the report", folder=True)
     meta = read_meta(store)
     data_dir = meta.get("data_dir")
     entries = read_entries(bundles) if bundles else find_bundles(models, data_dir)
@@ -232,12 +235,15 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
         report.notes.append("the bundles were not all trained on the same split; compare with care")
     if not any(e.kind == "cnn" for e in entries):
         report.notes.append("no scratch-CNN bundle (featx baseline) for this data set")
-    out_dir.mkdir(parents=True, exist_ok=True)
 
-    path, report.curves = plot_curves(
-        entries, out_dir / "curves.png",
-        f"{dataset}: scratch CNN vs transfer learning, per epoch")
-    report.files["curves"] = str(path)
+    drawn = with_history(entries)
+    if drawn:
+        path, report.curves = plot_curves(entries, out_dir / "curves.png",
+                                          f"{dataset}: {_curves_title(drawn)}, per epoch")
+        report.files["curves"] = str(path)
+    else:
+        report.notes.append("no model has a per-epoch history (softmax head, baseline CNN): "
+                            "no learning curves")
 
     chosen = choose(entries, clf)
     pred = predictions_on_test(chosen, store)
@@ -297,6 +303,15 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
     return report
 
 
+def _curves_title(drawn: list[Entry]) -> str:
+    """What the curves compare: the scratch CNN against transfer learning, or what there is."""
+    cnn = any(e.kind == "cnn" for e in drawn)
+    heads = sorted({LABELS.get(e.clf, e.clf) for e in drawn if e.kind != "cnn"})
+    if cnn and heads:
+        return "scratch CNN vs transfer learning"
+    return "scratch CNN" if cnn else f"transfer learning ({', '.join(heads)})"
+
+
 # --- the page -----------------------------------------------------------------------------------
 
 CAPTIONS = {
@@ -323,6 +338,13 @@ def _table(report: Report) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+def _inline_html(markdown: str) -> str:
+    """The page's one line of Markdown as HTML: escaped, `code` and **bold** rendered."""
+    text = html.escape(markdown, quote=False)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+
+
 def _write_pages(report: Report, dataset: str, chosen: Entry) -> None:
     out = report.out_dir
     head, body = _table(report)
@@ -340,17 +362,15 @@ def _write_pages(report: Report, dataset: str, chosen: Entry) -> None:
         md += ["", f"> note: {note}"]
     for key, p in figures:
         md += ["", f"## {key}", "", CAPTIONS[key], "", f"![{key}]({p.name})"]
-    (out / "report.md").write_text("\n".join(md) + "\n")
+    write_text(out / "report.md", "\n".join(md) + "\n", "the report page")
     report.files["markdown"] = str(out / "report.md")
 
     e = html.escape
     rows = "\n".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body)
-    figs = "\n".join(
-        f'<h2>{e(key)}</h2><p>{e(CAPTIONS[key])}</p><img alt="{e(key)}" '
-        f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
-        for key, p in figures)
-    notes = "".join(f"<p class=note>note: {e(n)}</p>" for n in report.notes)
-    intro_html = e(intro).replace("**", "")
+    figs = "\n".join(f'<h2>{e(key)}</h2><p>{e(CAPTIONS[key])}</p>{inline_png(p, key)}'
+                     for key, p in figures)
+    notes = "".join(f"<p class=note>note: {_inline_html(n)}</p>" for n in report.notes)
+    intro_html = _inline_html(intro)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>featx report: {e(dataset)}</title>
 <style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}}
@@ -362,7 +382,7 @@ td:first-child,td:nth-child(2),th{{text-align:left}}img{{max-width:100%}}.note{{
 {figs}
 </body></html>
 """
-    (out / "report.html").write_text(page)
+    write_text(out / "report.html", page, "the report page")
     report.files["html"] = str(out / "report.html")
-    (out / "report.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    write_text(out / "report.json", json.dumps(report.as_dict(), indent=2) + "\n", "the report")
     report.files["json"] = str(out / "report.json")

@@ -20,14 +20,17 @@ DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
 
 
 def parse_fractions(text: str) -> tuple[float, float, float]:
-    """'70/15/15' or '0.7,0.15,0.15' -> (0.7, 0.15, 0.15)."""
+    """'70/15/15' (shares adding up to 100) or '0.7,0.15,0.15' (adding up to 1) -> (0.7, 0.15, 0.15)."""
     try:
         values = [float(v) for v in text.replace("/", ",").split(",")]
     except ValueError:
         values = []
-    if len(values) != 3 or min(values) < 0 or sum(values) <= 0:
+    if len(values) != 3 or min(values) < 0:
         raise FeatxError(f"`fractions` takes three non-negative numbers like 70/15/15, got {text!r}")
     total = sum(values)
+    if not any(abs(total - whole) <= 1e-6 * whole for whole in (100.0, 1.0)):
+        raise FeatxError(f"`fractions` shares must add up to 100 (e.g. 70/15/15), got {text} "
+                         f"(sum {total:g})")
     return tuple(v / total for v in values)  # type: ignore[return-value]
 
 

@@ -2,7 +2,7 @@
 
 Layout of ``FILE.h5`` (plain HDF5; see the README for reading it with h5py alone)::
 
-    /features      float32 (N, D), chunked     one embedding per image
+    /features      float32 (N, D)              one embedding per image
     /labels        int32   (N,)                index into /class_names
     /paths         utf-8   (N,)                relative to the data folder, POSIX separators
     /hashes        ascii   (N,)                sha256 of the file's bytes (hex)
@@ -31,13 +31,18 @@ import h5py
 import numpy as np
 
 from featx.errors import FeatxError
-from featx.files import fsync_replace
+from featx.files import atomic_path, write_error
 
 SCHEMA_VERSION = 1
-FINGERPRINT_KEYS = (
+FINGERPRINT_KEYS = (  # "augment" is checked on its own: a store may gain mirrored vectors
     "model", "layer", "pooling", "input_size", "resize", "resample", "precision", "weights_id",
+    "store_dtype",
 )
-GATHER_ROWS = 1024  # rows copied at a time when a store is rewritten: bounds memory
+FINGERPRINT_DEFAULTS = {"augment": "none", "store_dtype": "float32"}  # stores written before them
+FLIPPED = "features_flip"  # the mirrored images' vectors, row for row (``augment="flip"``)
+BLOCK_BYTES = 32 << 20  # vectors copied at a time when a store is written: bounds memory
+ROW_OVERHEAD = 128  # bytes a row of paths, hashes and labels, about (for size estimates)
+FILE_OVERHEAD = 16 << 10  # bytes of an HDF5 file's own structures, about
 STR = h5py.string_dtype("utf-8")
 
 
@@ -52,6 +57,7 @@ class Features:
     class_names: list[str]
     meta: dict
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    flipped: np.ndarray | None = None  # (N, D): the mirrored images' vectors, if stored
 
     @property
     def n(self) -> int:
@@ -97,6 +103,7 @@ def load_features(path: str | os.PathLike) -> Features:
             class_names=strings(f["class_names"]),
             meta=_meta(f),
             skipped=read_skipped(f),
+            flipped=f[FLIPPED][:].astype(np.float32, copy=False) if FLIPPED in f else None,
         )
 
 
@@ -119,7 +126,7 @@ def read_skipped(f: h5py.File) -> list[tuple[str, str]]:
 
 def fingerprint(meta: dict) -> dict:
     """The settings that must match for two vectors to be comparable."""
-    return {k: meta.get(k) for k in FINGERPRINT_KEYS}
+    return {k: meta.get(k, FINGERPRINT_DEFAULTS.get(k)) for k in FINGERPRINT_KEYS}
 
 
 def check_fingerprint(path: Path, have: dict, want: dict, what: str = "store") -> None:
@@ -129,7 +136,7 @@ def check_fingerprint(path: Path, have: dict, want: dict, what: str = "store") -
     if diff:
         raise FeatxError(
             f"{path} holds vectors made with other settings ({'; '.join(diff)}); featx will not "
-            f"mix them in one {what}. Use another -o file, or the stored settings."
+            f"mix them in one {what}. Use another `out` file, or the stored settings."
         )
 
 
@@ -152,32 +159,47 @@ def write_store(
     meta: dict,
     skipped: list[tuple[str, str, str]],
     vectors: Callable[[int, int], np.ndarray],
+    flipped: Callable[[int, int], np.ndarray] | None = None,
 ) -> None:
     """Write a complete store atomically: a temporary file, fsync, then rename over ``path``.
 
-    ``vectors(start, stop)`` returns the rows' vectors a block at a time, so memory stays bounded.
+    ``vectors(start, stop)`` (and ``flipped``, the mirrored images' vectors) returns the rows'
+    vectors a block at a time (about :data:`BLOCK_BYTES`), so memory stays bounded. The vectors
+    are contiguous datasets of ``meta["store_dtype"]`` (float32 by default): the store is always
+    written whole, and contiguous rows read fastest. A failed write (a full disk) leaves no
+    temporary file and raises one clear FeatxError.
     """
-    dim = int(meta["dim"])
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
+    dim, n = int(meta["dim"]), len(rows.hashes)
+    dtype = np.dtype(meta.get("store_dtype", "float32"))
+    columns = {"features": vectors, **({FLIPPED: flipped} if flipped else {})}
+    needed = estimate_bytes(n, dim, dtype.itemsize, copies=len(columns))
+    block = block_rows(dim * dtype.itemsize)
+    with atomic_path(path, "the feature store", needed=needed) as tmp:
         with h5py.File(tmp, "w") as f:
-            _write_datasets(f, rows, class_names, skipped, dim)
-            for start in range(0, len(rows.hashes), GATHER_ROWS):
-                stop = min(start + GATHER_ROWS, len(rows.hashes))
-                f["features"][start:stop] = vectors(start, stop)
+            _write_rows(f, rows, class_names, skipped)
+            for name, source in columns.items():
+                ds = f.create_dataset(name, shape=(n, dim), dtype=dtype)
+                for start in range(0, n, block):
+                    stop = min(start + block, n)
+                    ds[start:stop] = source(start, stop)
             for key, value in meta.items():
                 f.attrs[key] = value
             f.attrs["featx_schema"] = SCHEMA_VERSION
-        fsync_replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
-def _write_datasets(f: h5py.File, rows: Rows, class_names, skipped, dim: int) -> None:
+def block_rows(row_bytes: int) -> int:
+    """Rows copied at a time when a store is written: about BLOCK_BYTES of vectors."""
+    return max(1, BLOCK_BYTES // max(row_bytes, 1))
+
+
+def estimate_bytes(n_rows: int, dim: int, itemsize: int = 4, copies: int = 1) -> int:
+    """The size of a store of ``n_rows`` vectors (``copies`` of each: 2 with mirrored images'):
+    the vectors plus about 128 bytes a row of paths, hashes and labels."""
+    return FILE_OVERHEAD + n_rows * (copies * dim * itemsize + ROW_OVERHEAD)
+
+
+def _write_rows(f: h5py.File, rows: Rows, class_names, skipped) -> None:
     n = len(rows.paths)
-    chunk_rows = max(1, min(max(n, 1), (1 << 20) // (4 * dim)))
-    f.create_dataset("features", shape=(n, dim), maxshape=(None, dim), dtype="float32",
-                     chunks=(chunk_rows, dim))
     f.create_dataset("labels", data=np.asarray(rows.labels, dtype=np.int32).reshape(n))
     f.create_dataset("paths", data=np.asarray(rows.paths, dtype=object).reshape(n), dtype=STR)
     f.create_dataset("hashes", data=np.asarray(rows.hashes, dtype="S64").reshape(n))
@@ -194,34 +216,58 @@ def save_features(path: str | os.PathLike, feats: Features) -> None:
     meta["dim"] = feats.dim
     rows = Rows(list(feats.paths), [int(x) for x in feats.labels], [str(h) for h in feats.hashes])
     skipped = [(p, r, "") for p, r in feats.skipped]
+    flipped = feats.flipped
     write_store(Path(path), rows, list(feats.class_names), meta, skipped,
-                lambda a, b: np.asarray(feats.features[a:b], dtype=np.float32))
+                lambda a, b: feats.features[a:b],
+                (lambda a, b: flipped[a:b]) if flipped is not None else None)
 
 
 def write_part(
-    parts_dir: Path, seq: int, hashes: list[str], vectors: np.ndarray,
-    failures: list[tuple[str, str]], fp: dict,
+    parts_dir: Path, seq: int, hashes: list[str], vectors: np.ndarray | None,
+    failures: list[tuple[str, str]], fp: dict, flipped: np.ndarray | None = None,
 ) -> Path:
-    """Commit new vectors (and files that failed to decode) as one small part file, atomically."""
-    parts_dir.mkdir(parents=True, exist_ok=True)
+    """Commit new vectors (and files that failed to decode) as one small part file, atomically.
+    Vectors are stored as ``fp["store_dtype"]``; ``flipped``: the mirrored images' vectors (alone,
+    with ``vectors=None``, when a store gains them for content it already has)."""
+    dtype = np.dtype(fp.get("store_dtype") or "float32")
+    columns = {name: data for name, data in (("features", vectors), (FLIPPED, flipped))
+               if data is not None}
     path = parts_dir / f"part-{seq:06d}.h5"
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("features", data=vectors.astype(np.float32, copy=False))
-        f.create_dataset("hashes", data=np.asarray(hashes, dtype="S64").reshape(-1))
-        f.create_dataset("failed_hashes", data=np.asarray([h for h, _ in failures], dtype="S64"))
-        f.create_dataset("failed_reasons", data=np.asarray([r for _, r in failures], dtype=object),
-                         dtype=STR)
-        f.attrs["fingerprint"] = json.dumps(fp, sort_keys=True)
-    fsync_replace(tmp, path)
+    try:
+        parts_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(e, parts_dir, "the part files of") from None
+    dim = next(iter(columns.values())).shape[1]
+    needed = estimate_bytes(len(hashes), dim, dtype.itemsize, copies=len(columns))
+    with atomic_path(path, "a part file (vectors committed so far are kept)", needed=needed) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for name, data in columns.items():
+                f.create_dataset(name, data=data.astype(dtype, copy=False))
+            f.create_dataset("hashes", data=np.asarray(hashes, dtype="S64").reshape(-1))
+            f.create_dataset("failed_hashes", data=np.asarray([h for h, _ in failures], dtype="S64"))
+            f.create_dataset("failed_reasons", data=np.asarray([r for _, r in failures], dtype=object),
+                             dtype=STR)
+            f.attrs["fingerprint"] = json.dumps(fp, sort_keys=True)
     return path
 
 
 def list_parts(parts_dir: Path) -> list[Path]:
-    """Committed part files, oldest first (unfinished ``.tmp`` files are not parts)."""
+    """Committed part files, oldest first (unfinished temporary files are not parts)."""
     if not parts_dir.is_dir():
         return []
     return sorted(parts_dir.glob("part-*.h5"))
+
+
+def remove_stale_temporaries(store: Path) -> list[Path]:
+    """Delete temporary files a killed writer left beside ``store`` and in its parts folder (call
+    with the store's lock held: then no writer is using them)."""
+    stale = [*store.parent.glob(f".{store.name}.tmp-*"), *store.parent.glob(f"{store.name}.tmp-*")]
+    parts = parts_dir_for(store)
+    if parts.is_dir():
+        stale += [*parts.glob(".part-*.tmp-*"), *parts.glob("part-*.tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def read_part_header(path: Path) -> tuple[dict, list[tuple[str, str]]]:
@@ -286,20 +332,28 @@ def plain(v):
 
 
 def describe(path: str | os.PathLike) -> dict:
-    """A summary of a store for ``featx info``: counts per class, dims, metadata, skipped, parts."""
+    """A summary of a store for ``featx info``: counts per class, dims, metadata, skipped, parts.
+
+    A store whose first run was interrupted before its first merge exists only as part files:
+    then ``n`` is 0 and ``interrupted`` is True, with the parts' counts.
+    """
     path = Path(path)
+    parts_dir = parts_dir_for(path)
+    parts = list_parts(parts_dir)
+    pending = 0
+    for p in parts:
+        with h5py.File(p, "r") as f:
+            pending += int(f["hashes"].shape[0])
+    if not path.exists() and parts:
+        return {"n": 0, "dim": None, "classes": {}, "meta": {}, "skipped": [], "interrupted": True,
+                "pending_parts": len(parts), "pending_vectors": pending, "parts_dir": str(parts_dir)}
     with open_store(path) as f:
         meta = _meta(f)
         counts = np.bincount(f["labels"][:], minlength=len(meta["class_names"]))
         skipped = read_skipped(f)
         dim = int(f["features"].shape[1])
-    parts = list_parts(parts_dir_for(path))
-    pending = 0
-    for p in parts:
-        with h5py.File(p, "r") as f:
-            pending += int(f["hashes"].shape[0])
     return {
-        "n": meta["n"], "dim": dim,
+        "n": meta["n"], "dim": dim, "interrupted": bool(parts), "parts_dir": str(parts_dir),
         "classes": {name: int(c) for name, c in zip(meta["class_names"], counts)},
         "meta": {k: v for k, v in meta.items() if k not in ("n", "class_names")},
         "skipped": [{"path": p, "reason": r} for p, r in skipped],

@@ -117,12 +117,13 @@ def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def run_sweep(store: str | os.PathLike, clfs: list[str], grid: dict[str, list[Any]], *,
               fractions=DEFAULT_FRACTIONS, split_seed: int = 0, seed: int = 0, n_jobs: int = 2,
               backend: str = "loky", out_dir: str | os.PathLike | None = None,
-              bundle: str | os.PathLike | None = None,
+              bundle: str | os.PathLike | None = None, exclude=None, exclude_from_test: bool = False,
               on_row: Callable[[dict[str, Any], int, int], None] | None = None) -> SweepResult:
     """Fit every grid point (in parallel), select on val, refit the best and test it once.
 
     ``on_row(row, done, total)`` is called as rows finish. A KeyboardInterrupt while fitting stops
     the sweep and returns the finished rows with ``interrupted=True`` (no test evaluation).
+    ``exclude``: paths dropped from training (see :func:`featx.fit.load_split`).
     """
     from joblib import Parallel, delayed
 
@@ -131,7 +132,8 @@ def run_sweep(store: str | os.PathLike, clfs: list[str], grid: dict[str, list[An
 
     check_backend(backend)
     points = build_grid(clfs, grid)
-    split = load_split(store, fractions, split_seed, need_val=True)
+    split = load_split(store, fractions, split_seed, need_val=True, exclude=exclude,
+                       exclude_from_test=exclude_from_test)
     n_classes = len(split.feats.class_names)
     Xtr, ytr, Xva, yva = split.X("train"), split.y("train"), split.X("val"), split.y("val")
     out = Path(out_dir) if out_dir else None

@@ -83,7 +83,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
             sources = [Path(p) for p in (self.store, cache) if p and Path(p).exists()]
             for path in sources:
                 vectors.add(path)
-            return vectors.gather(hashes, int(st.read_meta(sources[0])["dim"]))
+            return vectors.gather(hashes)
         finally:
             vectors.close()
 

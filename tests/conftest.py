@@ -21,7 +21,7 @@ from featx.errors import FeatxError
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("FEATX_SHARED", ROOT.parent / "shared"))  # worktrees: set it
 SHARED_WEIGHTS = SHARED / "weights" / "vgg16_notop_imagenet.weights.h5"
 PETS = SHARED / "data" / "pets-dev"
 FLOWERS = SHARED / "data" / "flowers5"
@@ -31,8 +31,12 @@ needs_shared = pytest.mark.skipif(
     reason="../shared (real weights and photos) is absent",
 )
 
-# A small, fast extractor for tests that need real Keras models but not real weights.
-TINY = dict(model="mobilenet_v2", layer="out_relu", pooling="avg", weights="none")
+# A small, fast extractor for tests that need real Keras models but not real weights: VGG16's
+# convolutional base with seeded random weights at 32x32 input (512-d vectors of magnitude ~0.1;
+# a random MobileNetV2 gives ~1e-11, too small for equality tests to mean anything).
+TINY = dict(model="vgg16", layer="block5_pool", pooling="avg", weights="none", input_size=32)
+TINY_DIM = 512
+TINY_ARGS = ["--model", "vgg16", "--layer", "block5_pool", "--weights", "none", "--input-size", "32"]
 
 # Store metadata of a made-up VGG16 block5_pool store (for stores written without a model).
 META = dict(model="vgg16", layer="block5_pool", pooling="avg", weights="none", weights_id="none",
@@ -78,6 +82,41 @@ def subset(src: Path, dest: Path, per_class: int) -> Path:
         for f in sorted(class_dir.iterdir())[:per_class]:
             (dest / class_dir.name / f.name).symlink_to(f)
     return dest
+
+
+def plant_label_errors(store: Path, dest: Path, n: int, seed: int = 0) -> tuple[Path, list[str]]:
+    """A copy of ``store``'s data folder at ``dest`` (symlinks) with ``n`` random files moved to
+    another class folder; returns (the folder, the moved files' new paths, as a store lists them)."""
+    from featx.store import load_features
+
+    feats = load_features(store)
+    src = Path(feats.meta["data_dir"])
+    rng = np.random.default_rng(seed)
+    moved = set(rng.choice(feats.n, size=n, replace=False).tolist())
+    planted = []
+    for i, path in enumerate(feats.paths):
+        target = path
+        if i in moved:
+            others = [c for c in feats.class_names if c != feats.class_names[feats.labels[i]]]
+            target = f"{others[rng.integers(len(others))]}/planted_{path.replace('/', '_')}"
+            planted.append(target)
+        (dest / target).parent.mkdir(parents=True, exist_ok=True)
+        (dest / target).symlink_to((src / path).resolve())
+    return dest, planted
+
+
+def reuse_store(store: Path, data_dir: Path, out: Path) -> Path:
+    """The store of ``data_dir``, made from a copy of ``store`` by ``featx extract``: files whose
+    content ``store`` holds cost no model time."""
+    import shutil
+
+    from featx.embed import Extractor
+    from featx.extract import extract
+    from featx.store import read_meta
+
+    shutil.copyfile(store, out)
+    settings = Extractor.from_meta(read_meta(store)).settings
+    return extract(data_dir, out, settings, batch_size=16).out
 
 
 @pytest.fixture
@@ -144,9 +183,9 @@ def ray_session():
 
     Its value is the instance's GCS address, for drivers in subprocesses (``--address``)."""
     ray = pytest.importorskip("ray")
-    from featx.engine_ray import quiet
+    from featx.engine_ray import quiet_ray
 
-    quiet()
+    quiet_ray()
     info = ray.init(num_cpus=2, num_gpus=2, include_dashboard=False,
                     object_store_memory=300 * 1024**2, log_to_driver=False,
                     logging_level=logging.WARNING)

@@ -40,3 +40,17 @@ def test_unusable_folders_raise(tmp_path: Path, setup, message):
     setup(folder)
     with pytest.raises(FeatxError, match=message):
         discover(folder)
+
+
+def test_symlinked_folders_inside_a_class_are_followed_once(tmp_path: Path):
+    make_images(tmp_path / "data", {"cat": 1, "dog": 1})
+    make_images(tmp_path / "elsewhere", {"batch": 2}, seed=1)
+    cat = tmp_path / "data" / "cat"
+    (cat / "batch1").symlink_to(tmp_path / "elsewhere" / "batch")  # cat/batch1 -> elsewhere
+    (cat / "again").symlink_to(tmp_path / "elsewhere" / "batch")  # the same folder twice
+    (cat / "loop").symlink_to(cat)  # a loop back to the class folder
+    ds = discover(tmp_path / "data")
+    cats = [p for p, y in zip(ds.paths, ds.labels) if y == 0]
+    assert cats == ["cat/cat_000.jpg", "cat/again/batch_000.jpg", "cat/again/batch_001.jpg"]
+    reasons = dict(ds.skipped)
+    assert "already read" in reasons["cat/batch1/"] and "already read" in reasons["cat/loop/"]

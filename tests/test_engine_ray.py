@@ -20,10 +20,11 @@ from featx.embed import ExtractorSettings
 from featx.errors import FeatxError
 from featx.extract import extract
 from featx.sweep import run_sweep
-from tests.conftest import TINY, make_images, synthetic_store
+from tests.conftest import TINY, TINY_ARGS, make_images, synthetic_store
 from tests.test_extract import _run_cli, _wait_for
 
 SETTINGS = ExtractorSettings(**TINY)
+FLIPS = ExtractorSettings(**{**TINY, "augment": "flip"})  # mirror images' vectors beside each row
 N_ROWS = 25  # 24 generated images + an exact duplicate; one broken file is skipped
 
 
@@ -40,6 +41,11 @@ def local_store(folder: Path, tmp_path_factory) -> Path:
     return extract(folder, tmp_path_factory.mktemp("local") / "local.h5", SETTINGS, batch_size=4).out
 
 
+@pytest.fixture(scope="module")
+def local_flips(folder: Path, tmp_path_factory) -> Path:
+    return extract(folder, tmp_path_factory.mktemp("local") / "flips.h5", FLIPS, batch_size=4).out
+
+
 def assert_same_store(path: Path, reference: Path) -> None:
     """Same rows, paths, labels, hashes, classes and skip list; vectors within float tolerance."""
     a, b = load_features(path), load_features(reference)
@@ -48,9 +54,13 @@ def assert_same_store(path: Path, reference: Path) -> None:
     assert a.labels.tolist() == b.labels.tolist() and a.class_names == b.class_names
     assert a.skipped == b.skipped and len(a.skipped) == 1
     np.testing.assert_allclose(a.features, b.features, rtol=1e-5, atol=1e-6)
+    assert (a.flipped is None) == (b.flipped is None)
+    if a.flipped is not None:
+        np.testing.assert_allclose(a.flipped, b.flipped, rtol=1e-5, atol=1e-6)
+        assert np.abs(a.flipped - a.features).max() > 1e-3  # mirror images are other inputs
 
 
-def test_same_store_as_local_engine_on_distinct_gpus(ray_session, folder, local_store, tmp_path):
+def test_same_store_as_local_engine_on_distinct_gpus(ray_session, folder, local_flips, tmp_path):
     import ray
 
     free_gpus: list[float] = []
@@ -59,9 +69,9 @@ def test_same_store_as_local_engine_on_distinct_gpus(ray_session, folder, local_
         if stage == "embed" and done > 0 and not free_gpus:
             free_gpus.append(ray.available_resources().get("GPU", 0.0))
 
-    report = extract(folder, tmp_path / "ray.h5", SETTINGS, batch_size=4, engine="ray",
+    report = extract(folder, tmp_path / "ray.h5", FLIPS, batch_size=4, engine="ray",
                      num_workers=2, gpus_per_worker=1, on_progress=watch_gpus)
-    assert_same_store(report.out, local_store)
+    assert_same_store(report.out, local_flips)
     assert report.engine == "ray" and report.n_embedded == N_ROWS - 1  # the copy is reused
     assert sum(report.workers.values()) == N_ROWS - 1
     assert free_gpus == [0.0]  # the two actors hold the two fake GPUs, one each
@@ -71,11 +81,11 @@ def test_same_store_as_local_engine_on_distinct_gpus(ray_session, folder, local_
 
 
 def test_driver_killed_then_same_command_embeds_each_image_once(ray_session, folder, local_store,
-                                                                 tmp_path):
+                                                                 local_flips, tmp_path):
     out = tmp_path / "s.h5"
-    proc = _run_cli("extract", str(folder), "-o", str(out), "--model", TINY["model"], "--layer",
-                    TINY["layer"], "--weights", "none", "--batch-size", "4", "--commit-every", "4",
-                    "--engine", "ray", "--address", ray_session, "--gpus-per-worker", "0")
+    proc = _run_cli("extract", str(folder), "-o", str(out), *TINY_ARGS, "--batch-size", "4",
+                    "--commit-every", "4", "--engine", "ray", "--address", ray_session,
+                    "--gpus-per-worker", "0")
     parts = tmp_path / "s.h5.parts"
     _wait_for(lambda: parts.is_dir() and len(list(parts.glob("part-*.h5"))) >= 2, proc)
     proc.send_signal(signal.SIGKILL)
@@ -85,6 +95,10 @@ def test_driver_killed_then_same_command_embeds_each_image_once(ray_session, fol
     assert 0 < report.n_embedded < N_ROWS - 1  # committed work was not redone
     assert_same_store(out, local_store)
     assert not parts.exists()
+
+    report = extract(folder, out, FLIPS, batch_size=4, engine="ray", gpus_per_worker=0)
+    assert report.n_mirrored == N_ROWS - 1 and report.n_embedded == 0  # the store gains flips
+    assert_same_store(out, local_flips)
 
 
 def test_worker_killed_mid_run_is_retried(ray_session, folder, local_store, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from featx import load_features
 from featx.embed import ExtractorSettings
 from featx.extract import extract
-from tests.conftest import SHARED_WEIGHTS, PETS, TINY, needs_shared, subset
+from tests.conftest import SHARED_WEIGHTS, PETS, TINY_ARGS, TINY_DIM, needs_shared, subset
 
 VGG = ExtractorSettings(layer="block5_pool", pooling="avg", weights=str(SHARED_WEIGHTS))
 
@@ -47,6 +47,24 @@ def test_vgg16_vector_equals_keras_by_hand(pets4_store: Path):
     assert not np.allclose(feats.features, tutorial, rtol=0.1)
 
 
+@needs_shared
+def test_vgg16_vector_at_another_input_size_equals_keras_by_hand(pets4: Path, tmp_path: Path):
+    import keras
+    from PIL import Image
+
+    settings = ExtractorSettings(layer="block5_pool", pooling="avg", weights=str(SHARED_WEIGHTS),
+                                 input_size=288)
+    feats = load_features(extract(pets4, tmp_path / "288.h5", settings, batch_size=4).out)
+    assert feats.meta["input_size"] == 288
+    model = keras.applications.VGG16(include_top=False, weights=str(SHARED_WEIGHTS),
+                                     input_shape=(288, 288, 3), pooling="avg")
+    root = Path(feats.meta["data_dir"])
+    x = np.stack([np.asarray(Image.open(root / p).convert("RGB").resize((288, 288), Image.BILINEAR),
+                             dtype="float32") for p in feats.paths])
+    by_hand = model.predict(keras.applications.vgg16.preprocess_input(x), verbose=0)
+    np.testing.assert_allclose(feats.features, by_hand, rtol=1e-4, atol=1e-4)
+
+
 def _extract_on_jax(data: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-c", "from featx.cli import main; main()", "extract", str(data),
            "-o", str(out), "--batch-size", "4", *args]
@@ -57,11 +75,10 @@ def _extract_on_jax(data: Path, out: Path, *args: str) -> subprocess.CompletedPr
 def test_runs_unchanged_on_the_jax_backend(image_tree: Path, tmp_path: Path):
     pytest.importorskip("jax")
     out = tmp_path / "jax.h5"
-    proc = _extract_on_jax(image_tree, out, "--model", TINY["model"], "--layer", TINY["layer"],
-                           "--weights", "none")
+    proc = _extract_on_jax(image_tree, out, *TINY_ARGS)
     assert proc.returncode == 0, proc.stderr[-2000:]
     feats = load_features(out)
-    assert feats.meta["keras_backend"] == "jax" and feats.features.shape == (12, 1280)
+    assert feats.meta["keras_backend"] == "jax" and feats.features.shape == (12, TINY_DIM)
     assert np.isfinite(feats.features).all() and feats.features.std() > 0
 
 

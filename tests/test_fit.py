@@ -204,7 +204,7 @@ def test_predict_embeds_like_the_store(tiny_store: Path, tmp_path: Path, capsys)
 
     code, out, err = cli(capsys, "predict", str(bundle), str(new), "--top-k", "1", "--json")
     doc = json.loads(out)
-    assert code == 0 and doc["n_predicted"] == 3 and doc["n_errors"] == 1
+    assert code == 3 and doc["n_predicted"] == 3 and doc["n_errors"] == 1
     assert [Path(e["path"]).name for e in doc["errors"]] == ["broken.jpg"]
     assert "broken.jpg" in err and err.startswith("featx: error:")  # also one line on stderr
     assert all(len(p["top_k"]) == 1 for p in doc["predictions"])
@@ -222,7 +222,7 @@ def test_predict_refuses_a_bundle_whose_extractor_does_not_match(tiny_store: Pat
     code, _, err = cli(capsys, "predict", str(bundle), str(img))
     assert code == 2 and "--weights" in err and err.count("\n") == 1
     info["extractor"]["weights_id"] = load_features(tiny_store).meta["weights_id"]
-    info["input"]["dim"] = 512  # a head made for other vectors
+    info["input"]["dim"] = 1280  # a head made for other vectors
     (bundle / "bundle.json").write_text(json.dumps(info))
     code, _, err = cli(capsys, "predict", str(bundle), str(img))
     assert code == 2 and "does not match" in err

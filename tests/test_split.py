@@ -58,3 +58,19 @@ def test_parse_fractions():
     assert parse_fractions("0.8,0.2,0") == pytest.approx((0.8, 0.2, 0.0))
     with pytest.raises(FeatxError):
         parse_fractions("70/30")
+
+
+@pytest.mark.parametrize("text", ["80/30/10", "70/15/10", "0.5,0.2,0.2", "1/1/1"])
+def test_shares_must_add_up_to_100(text):
+    with pytest.raises(FeatxError, match="add up to 100"):
+        parse_fractions(text)
+
+
+def test_bad_split_is_one_line_naming_the_flag_before_any_work(tmp_path, capsys):
+    from featx.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", str(tmp_path / "absent.h5"), "--split", "80/30/10"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--split shares must add up to 100" in err

@@ -7,7 +7,9 @@ code 2. Each command group lives in its own module below and registers itself on
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -24,12 +26,30 @@ from featx.errors import FeatxError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain text: "[default: ...]" stays as written
     help="Transfer learning on images by cached features: embed once, fit classifiers in seconds.",
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+@app.callback()
+def _options(
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v",
+        help="Also show third-party start-up output (TensorFlow's; or set FEATX_VERBOSE=1)."),
+) -> None:
+    """Transfer learning on images by cached features: embed once, fit classifiers in seconds."""
+    from featx import quiet
+
+    if verbose:
+        os.environ[quiet.VERBOSE_ENV] = "1"
+    if quiet.verbose():
+        quiet.uninstall()
+    else:
+        quiet.install()
 
 
 def emit(result: Any, as_json: bool, human: Callable[[], None]) -> None:
@@ -42,9 +62,14 @@ def emit(result: Any, as_json: bool, human: Callable[[], None]) -> None:
 
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar on stderr, driven by (stage, done, total) callbacks."""
-    if not enabled or not err.is_terminal:
+    """Progress on stderr, driven by (stage, done, total) callbacks: a rich bar on a terminal,
+    plain lines (:class:`PlainProgress`) in a log or a pipe."""
+    if not enabled:
         yield lambda stage, done, total: None
+        return
+    if not err.is_terminal:
+        yield PlainProgress(lambda line: err.print(line, markup=False, highlight=False,
+                                                   soft_wrap=True))
         return
     tasks: dict[str, Any] = {}
     columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
@@ -57,9 +82,81 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
         yield update
 
 
+class PlainProgress:
+    """Progress as plain lines for a log or a pipe: one line every ``interval`` seconds while a
+    stage runs (``embed: 640/2000 (32%), about 7 min left``) and its last line, so a stage that
+    ends within the first ``interval`` says nothing."""
+
+    def __init__(self, write: Callable[[str], None], interval: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.write, self.interval, self.clock = write, interval, clock
+        self.stages: dict[str, tuple[float, int]] = {}  # stage -> (time, done) of its first call
+        self.last: dict[str, float] = {}  # stage -> time of its last line (or of its start)
+        self.printed: set[str] = set()
+        self.finished: set[str] = set()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = self.clock()
+        if stage not in self.stages:
+            self.stages[stage] = (now, done)
+            self.last[stage] = now
+        if stage in self.finished:
+            return
+        due = now - self.last[stage] >= self.interval
+        if done >= total:
+            self.finished.add(stage)
+            if stage not in self.printed and not due:
+                return
+        elif not due:
+            return
+        self.last[stage] = now
+        self.printed.add(stage)
+        share = f" ({100 * done // total}%)" if total else ""
+        self.write(f"{stage}: {done}/{total}{share}{self._left(stage, now, done, total)}")
+
+    def _left(self, stage: str, now: float, done: int, total: int) -> str:
+        t0, done0 = self.stages[stage]
+        if done >= total or done <= done0 or now <= t0:
+            return ""
+        seconds = (total - done) * (now - t0) / (done - done0)
+        return f", about {seconds / 60:.0f} min left" if seconds >= 90 else \
+            f", about {seconds:.0f} s left"
+
+
+class Command(typer.core.TyperCommand):
+    """Help as featx writes it: ``featx extract [OPTIONS] DATA_DIR``, arguments in capitals."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [self.options_metavar or "", *(
+            _argument_name(p) if p.required else f"[{_argument_name(p)}]"
+            for p in self.get_params(ctx) if p.param_type_name == "argument")]
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {"Arguments": [], "Options": []}
+        for p in self.get_params(ctx):
+            record = p.get_help_record(ctx)
+            if record is None:
+                continue
+            if p.param_type_name == "argument":
+                sections["Arguments"].append((_argument_name(p), record[1]))
+            else:
+                sections["Options"].append(record)
+        for title, rows in sections.items():
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def _argument_name(param: Any) -> str:
+    return param.name.upper() + ("..." if param.nargs != 1 else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: ``featx ...``. User errors print one line and exit 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "--verbose" in argv[1:]:  # also after the command: featx fit STORE --verbose
+        argv = ["--verbose", *(a for a in argv if a != "--verbose")]
+    _ARGV[:] = argv
     try:
         code = app(args=argv, prog_name="featx", standalone_mode=False)
     except FeatxError as e:
@@ -98,6 +195,24 @@ def _command_flags(argv: list[str]) -> dict[str, str]:
             if getattr(p, "param_type_name", "") == "option" and p.opts}
 
 
+def check_outputs(**outputs) -> None:
+    """Before any work: every output file given (None: not asked for) can be written."""
+    from featx.files import check_output
+
+    for name, path in outputs.items():
+        if path is not None:
+            check_output(path, f"the {name.replace('_', ' ')} file")
+
+
+_ARGV: list[str] = []  # the command line being run, to name flags in warnings
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr (the run goes on); parameters named as this command's flags."""
+    err.print(f"featx: warning: {as_flags(FeatxError(message), _ARGV)}", markup=False,
+              highlight=False, soft_wrap=True)
+
+
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"featx: error: {message}", markup=False, highlight=False, soft_wrap=True)
     sys.exit(code)
@@ -107,3 +222,8 @@ from featx.cli import extract as _extract  # noqa: E402,F401  (registers command
 from featx.cli import reuse as _reuse  # noqa: E402,F401  (neighbors, map, duplicates, export)
 from featx.cli import fit as _fit  # noqa: E402,F401  (fit, sweep, predict)
 from featx.cli import baseline as _baseline  # noqa: E402,F401  (baseline, report)
+from featx.cli import audit as _audit  # noqa: E402,F401  (audit)
+
+for _info in app.registered_commands:  # every command's help through Command
+    if _info.cls in (None, typer.core.TyperCommand):
+        _info.cls = Command

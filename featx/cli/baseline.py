@@ -9,7 +9,7 @@ import typer
 
 from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
 
-SPLIT_HELP = "train/val/test shares, e.g. 70/15/15 (as for featx fit)."
+SPLIT_HELP = "train/val/test shares adding up to 100, e.g. 70/15/15 (as for featx fit)."
 
 
 @app.command()
@@ -32,16 +32,16 @@ def baseline(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the tutorial's small CNN from scratch on the images (same split as the store)."""
-    from featx.baseline import BaselineSettings, default_output, save_baseline, train_baseline
+    from featx.baseline import BaselineSettings, default_output, train_baseline
     from featx.split import parse_fractions
 
     settings = BaselineSettings(size=size, resize=resize, epochs=epochs, batch_size=batch_size,
                                 lr=lr, seed=seed, workers=workers)
     with progress_bar(not as_json) as progress:
         result = train_baseline(data_dir, settings, store=store, fractions=parse_fractions(split),
-                                split_seed=split_seed, progress=progress)
-    bundle_dir = save_baseline(output or default_output(data_dir), result)
-    summary = result.summary() | {"bundle": str(bundle_dir)}
+                                split_seed=split_seed, out=output or default_output(data_dir),
+                                progress=progress)
+    summary = result.summary()
     emit(summary, as_json, lambda: _print_baseline(summary))
 
 
@@ -67,7 +67,8 @@ def report(
     models: Path = typer.Option(
         Path("models"), "--models", help="Folder searched for bundles of this data set."),
     bundles: Optional[list[Path]] = typer.Option(
-        None, "--bundle", help="Use these bundles instead of searching (repeatable)."),
+        None, "--bundle", metavar="<path>",
+        help="Use these bundles instead of searching (repeatable)."),
     clf: Optional[str] = typer.Option(
         None, "--clf", help="Classifier of the confusion matrix and mistakes (default: softmax, "
         "else the best on test): a clf name (cnn for the baseline) or a bundle path."),

@@ -9,13 +9,19 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from featx.cli import JSON_OPTION, app, emit, err, out
+from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
 from featx.heads import DEFAULTS
 
 SOFTMAX = DEFAULTS["softmax"]
 
-SPLIT_OPTION = typer.Option("70/15/15", "--split", help="train/val/test shares, e.g. 70/15/15.")
+SPLIT_OPTION = typer.Option("70/15/15", "--split",
+                            help="train/val/test shares adding up to 100, e.g. 70/15/15.")
 SPLIT_SEED_OPTION = typer.Option(0, "--split-seed", help="Seed of the derived split.")
+EXCLUDE_OPTION = typer.Option(
+    None, "--exclude", help="Drop these paths from training: a CSV with a path column (featx "
+    "audit's suspects.csv) or one path a line.")
+EXCLUDE_TEST_OPTION = typer.Option(
+    False, "--exclude-from-test", help="Also drop the --exclude paths from the val and test parts.")
 
 
 @app.command()
@@ -38,6 +44,8 @@ def fit(
     seed: int = typer.Option(0, "--seed", help="Seed of the classifier's randomness."),
     split: str = SPLIT_OPTION,
     split_seed: int = SPLIT_SEED_OPTION,
+    exclude: Optional[Path] = EXCLUDE_OPTION,
+    exclude_from_test: bool = EXCLUDE_TEST_OPTION,
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Bundle directory [default: models/<store>_<clf>/]."),
     as_json: bool = JSON_OPTION,
@@ -48,7 +56,8 @@ def fit(
     from featx.split import parse_fractions
 
     result = fit_store(store, clf, parse_fractions(split), split_seed,
-                       out=output or default_bundle_dir(store.stem, clf), C=C,
+                       out=output or default_bundle_dir(store.stem, clf), exclude=exclude,
+                       exclude_from_test=exclude_from_test, C=C,
                        class_weight=class_weight, scale=scale, epochs=epochs, lr=lr,
                        batch_size=batch_size, patience=patience, max_iter=max_iter, seed=seed)
     summary = result.summary()
@@ -62,6 +71,7 @@ def _print_fit(s: dict[str, Any]) -> None:
               f"test {s['n_test']} vectors; fit {s['fit_seconds']:.2f} s")
     if s.get("epochs_run"):
         out.print(f"  softmax head: {s['epochs_run']} epochs, best (restored) epoch {s['best_epoch']}")
+    _print_excluded(s["split"])
     out.print(f"  val accuracy {acc('val')}, test accuracy {acc('test')}")
     if s.get("test"):
         names, t = s["class_names"], s["test"]
@@ -72,6 +82,18 @@ def _print_fit(s: dict[str, Any]) -> None:
         out.print("  confusion matrix: rows are true classes, columns predicted")
         out.print(table)
     out.print(f"  bundle: {s['bundle']}")
+
+
+def _print_excluded(split: dict[str, Any]) -> None:
+    x = split.get("excluded")
+    if not x:
+        return
+    kept = ", ".join(f"{n} in {part} kept" for part, n in x["kept"].items() if n)
+    out.print(f"  excluded {x['train']} train" + ("" if not x["from_test"] else
+              f", {x['val']} val, {x['test']} test") + f" images of {x['listed']} listed paths"
+              + (f" ({kept})" if kept else "") + f"; {x['not_in_store']} listed paths not in the store"
+              + (f", e.g. {x['not_in_store_examples'][0]}" if x["not_in_store"] else ""),
+              markup=False)
 
 
 @app.command()
@@ -89,6 +111,8 @@ def sweep(
     seed: int = typer.Option(0, "--seed", help="Seed of the classifiers' randomness."),
     split: str = SPLIT_OPTION,
     split_seed: int = SPLIT_SEED_OPTION,
+    exclude: Optional[Path] = EXCLUDE_OPTION,
+    exclude_from_test: bool = EXCLUDE_TEST_OPTION,
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Folder for results.csv / .json [default: reports/<store>_sweep/]."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also save the best as a bundle."),
@@ -110,7 +134,8 @@ def sweep(
 
     result = run_sweep(store, parse_values(clf, str, "clf"), grid, fractions=parse_fractions(split),
                        split_seed=split_seed, seed=seed, n_jobs=jobs, backend=backend,
-                       out_dir=out_dir, bundle=bundle, on_row=progress)
+                       out_dir=out_dir, bundle=bundle, exclude=exclude,
+                       exclude_from_test=exclude_from_test, on_row=progress)
     emit(result.as_dict(), as_json, lambda: _print_sweep(result))
     if result.interrupted:
         err.print(f"interrupted: {len(result.rows)} finished rows kept in {out_dir}")
@@ -128,6 +153,7 @@ def _print_sweep(r) -> None:
     s = r.split
     out.print(f"{len(r.rows)}/{r.n_points} points in {r.seconds:.1f} s, selected on the validation "
               f"part (train {s['n_train']}, val {s['n_val']}, test {s['n_test']})")
+    _print_excluded(s)
     out.print(table)
     if r.best:
         b = r.best
@@ -136,6 +162,9 @@ def _print_sweep(r) -> None:
                   f"({b['refit_seconds']:.2f} s), test accuracy {test}")
     for key, path in r.files.items():
         out.print(f"  {key}: {path}")
+
+
+PARTIAL_EXIT = 3  # predict: some inputs could not be predicted (the others were)
 
 
 @app.command()
@@ -148,15 +177,21 @@ def predict(
     batch_size: int = typer.Option(32, "--batch-size", help="Images per model call."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Class probabilities for new images, embedded exactly as the bundle's store was."""
+    """Class probabilities for new images, embedded exactly as the bundle's store was.
+
+    Exit code 3 when any input could not be predicted (each has its own line on stderr; the
+    others are still predicted), 2 on bad input such as a missing bundle.
+    """
     from featx.predict import predict as run_predict
 
-    report = run_predict(bundle, images, k=top_k, weights=weights, batch_size=batch_size)
+    with progress_bar(not as_json) as bar:
+        report = run_predict(bundle, images, k=top_k, weights=weights, batch_size=batch_size,
+                             progress=bar)
     emit(report.as_dict(), as_json, lambda: _print_predict(report))
     for path, reason in report.errors:  # per-file errors on stderr, also with --json
         err.print(f"featx: error: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
-    if not report.predictions:
-        sys.exit(1)
+    if report.errors:
+        sys.exit(PARTIAL_EXIT)
 
 
 def _print_predict(r) -> None:

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from featx.cli import JSON_OPTION, app, emit, err, out
+from featx.cli import JSON_OPTION, app, check_outputs, emit, err, out, progress_bar
 
 STORE_ARG = typer.Argument(..., help="A featx feature store (.h5).")
 
@@ -27,6 +27,7 @@ def neighbors(
     """Most similar stored images (cosine similarity) for stored paths or new image files."""
     from featx.neighbors import find_neighbors
 
+    check_outputs(grid=grid)
     results = find_neighbors(store, queries, k=k, weights=weights)
     if grid:
         from featx.figures import draw_neighbors
@@ -67,14 +68,19 @@ def map_(
     import time
 
     from featx.figures import draw_mosaic, draw_scatter
-    from featx.maps import make_map, save_coords
+    from featx.maps import check_coords, make_map, save_coords
 
-    t0 = time.perf_counter()
-    m = make_map(store, method=method, max_points=max_points, perplexity=perplexity, seed=seed)
-    seconds = time.perf_counter() - t0
-    draw_scatter(m, output, store.name)
-    if mosaic:
-        draw_mosaic(m, mosaic, store.name)
+    check_outputs(output=output, mosaic=mosaic)
+    if coords:
+        check_coords(coords)
+    with progress_bar(not as_json) as bar:
+        t0 = time.perf_counter()
+        m = make_map(store, method=method, max_points=max_points, perplexity=perplexity,
+                     seed=seed, progress=bar)
+        seconds = time.perf_counter() - t0
+        draw_scatter(m, output, store.name)
+        if mosaic:
+            draw_mosaic(m, mosaic, store.name, progress=bar)
     if coords:
         save_coords(m, coords)
     result = {"store": str(store), "n_points": len(m.rows), "n_total": m.n_total,
@@ -106,7 +112,9 @@ def duplicates(
     from featx.figures import draw_pairs
     from featx.near_duplicates import find_duplicates
 
-    report = find_duplicates(store, threshold=threshold)
+    check_outputs(sheet=sheet)
+    with progress_bar(not as_json) as bar:
+        report = find_duplicates(store, threshold=threshold, progress=bar)
     if sheet and report.pairs:
         draw_pairs(report, sheet, limit=sheet_max)
     elif sheet:
@@ -116,11 +124,13 @@ def duplicates(
 
     def human() -> None:
         out.print(f"{report.n} images: {result['n_exact_pairs']} exact and "
-                  f"{result['n_near_pairs']} near-duplicate pairs (cosine >= {threshold}) in "
-                  f"{len(report.groups)} groups; {result['n_cross_label_pairs']} pairs across labels")
+                  f"{result['n_near_pairs']} near-duplicate pairs (cosine >= {threshold}), "
+                  f"{result['n_cross_label_pairs']} across labels; {len(report.groups)} groups "
+                  f"in which every two images are a pair")
         for g in result["groups"][:limit]:
             flag = "CROSS-LABEL " if g["cross_label"] else ""
-            out.print(f"  {flag}group of {len(g['members'])} ({', '.join(g['labels'])})")
+            out.print(f"  {flag}group of {len(g['members'])} ({', '.join(g['labels'])}), "
+                      f"cosine >= {g['min_similarity']:.3f} within")
             for mem in g["members"]:
                 out.print(f"    {mem['label']:<14} {mem['path']}")
         if len(result["groups"]) > limit:
