@@ -321,24 +321,55 @@ def l2_strength(C: float | None, weight_sum: float, n_classes: int) -> float:
     return (2.0 if n_classes == 2 else 1.0) / (2.0 * float(C) * weight_sum)
 
 
-def softmax_objective(X: np.ndarray, Y: np.ndarray, weights: np.ndarray, l2: float):
+def softmax_objective(X: np.ndarray, y: np.ndarray, weights: np.ndarray, l2: float, n_classes: int):
     """``f(theta) -> (loss, gradient, logits)`` of a Dense softmax layer, ``theta = [W.ravel(), b]``:
-    the weighted mean categorical cross-entropy (``weights`` sum to 1) + ``l2 * ||W||^2``.
-
-    Matrix products in float32 (the vectors' type), the rest in float64 for the line search.
+    the weighted mean categorical cross-entropy of labels ``y`` (``weights`` sum to 1) plus
+    ``l2 * ||W||^2``. Matrix products in float32 (the vectors' type), the rest in float64.
     """
-    d, k = X.shape[1], Y.shape[1]
+    d, k, rows = X.shape[1], n_classes, np.arange(len(y))
 
     def f(theta: np.ndarray):
-        W = theta[:d * k].reshape(d, k).astype(np.float32)
-        logits = (X @ W).astype(np.float64) + theta[d * k:]
-        logp = _log_softmax(logits)
-        loss = -np.sum(weights * np.sum(Y * logp, axis=1)) + l2 * np.sum(np.square(theta[:d * k]))
-        D = weights[:, None] * (np.exp(logp) - Y)
-        grad_W = (X.T @ D.astype(np.float32)).astype(np.float64) + 2.0 * l2 * theta[:d * k].reshape(d, k)
-        return loss, np.concatenate([grad_W.ravel(), D.sum(axis=0)]), logits
+        W = theta[:d * k].reshape(d, k)
+        logits = (X @ W.astype(np.float32)).astype(np.float64) + theta[d * k:]
+        logits -= logits.max(axis=1, keepdims=True)
+        P = np.exp(logits)
+        total = P.sum(axis=1)
+        P /= total[:, None]
+        loss = -weights @ (logits[rows, y] - np.log(total)) + l2 * float(np.sum(np.square(W)))
+        P[rows, y] -= 1.0  # the gradient of the cross-entropy in the logits: P - Y
+        P *= weights[:, None]
+        grad_W = (X.T @ P.astype(np.float32)).astype(np.float64) + 2.0 * l2 * W
+        return loss, np.concatenate([grad_W.ravel(), P.sum(axis=0)]), logits
 
     return f
+
+
+def two_class_objective(X: np.ndarray, y: np.ndarray, weights: np.ndarray, l2: float):
+    """``(f, expand, size)``: the softmax objective for two classes over one weight vector and
+    bias ``[w, c]``, with ``W = [-w, w] / 2`` and ``b = [-c, c] / 2`` (``expand`` gives the full
+    ``[W.ravel(), b]``).
+
+    The cross-entropy depends on the difference of ``W``'s columns only, and the L2 penalty is
+    least for opposite columns, so the full objective's optimum is of this form: this reaches it
+    with half the variables, matrix-vector products only, and without the full one's flat
+    direction. It is LogisticRegression's two-class objective, ``l2 ||W||^2 = l2 ||w||^2 / 2``.
+    """
+    from scipy.special import expit
+
+    d, s, sign = X.shape[1], np.array([-0.5, 0.5]), 2.0 * y - 1.0
+
+    def f(theta: np.ndarray):
+        w = theta[:d]
+        z = (X @ w.astype(np.float32)).astype(np.float64) + theta[d]
+        loss = weights @ np.logaddexp(0.0, -sign * z) + 0.5 * l2 * float(w @ w)
+        r = weights * (expit(z) - y)
+        grad_w = (X.T @ r.astype(np.float32)).astype(np.float64) + l2 * w
+        return loss, np.append(grad_w, r.sum()), np.outer(z, s)
+
+    def expand(theta: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.outer(theta[:d], s).ravel(), theta[d] * s])
+
+    return f, expand, d + 1
 
 
 class SoftmaxHead(KerasHead):
@@ -412,10 +443,13 @@ class SoftmaxHead(KerasHead):
         dense = self.model.get_layer("softmax")
         l2 = float(dense.kernel_regularizer.l2) if dense.kernel_regularizer else 0.0
         Xs = np.ascontiguousarray(_apply(scaler, X) if scaler else X, dtype=np.float32)
-        Y = np.eye(n_classes)[y]
-        f = softmax_objective(Xs, Y, weights / weights.sum(), l2)
+        d, weights = Xs.shape[1], weights / weights.sum()
+        if n_classes == 2:
+            f, expand, n_vars = two_class_objective(Xs, y, weights, l2)
+        else:
+            f, n_vars = softmax_objective(Xs, y, weights, l2, n_classes), d * n_classes + n_classes
+            expand = lambda theta: theta  # noqa: E731
         Xv = _apply(scaler, val[0]) if val and scaler else (val[0] if val else None)
-        d = Xs.shape[1]
         last: dict[str, Any] = {}
         history: dict[str, list[float]] = {k: [] for k in ("loss", "accuracy", "val_loss",
                                                           "val_accuracy")[:4 if val else 2]}
@@ -430,20 +464,22 @@ class SoftmaxHead(KerasHead):
             history["loss"].append(float(loss))
             history["accuracy"].append(float(np.mean(logits.argmax(1) == y)))
             if val:
-                W, b = theta[:d * n_classes].reshape(d, n_classes), theta[d * n_classes:]
+                full = expand(theta)
+                W, b = full[:d * n_classes].reshape(d, n_classes), full[d * n_classes:]
                 logp = _log_softmax(Xv @ W.astype(np.float32) + b)
                 penalty = l2 * float(np.sum(np.square(W)))
                 history["val_loss"].append(float(-np.mean(logp[np.arange(len(val[1])), val[1]])
                                                  + penalty))
                 history["val_accuracy"].append(float(np.mean(logp.argmax(1) == val[1])))
 
-        result = minimize(fun, np.zeros(d * n_classes + n_classes), jac=True, method="L-BFGS-B",
+        result = minimize(fun, np.zeros(n_vars), jac=True, method="L-BFGS-B",
                           callback=lambda intermediate_result: record(intermediate_result.x,
                                                                       intermediate_result.fun),
                           options={"maxiter": int(self.params["epochs"]), "gtol": 1e-4,
                                    "maxls": 50, "ftol": 64 * np.finfo(float).eps})
-        dense.set_weights([result.x[:d * n_classes].reshape(d, n_classes).astype(np.float32),
-                           result.x[d * n_classes:].astype(np.float32)])
+        full = expand(result.x)
+        dense.set_weights([full[:d * n_classes].reshape(d, n_classes).astype(np.float32),
+                           full[d * n_classes:].astype(np.float32)])
         if not history["loss"]:  # optimal at the start: no iteration ran
             record(result.x, result.fun)
         self.history = history

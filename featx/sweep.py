@@ -178,6 +178,8 @@ def cv_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int,
 
 def _parallel(tasks: Iterable, n_jobs: int, backend: str) -> Iterator[dict[str, Any]]:
     """joblib results as they finish. In threads, BLAS gets one thread each (no oversubscription)."""
+    import scipy.optimize  # noqa: F401  load SciPy's and scikit-learn's BLAS first: a limit
+    import sklearn.linear_model  # noqa: F401  reaches only the libraries already loaded
     from joblib import Parallel
     from threadpoolctl import threadpool_limits
 

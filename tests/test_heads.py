@@ -10,7 +10,7 @@ import pytest
 
 from featx.bundle import load_bundle, save_bundle
 from featx.errors import FeatxError
-from featx.heads import CLASSIFIERS, SCALES, make_head, softmax_objective
+from featx.heads import CLASSIFIERS, SCALES, make_head, softmax_objective, two_class_objective
 from tests.conftest import META
 
 
@@ -68,7 +68,7 @@ def test_the_objective_is_the_keras_models_loss_and_gradient():
     W, b = rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)
     dense.set_weights([W, b])
     Y = np.eye(3)[y]
-    loss, grad, _ = softmax_objective(X, Y, np.full(60, 1 / 60), dense.kernel_regularizer.l2)(
+    loss, grad, _ = softmax_objective(X, y, np.full(60, 1 / 60), dense.kernel_regularizer.l2, 3)(
         np.concatenate([W.ravel(), b]).astype(np.float64))
     cross_entropy = keras.losses.CategoricalCrossentropy()(Y, model(X))
     keras_loss = float(cross_entropy) + float(sum(model.losses))
@@ -80,6 +80,20 @@ def test_the_objective_is_the_keras_models_loss_and_gradient():
             total = keras.losses.CategoricalCrossentropy()(Y, model(X)) + sum(model.losses)
         gW, gb = tape.gradient(total, [dense.kernel, dense.bias])
         np.testing.assert_allclose(grad, np.concatenate([np.ravel(gW), gb]), rtol=1e-4, atol=1e-6)
+
+
+def test_the_two_class_objective_is_the_full_one_at_opposite_columns():
+    X, y = blobs(n=60, dim=5, classes=2)
+    weights = np.full(60, 1 / 60)
+    f2, expand, size = two_class_objective(X, y, weights, 0.05)
+    theta = np.random.default_rng(2).normal(size=size)
+    loss2, grad2, logits2 = f2(theta)
+    loss, grad, logits = softmax_objective(X, y, weights, 0.05, 2)(expand(theta))
+    assert loss2 == pytest.approx(loss, rel=1e-6)
+    np.testing.assert_allclose(logits2 - logits2.max(1, keepdims=True), logits, atol=1e-5)
+    s = np.array([-0.5, 0.5])  # the chain rule through W = w s, b = c s
+    np.testing.assert_allclose(grad2[:5], grad[:10].reshape(5, 2) @ s, rtol=1e-5)
+    assert grad2[5] == pytest.approx(grad[10:] @ s, rel=1e-5)
 
 
 def test_l2_rows_have_unit_norm_inside_every_pipeline():
