@@ -321,16 +321,27 @@ def l2_strength(C: float | None, weight_sum: float, n_classes: int) -> float:
     return (2.0 if n_classes == 2 else 1.0) / (2.0 * float(C) * weight_sum)
 
 
-def softmax_objective(X: np.ndarray, y: np.ndarray, weights: np.ndarray, l2: float, n_classes: int):
-    """``f(theta) -> (loss, gradient, logits)`` of a Dense softmax layer, ``theta = [W.ravel(), b]``:
-    the weighted mean categorical cross-entropy of labels ``y`` (``weights`` sum to 1) plus
-    ``l2 * ||W||^2``. Matrix products in float32 (the vectors' type), the rest in float64.
+def softmax_objective(X: np.ndarray, y: np.ndarray, weights: np.ndarray, l2: float,
+                      n_classes: int, mean: np.ndarray | None = None):
+    """``(f, to_model, size)`` for a Dense softmax layer: ``f(theta) -> (loss, gradient, logits)``
+    is the weighted mean categorical cross-entropy of labels ``y`` (``weights`` sum to 1) plus
+    ``l2 * ||W||^2``; ``to_model(theta) -> (W, b)`` gives the layer's weights.
+
+    ``theta = [W.ravel(), c]`` with the bias ``b = c - mean @ W``: the rows are centred on ``mean``
+    (inside the products, without a copy), which leaves the model and the optimum as they are (the
+    bias is not penalised) and conditions the problem far better for L-BFGS on non-negative
+    features. Matrix products in float32 (the vectors' type), the rest in float64.
     """
     d, k, rows = X.shape[1], n_classes, np.arange(len(y))
+    mu = np.zeros(d) if mean is None else np.asarray(mean, dtype=np.float64)
+
+    def to_model(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        W = theta[:d * k].reshape(d, k)
+        return W, theta[d * k:] - mu @ W
 
     def f(theta: np.ndarray):
-        W = theta[:d * k].reshape(d, k)
-        logits = (X @ W.astype(np.float32)).astype(np.float64) + theta[d * k:]
+        W, b = to_model(theta)
+        logits = (X @ W.astype(np.float32)).astype(np.float64) + b
         logits -= logits.max(axis=1, keepdims=True)
         P = np.exp(logits)
         total = P.sum(axis=1)
@@ -338,16 +349,18 @@ def softmax_objective(X: np.ndarray, y: np.ndarray, weights: np.ndarray, l2: flo
         loss = -weights @ (logits[rows, y] - np.log(total)) + l2 * float(np.sum(np.square(W)))
         P[rows, y] -= 1.0  # the gradient of the cross-entropy in the logits: P - Y
         P *= weights[:, None]
-        grad_W = (X.T @ P.astype(np.float32)).astype(np.float64) + 2.0 * l2 * W
-        return loss, np.concatenate([grad_W.ravel(), P.sum(axis=0)]), logits
+        grad_c = P.sum(axis=0)
+        grad_W = ((X.T @ P.astype(np.float32)).astype(np.float64) - np.outer(mu, grad_c)
+                  + 2.0 * l2 * W)
+        return loss, np.concatenate([grad_W.ravel(), grad_c]), logits
 
-    return f
+    return f, to_model, d * k + k
 
 
-def two_class_objective(X: np.ndarray, y: np.ndarray, weights: np.ndarray, l2: float):
-    """``(f, expand, size)``: the softmax objective for two classes over one weight vector and
-    bias ``[w, c]``, with ``W = [-w, w] / 2`` and ``b = [-c, c] / 2`` (``expand`` gives the full
-    ``[W.ravel(), b]``).
+def two_class_objective(X: np.ndarray, y: np.ndarray, weights: np.ndarray, l2: float,
+                        mean: np.ndarray | None = None):
+    """:func:`softmax_objective` for two classes over one weight vector and bias ``[w, c]``,
+    with ``W = [-w, w] / 2`` and ``b = [-c', c'] / 2`` (``c' = c - mean @ w``).
 
     The cross-entropy depends on the difference of ``W``'s columns only, and the L2 penalty is
     least for opposite columns, so the full objective's optimum is of this form: this reaches it
@@ -357,19 +370,20 @@ def two_class_objective(X: np.ndarray, y: np.ndarray, weights: np.ndarray, l2: f
     from scipy.special import expit
 
     d, s, sign = X.shape[1], np.array([-0.5, 0.5]), 2.0 * y - 1.0
+    mu = np.zeros(d) if mean is None else np.asarray(mean, dtype=np.float64)
+
+    def to_model(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.outer(theta[:d], s), (theta[d] - mu @ theta[:d]) * s
 
     def f(theta: np.ndarray):
         w = theta[:d]
-        z = (X @ w.astype(np.float32)).astype(np.float64) + theta[d]
+        z = (X @ w.astype(np.float32)).astype(np.float64) + (theta[d] - mu @ w)
         loss = weights @ np.logaddexp(0.0, -sign * z) + 0.5 * l2 * float(w @ w)
         r = weights * (expit(z) - y)
-        grad_w = (X.T @ r.astype(np.float32)).astype(np.float64) + l2 * w
+        grad_w = (X.T @ r.astype(np.float32)).astype(np.float64) - mu * r.sum() + l2 * w
         return loss, np.append(grad_w, r.sum()), np.outer(z, s)
 
-    def expand(theta: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.outer(theta[:d], s).ravel(), theta[d] * s])
-
-    return f, expand, d + 1
+    return f, to_model, d + 1
 
 
 class SoftmaxHead(KerasHead):
@@ -443,12 +457,11 @@ class SoftmaxHead(KerasHead):
         dense = self.model.get_layer("softmax")
         l2 = float(dense.kernel_regularizer.l2) if dense.kernel_regularizer else 0.0
         Xs = np.ascontiguousarray(_apply(scaler, X) if scaler else X, dtype=np.float32)
-        d, weights = Xs.shape[1], weights / weights.sum()
+        weights, mean = weights / weights.sum(), Xs.mean(axis=0, dtype=np.float64)
         if n_classes == 2:
-            f, expand, n_vars = two_class_objective(Xs, y, weights, l2)
+            f, to_model, n_vars = two_class_objective(Xs, y, weights, l2, mean)
         else:
-            f, n_vars = softmax_objective(Xs, y, weights, l2, n_classes), d * n_classes + n_classes
-            expand = lambda theta: theta  # noqa: E731
+            f, to_model, n_vars = softmax_objective(Xs, y, weights, l2, n_classes, mean)
         Xv = _apply(scaler, val[0]) if val and scaler else (val[0] if val else None)
         last: dict[str, Any] = {}
         history: dict[str, list[float]] = {k: [] for k in ("loss", "accuracy", "val_loss",
@@ -464,8 +477,7 @@ class SoftmaxHead(KerasHead):
             history["loss"].append(float(loss))
             history["accuracy"].append(float(np.mean(logits.argmax(1) == y)))
             if val:
-                full = expand(theta)
-                W, b = full[:d * n_classes].reshape(d, n_classes), full[d * n_classes:]
+                W, b = to_model(theta)
                 logp = _log_softmax(Xv @ W.astype(np.float32) + b)
                 penalty = l2 * float(np.sum(np.square(W)))
                 history["val_loss"].append(float(-np.mean(logp[np.arange(len(val[1])), val[1]])
@@ -477,9 +489,7 @@ class SoftmaxHead(KerasHead):
                                                                       intermediate_result.fun),
                           options={"maxiter": int(self.params["epochs"]), "gtol": 1e-4,
                                    "maxls": 50, "ftol": 64 * np.finfo(float).eps})
-        full = expand(result.x)
-        dense.set_weights([full[:d * n_classes].reshape(d, n_classes).astype(np.float32),
-                           full[d * n_classes:].astype(np.float32)])
+        dense.set_weights([a.astype(np.float32) for a in to_model(result.x)])
         if not history["loss"]:  # optimal at the start: no iteration ran
             record(result.x, result.fun)
         self.history = history

@@ -68,8 +68,10 @@ def test_the_objective_is_the_keras_models_loss_and_gradient():
     W, b = rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)
     dense.set_weights([W, b])
     Y = np.eye(3)[y]
-    loss, grad, _ = softmax_objective(X, y, np.full(60, 1 / 60), dense.kernel_regularizer.l2, 3)(
-        np.concatenate([W.ravel(), b]).astype(np.float64))
+    f, to_model, _ = softmax_objective(X, y, np.full(60, 1 / 60), dense.kernel_regularizer.l2, 3)
+    theta = np.concatenate([W.ravel(), b]).astype(np.float64)
+    loss, grad, _ = f(theta)
+    np.testing.assert_allclose(to_model(theta)[1], b, rtol=1e-6)  # uncentred: the bias as it is
     cross_entropy = keras.losses.CategoricalCrossentropy()(Y, model(X))
     keras_loss = float(cross_entropy) + float(sum(model.losses))
     assert loss == pytest.approx(keras_loss, rel=1e-5)
@@ -82,18 +84,25 @@ def test_the_objective_is_the_keras_models_loss_and_gradient():
         np.testing.assert_allclose(grad, np.concatenate([np.ravel(gW), gb]), rtol=1e-4, atol=1e-6)
 
 
-def test_the_two_class_objective_is_the_full_one_at_opposite_columns():
+def test_the_two_class_and_centred_objectives_are_the_full_one():
+    """The two-class objective equals the full one at opposite columns; centring the rows only
+    moves the bias (same loss at the same layer weights), and both gradients follow the chain
+    rule (checked by central differences, on float64 rows)."""
     X, y = blobs(n=60, dim=5, classes=2)
-    weights = np.full(60, 1 / 60)
-    f2, expand, size = two_class_objective(X, y, weights, 0.05)
-    theta = np.random.default_rng(2).normal(size=size)
-    loss2, grad2, logits2 = f2(theta)
-    loss, grad, logits = softmax_objective(X, y, weights, 0.05, 2)(expand(theta))
-    assert loss2 == pytest.approx(loss, rel=1e-6)
-    np.testing.assert_allclose(logits2 - logits2.max(1, keepdims=True), logits, atol=1e-5)
-    s = np.array([-0.5, 0.5])  # the chain rule through W = w s, b = c s
-    np.testing.assert_allclose(grad2[:5], grad[:10].reshape(5, 2) @ s, rtol=1e-5)
-    assert grad2[5] == pytest.approx(grad[10:] @ s, rel=1e-5)
+    X = X.astype(np.float64)
+    weights, mean = np.full(60, 1 / 60), X.mean(axis=0)
+    full, full_model, _ = softmax_objective(X, y, weights, 0.05, 2)
+    for objective in (two_class_objective, softmax_objective):
+        extra = () if objective is two_class_objective else (2,)
+        f, to_model, size = objective(X, y, weights, 0.05, *extra, mean=mean)
+        theta = np.random.default_rng(2).normal(size=size) * 0.3
+        loss, grad, logits = f(theta)
+        W, b = to_model(theta)
+        assert loss == pytest.approx(full(np.concatenate([W.ravel(), b]))[0], rel=1e-6)
+        step = 1e-3  # the weights go through float32: a larger step than usual
+        numeric = [(f(theta + step * e)[0] - f(theta - step * e)[0]) / (2 * step)
+                   for e in np.eye(size)]
+        np.testing.assert_allclose(grad, numeric, rtol=1e-3, atol=1e-6)
 
 
 def test_l2_rows_have_unit_norm_inside_every_pipeline():
