@@ -172,16 +172,21 @@ def _class_weights(y: np.ndarray, n_classes: int, mode: str | None) -> dict[int,
     return {i: float(v) for i, v in enumerate(w)}
 
 
-def _sklearn_scalers(scale: str) -> list:
-    """The Pipeline steps before the classifier for ``scale`` (see the module docstring)."""
+def _sklearn_steps(scale: str, clf: str) -> list[tuple[str, Any]]:
+    """The Pipeline steps before the classifier: ``l2`` and ``standard`` per ``scale`` (see the
+    module docstring); for logreg, a ``center`` step when the rows are not standardised. Its
+    intercept is not penalised, so centring changes neither the objective's optimum nor the
+    predictions, and lbfgs needs several times fewer iterations on non-negative features."""
     from sklearn.preprocessing import Normalizer, StandardScaler
 
-    steps: list = []
+    steps: list[tuple[str, Any]] = []
     if scale.startswith("l2"):
-        steps.append(Normalizer(norm="l2"))
+        steps.append(("l2", Normalizer(norm="l2")))
     if scale.endswith("standard"):
-        steps.append(StandardScaler())
-    return steps or ["passthrough"]
+        steps.append(("standard", StandardScaler()))
+    elif clf == "logreg":
+        steps.append(("center", StandardScaler(with_std=False)))
+    return steps or [("scale", "passthrough")]
 
 
 class SklearnHead(Head):
@@ -198,7 +203,7 @@ class SklearnHead(Head):
     def _build(self, min_count: int = 3):
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
+        from sklearn.pipeline import Pipeline
         from sklearn.svm import SVC, LinearSVC
 
         p = self.params
@@ -215,7 +220,7 @@ class SklearnHead(Head):
             # Platt scaling on out-of-fold decision values; fewer folds when a class is tiny
             folds = int(max(2, min(3, min_count)))
             clf = CalibratedClassifierCV(svm, method="sigmoid", cv=folds, ensemble=False)
-        return make_pipeline(*_sklearn_scalers(p["scale"]), clf)
+        return Pipeline([*_sklearn_steps(p["scale"], self.name), ("clf", clf)])
 
     def fit(self, X, y, X_val=None, y_val=None, n_classes=None):
         import warnings

@@ -115,11 +115,25 @@ def test_l2_rows_have_unit_norm_inside_every_pipeline():
             inner = keras.Model(head.model.input, head.model.get_layer("l2_normalize").output)
             Z = np.asarray(inner(X))
         else:
-            Z = head.pipeline[:-1].transform(X)
+            Z = head.pipeline.named_steps["l2"].transform(X)
+            assert list(head.pipeline.named_steps)[0] == "l2"  # the first step
         np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0, rtol=1e-5)
     both = make_head("logreg", scale="l2+standard").fit(X, y).pipeline
+    assert list(both.named_steps) == ["l2", "standard", "clf"]
     np.testing.assert_allclose(np.linalg.norm(both[0].transform(X), axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(both[:-1].transform(X).mean(axis=0), 0.0, atol=1e-5)
+
+
+def test_centring_logreg_leaves_its_predictions_as_they_are():
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = blobs(sep=0.5)
+    head = make_head("logreg", C=10.0).fit(X[:180], y[:180])
+    assert list(head.pipeline.named_steps) == ["center", "clf"]
+    plain = LogisticRegression(C=10.0, max_iter=5000, tol=1e-8).fit(X[:180], y[:180])
+    np.testing.assert_allclose(head.predict_proba(X[180:]), plain.predict_proba(X[180:]),
+                               atol=2e-3)
+    np.testing.assert_allclose(head.pipeline[-1].coef_, plain.coef_, rtol=0.02, atol=1e-3)
 
 
 @pytest.mark.parametrize("clf", CLASSIFIERS)
