@@ -61,7 +61,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "svm": {"C": 1.0, "class_weight": None, "scale": "none", "gamma": "scale", "seed": 0},
     "linear-svm": {"C": 1.0, "class_weight": None, "scale": "none", "max_iter": 2000, "seed": 0},
     "softmax": {"C": 1.0, "class_weight": None, "scale": "none", "solver": "lbfgs",
-                "epochs": None, "lr": 1e-3, "batch_size": 256, "patience": 10, "seed": 0},
+                "epochs": None, "lr": 1e-2, "batch_size": 256, "patience": 10, "seed": 0},
 }
 
 

@@ -386,3 +386,21 @@ def test_sweep_with_softmax_points_writes_rows_as_they_finish(store: Path, tmp_p
     assert {clf for *_, clf in seen} == {"softmax", "logreg"}
     softmax = [r for r in result.rows if r["clf"] == "softmax"]
     assert all(r["converged"] and r["epochs_run"] >= 1 for r in softmax)
+
+
+@needs_shared
+@pytest.mark.shared
+@pytest.mark.parametrize("fixture", ["pets_store", "flowers_store"])
+def test_softmax_head_scores_as_logreg_on_real_vectors(fixture: str, request):
+    """VGG16 vectors of real photos: with the same C and scale, the softmax head and logistic
+    regression score the same on val and test (within half a point) and agree image by image."""
+    store = request.getfixturevalue(fixture)
+    split = load_split(store)
+    for params in ({"C": 1.0, "scale": "none"}, {"C": 10.0, "scale": "l2"}):
+        logreg = fit_store(store, "logreg", split=split, **params)
+        softmax = fit_store(store, "softmax", split=split, **params)
+        for part in ("val", "test"):
+            assert abs(softmax.__dict__[part]["accuracy"] - logreg.__dict__[part]["accuracy"]) <= 0.005
+            X = split.X(part)
+            assert np.mean(softmax.head.predict(X) == logreg.head.predict(X)) >= 0.97
+        assert softmax.extra["converged"] and softmax.extra["epochs_run"] < 1000
