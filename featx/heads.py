@@ -54,6 +54,8 @@ CLASSIFIERS = ("logreg", "svm", "linear-svm", "softmax")  # heads on vectors: fi
 SCALES = ("none", "l2", "standard", "l2+standard")
 SOLVERS = ("lbfgs", "adam")
 SOLVER_EPOCHS = {"lbfgs": 1000, "adam": 100}  # the softmax head's default budget per solver
+# LogisticRegression's lbfgs settings (tol 1e-4), so that both stop at the same point
+LBFGS_OPTIONS = {"gtol": 1e-4, "maxls": 50, "ftol": 64 * np.finfo(float).eps}
 
 # The parameters each head accepts, with defaults (a sweep only varies the ones a head accepts).
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -464,43 +466,22 @@ class SoftmaxHead(KerasHead):
         Xs = np.ascontiguousarray(_apply(scaler, X) if scaler else X, dtype=np.float32)
         weights, mean = weights / weights.sum(), Xs.mean(axis=0, dtype=np.float64)
         if n_classes == 2:
-            f, to_model, n_vars = two_class_objective(Xs, y, weights, l2, mean)
+            f, to_model, size = two_class_objective(Xs, y, weights, l2, mean)
         else:
-            f, to_model, n_vars = softmax_objective(Xs, y, weights, l2, n_classes, mean)
-        Xv = _apply(scaler, val[0]) if val and scaler else (val[0] if val else None)
-        last: dict[str, Any] = {}
-        history: dict[str, list[float]] = {k: [] for k in ("loss", "accuracy", "val_loss",
-                                                          "val_accuracy")[:4 if val else 2]}
-
-        def fun(theta):
-            loss, grad, logits = f(theta)
-            last.update(theta=theta.copy(), logits=logits)
-            return loss, grad
-
-        def record(theta: np.ndarray, loss: float) -> None:
-            logits = last["logits"] if np.array_equal(theta, last.get("theta")) else f(theta)[2]
-            history["loss"].append(float(loss))
-            history["accuracy"].append(float(np.mean(logits.argmax(1) == y)))
-            if val:
-                W, b = to_model(theta)
-                logp = _log_softmax(Xv @ W.astype(np.float32) + b)
-                penalty = l2 * float(np.sum(np.square(W)))
-                history["val_loss"].append(float(-np.mean(logp[np.arange(len(val[1])), val[1]])
-                                                 + penalty))
-                history["val_accuracy"].append(float(np.mean(logp.argmax(1) == val[1])))
-
-        result = minimize(fun, np.zeros(n_vars), jac=True, method="L-BFGS-B",
-                          callback=lambda intermediate_result: record(intermediate_result.x,
-                                                                      intermediate_result.fun),
-                          options={"maxiter": int(self.params["epochs"]), "gtol": 1e-4,
-                                   "maxls": 50, "ftol": 64 * np.finfo(float).eps})
+            f, to_model, size = softmax_objective(Xs, y, weights, l2, n_classes, mean)
+        if val and scaler:
+            val = (_apply(scaler, val[0]), val[1])
+        track = _Epochs(f, to_model, y, val, l2)
+        result = minimize(track.fun, np.zeros(size), jac=True, method="L-BFGS-B",
+                          callback=track.record, options={**LBFGS_OPTIONS,
+                                                          "maxiter": int(self.params["epochs"])})
         dense.set_weights([a.astype(np.float32) for a in to_model(result.x)])
-        if not history["loss"]:  # optimal at the start: no iteration ran
-            record(result.x, result.fun)
-        self.history = history
+        if not track.history["loss"]:  # optimal at the start: no iteration ran
+            track.record(result)
+        self.history = track.history
         self.converged = bool(result.status != 1)  # 1: the iteration limit; 2: at float precision
         self.stop_reason = str(result.message)
-        self.best_epoch = len(history["loss"])
+        self.best_epoch = len(self.history["loss"])
 
     def _fit_adam(self, X, y, n_classes, val) -> None:
         """The tutorial's training: Adam, mini-batches, early stopping on val loss (best restored)."""
@@ -527,6 +508,36 @@ class SoftmaxHead(KerasHead):
         self.stop_reason = ("early stopping on val loss" if self.converged else
                             f"used every epoch (best val loss at epoch {self.best_epoch})" if val
                             else "fixed epochs, no validation part")
+
+
+class _Epochs:
+    """The objective for SciPy, and the Keras-style history of an L-BFGS run: loss, accuracy,
+    val_loss and val_accuracy after each iteration (train accuracy from the last evaluation)."""
+
+    def __init__(self, f, to_model, y: np.ndarray, val: tuple | None, l2: float) -> None:
+        self.f, self.to_model, self.y, self.val, self.l2 = f, to_model, y, val, l2
+        self.last: tuple[np.ndarray, np.ndarray] | None = None  # (theta, logits)
+        keys = ("loss", "accuracy", "val_loss", "val_accuracy")
+        self.history: dict[str, list[float]] = {k: [] for k in keys[:4 if val else 2]}
+
+    def fun(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        loss, grad, logits = self.f(theta)
+        self.last = (theta.copy(), logits)
+        return loss, grad
+
+    def record(self, intermediate_result) -> None:
+        """SciPy's callback (any result with ``x`` and ``fun``): one epoch of history."""
+        theta, h = intermediate_result.x, self.history
+        same = self.last is not None and np.array_equal(theta, self.last[0])
+        logits = self.last[1] if same else self.f(theta)[2]
+        h["loss"].append(float(intermediate_result.fun))
+        h["accuracy"].append(float(np.mean(logits.argmax(1) == self.y)))
+        if self.val:
+            (Xv, yv), (W, b) = self.val, self.to_model(theta)
+            logp = _log_softmax(Xv @ W.astype(np.float32) + b)
+            penalty = self.l2 * float(np.sum(np.square(W)))
+            h["val_loss"].append(float(-np.mean(logp[np.arange(len(yv)), yv]) + penalty))
+            h["val_accuracy"].append(float(np.mean(logp.argmax(1) == yv)))
 
 
 def _apply(model, X: np.ndarray, rows: int = 8192) -> np.ndarray:
