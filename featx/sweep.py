@@ -317,7 +317,7 @@ def _collect(stream: Iterator[dict[str, Any]], total: int, out: Path | None,
 
 def run_sweep(store: str | os.PathLike, clfs: list[str], grid: dict[str, list[Any]], *,
               fractions=DEFAULT_FRACTIONS, split_seed: int = 0, seed: int = 0, n_jobs: int = 2,
-              backend: str = "loky", cv: int | None = None,
+              backend: str = "threading", cv: int | None = None,
               out_dir: str | os.PathLike | None = None, bundle: str | os.PathLike | None = None,
               on_row: Callable[[dict[str, Any], int, int], None] | None = None) -> SweepResult:
     """Score every grid point (in parallel), select the best, refit it and test it once.

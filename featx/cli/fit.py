@@ -66,11 +66,13 @@ def _print_selection(sel: dict[str, Any]) -> None:
     if not sel.get("picked"):
         out.print(f"  C and scale: defaults ({sel.get('note')})")
         return
-    picked = ", ".join(f"{k}={v:g}" if k == "C" else f"{k}={v}" for k, v in sel["picked"].items())
+
+    def point(row: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={row[k]:g}" if k == "C" else f"{k}={row[k]}" for k in sel["picked"])
+
     runner = sel["rows"][1] if len(sel["rows"]) > 1 else None
-    nxt = (", next " + ", ".join(f"{k}={runner[k]}" for k in sel["picked"])
-           + f" {runner['cv_mean']:.4f}") if runner else ""
-    out.print(f"  picked {picked} by {sel['by']} ({len(sel['rows'])} points, "
+    nxt = f", next {point(runner)} {runner['cv_mean']:.4f}" if runner else ""
+    out.print(f"  picked {point(sel['picked'])} by {sel['by']} ({len(sel['rows'])} points, "
               f"{sel['seconds']:.1f} s): accuracy {sel['cv_mean']:.4f} ± {sel['cv_std']:.4f}{nxt}; "
               f"{sel['tie_break']}; --C / --scale fix them")
 
@@ -131,7 +133,9 @@ def sweep(
     cv: Optional[int] = typer.Option(
         None, "--cv", help="Select by K-fold cross-validation on train+val [the validation part]."),
     jobs: int = typer.Option(2, "--jobs", "-j", help="Parallel fits (joblib)."),
-    backend: str = typer.Option("loky", help="joblib backend: loky (processes) or threading."),
+    backend: str = typer.Option(
+        "threading", help="joblib backend: threading (the fits release the GIL; no worker start-up) "
+        "or loky (processes)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the classifiers and of the CV folds."),
     split: str = SPLIT_OPTION,
     split_seed: int = SPLIT_SEED_OPTION,
