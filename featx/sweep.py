@@ -170,8 +170,8 @@ def cv_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int,
         raise FeatxError(f"`{param}` takes at least 2 folds, got {k}")
     smallest = min(len(set(groups[y == c])) for c in np.unique(y))
     if smallest < k:
-        raise FeatxError(f"`{param}`={k} folds need {k} distinct images of every class; the "
-                         f"smallest class has {smallest}")
+        raise FeatxError(f"`{param}`={k} needs {k} distinct images of every class to cut {k} "
+                         f"folds; the smallest class has {smallest}")
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(y)), y, groups))
 

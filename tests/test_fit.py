@@ -130,6 +130,10 @@ def test_bad_inputs_one_line_and_exit_2(store: Path, tmp_path: Path, capsys):
         (("fit", str(store), "--clf", "forest"), "unknown classifier 'forest'"),
         (("sweep", str(store), "--clf", "logreg,forest"), "unknown classifier 'forest'"),
         (("fit", str(store), "--C", "-1"), "C must be positive"),
+        (("fit", str(store), "--scale", "l3"), "--scale is one of none, l2, standard, l2+standard"),
+        (("fit", str(store), "--clf", "softmax", "--solver", "sgd"), "--solver is one of lbfgs"),
+        (("sweep", str(store), "--cv", "1"), "--cv takes at least 2 folds"),
+        (("sweep", str(store), "--cv", "90"), "--cv 90 needs 90 distinct images of every class"),
         (("predict", str(tmp_path), str(tmp_path)), "not a featx bundle"),
     ]
     for args, message in cases:
