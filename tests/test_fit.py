@@ -369,6 +369,11 @@ def test_sweep_ties_go_to_the_smaller_C_and_small_val_parts_are_flagged(store: P
     assert {r["val_accuracy"] for r in result.rows} == {1.0}
     assert [r["C"] for r in result.rows] == [0.1, 1.0, 10.0] and result.best["C"] == 0.1
     assert result.as_dict()["tie_break"].startswith("ties go to the smaller C")
+    from featx.sweep import sort_rows  # a mean of folds that differs in its last bits is a tie
+
+    rows = [{"clf": "logreg", "C": 10.0, "cv_mean": 0.9788235294117648, "point": 0},
+            {"clf": "logreg", "C": 1.0, "cv_mean": 0.9788235294117646, "point": 1}]
+    assert [r["C"] for r in sort_rows(rows)] == [1.0, 10.0]
     n_val = result.split["n_val"]
     assert f"the validation part has {n_val} images: one error is {100 / n_val:.2f} points" in \
         result.notes[0]
