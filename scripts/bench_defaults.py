@@ -13,8 +13,8 @@ Per store (its derived 70/15/15 split, seed 0):
   standardised, no L2 (C=inf), 50 epochs, early stopping with patience 5);
 
 with the standard error of a test accuracy (the noise the comparison has to beat).
-``--subset N`` writes a store of N rows drawn by a seeded ranking of their hashes (a derived data
-set, no model time) and exits.
+``--subset N`` writes a store of N rows drawn by a seeded ranking of their hashes, ``--per-class N``
+one of the first N files (by name) of each class (derived data sets, no model time), and exit.
 """
 
 from __future__ import annotations
@@ -40,6 +40,22 @@ def subset_store(src: Path, n: int, out: Path, seed: int = 0) -> Path:
     f = load_features(src)
     rank = [hashlib.sha256(f"subset{seed}:{h}".encode()).hexdigest() for h in f.hashes]
     keep = np.sort(np.argsort(rank)[:n])
+    save_features(out, Features(f.features[keep], f.labels[keep], [f.paths[i] for i in keep],
+                                f.hashes[keep], f.class_names, dict(f.meta)))
+    return out
+
+
+def first_per_class(src: Path, per_class: int, out: Path) -> Path:
+    """The rows of the first ``per_class`` files (sorted by path) of each class: the subsets of the
+    README's baseline table (tests/conftest.py ``subset``)."""
+    from featx.store import Features, load_features, save_features
+
+    f = load_features(src)
+    keep = []
+    for c in range(len(f.class_names)):
+        rows = list(np.flatnonzero(f.labels == c))
+        keep += sorted(rows, key=lambda i: f.paths[i])[:per_class]
+    keep = np.sort(np.array(keep))
     save_features(out, Features(f.features[keep], f.labels[keep], [f.paths[i] for i in keep],
                                 f.hashes[keep], f.class_names, dict(f.meta)))
     return out
@@ -79,11 +95,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("stores", type=Path, nargs="+")
     ap.add_argument("--subset", type=int, help="write a store of this many rows and exit")
+    ap.add_argument("--per-class", type=int, help="write a store of the first N files a class")
     ap.add_argument("--out", type=Path, help="where --subset writes")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    if args.subset:
-        print(subset_store(args.stores[0], args.subset, args.out))
+    if args.subset or args.per_class:
+        make = (subset_store(args.stores[0], args.subset, args.out) if args.subset
+                else first_per_class(args.stores[0], args.per_class, args.out))
+        print(make)
         return
     results = [compare(s) for s in args.stores]
     if args.json:
