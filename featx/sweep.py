@@ -39,7 +39,7 @@ GRID_KEYS = ("C", "class_weight", "scale", "solver", "lr", "epochs", "batch_size
 CSV_FIELDS = ("clf", *GRID_KEYS, "val_accuracy", "cv_mean", "cv_std", "cv_scores",
               "train_accuracy", "fit_seconds", "epochs_run", "converged", "error")
 # What `featx fit` tries when C or scale is not given (measured: README, "Classifiers").
-AUTO_GRID: dict[str, list[Any]] = {"scale": ["none", "l2"], "C": [0.1, 1.0, 10.0, 100.0]}
+AUTO_GRID: dict[str, list[Any]] = {"scale": ["none", "l2"], "C": [0.01, 0.1, 1.0, 10.0, 100.0]}
 AUTO_FOLDS = 3
 TIE_BREAK = "ties go to the smaller C (the simpler model), then to grid order"
 SMALL_VAL = 1000  # below this many validation images, the sweep says how coarse its scores are

@@ -269,7 +269,7 @@ def test_fit_picks_C_and_scale_on_the_train_part_alone(tmp_path: Path):
     first = fit_store(store, "logreg", out=tmp_path / "b")
     sel = first.selection
     assert sel["by"] == "3-fold cross-validation on the training part" and sel["folds"] == 3
-    assert len(sel["rows"]) == 8 and {r["scale"] for r in sel["rows"]} == {"none", "l2"}
+    assert len(sel["rows"]) == 10 and {r["scale"] for r in sel["rows"]} == {"none", "l2"}
     assert {k: first.params[k] for k in ("C", "scale")} == sel["picked"]
     assert read_bundle_info(tmp_path / "b")["selection"]["picked"] == sel["picked"]
     assert len({round(r["cv_mean"], 6) for r in sel["rows"]}) > 2  # the grid is told apart
