@@ -1,8 +1,10 @@
 """fit: train one head on a store's cached vectors with the derived split, and evaluate it.
 
 The split comes from :func:`featx.split.split_indices` (derived from the content hashes, so fit,
-sweep and the from-scratch baseline all see the same parts). Metrics: accuracy, per-class
-precision / recall and the confusion matrix on the validation and test parts; wall-clock fit time.
+sweep and the from-scratch baseline all see the same parts). ``C`` and ``scale``, when not given,
+are picked by cross-validation on the train part alone (:func:`featx.sweep.choose_params`). Metrics:
+accuracy, per-class precision / recall and the confusion matrix on the validation and test parts,
+beside the chance level and the majority class's accuracy; wall-clock fit time.
 """
 
 from __future__ import annotations
@@ -74,6 +76,17 @@ def load_split(store: str | os.PathLike, fractions=DEFAULT_FRACTIONS, seed: int 
     return split
 
 
+def reference_levels(split: Split) -> dict[str, Any]:
+    """What an accuracy is to be read against: chance (1 / classes) and always answering the
+    training part's most frequent class (its accuracy on val and test)."""
+    n_classes = len(split.feats.class_names)
+    majority = int(np.argmax(np.bincount(split.y("train"), minlength=n_classes)))
+    share = {part: float(np.mean(split.y(part) == majority)) if split.n(part) else None
+             for part in ("val", "test")}
+    return {"chance": 1.0 / n_classes, "majority_class": split.feats.class_names[majority],
+            "majority_val": share["val"], "majority_test": share["test"]}
+
+
 def evaluate(head: Head, X: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, Any] | None:
     """:func:`featx.metrics.classification_metrics` of the head's predictions (None: no rows)."""
     return classification_metrics(y, head.predict(X), n_classes) if len(y) else None
@@ -94,6 +107,7 @@ class FitResult:
     test: dict[str, Any] | None
     fit_seconds: float
     history: dict[str, list[float]] | None = None
+    selection: dict[str, Any] | None = None  # how C / scale were picked, when they were
     extra: dict[str, Any] = field(default_factory=dict)
     bundle: Path | None = None  # where it was saved, if it was
 
@@ -110,7 +124,7 @@ class FitResult:
             "n_train": self.split["n_train"], "n_val": self.split["n_val"],
             "n_test": self.split["n_test"], "fit_seconds": round(self.fit_seconds, 4),
             "class_names": self.class_names, "split": self.split,
-            "val": self.val, "test": self.test, **self.extra,
+            "val": self.val, "test": self.test, "selection": self.selection, **self.extra,
             "bundle": str(self.bundle) if self.bundle else None,
         }
 
@@ -126,27 +140,45 @@ def fit_split(split: Split, clf: str = "logreg", **params: Any) -> tuple[Head, f
 
 def fit_store(store: str | os.PathLike, clf: str = "logreg", fractions=DEFAULT_FRACTIONS,
               split_seed: int = 0, split: Split | None = None, out: str | os.PathLike | None = None,
-              exclude=None, exclude_from_test: bool = False, **params: Any) -> FitResult:
+              exclude=None, exclude_from_test: bool = False, n_jobs: int = 2,
+              **params: Any) -> FitResult:
     """Fit ``clf`` on a store's train part and evaluate it on the validation and test parts;
     with ``out``, save it there as a bundle (see :func:`featx.bundle.save_bundle`); ``exclude``:
-    see :func:`load_split`."""
+    see :func:`load_split`.
+
+    ``C`` or ``scale`` left None are picked by cross-validation on the train part
+    (:func:`featx.sweep.choose_params`, ``n_jobs`` in parallel); the choice is in ``selection``.
+    """
+    from featx.sweep import choose_params
+
     make_head(clf, **params)  # validate the name and parameters before loading any data
     if out is not None:
         check_bundle_output(out)
     split = split or load_split(store, fractions, split_seed, exclude=exclude,
                                 exclude_from_test=exclude_from_test)
+    free = [k for k in ("C", "scale") if params.get(k) is None]
+    selection = None
+    if free:
+        fixed = {k: v for k, v in params.items() if v is not None and k != "seed"}
+        selection = choose_params(split, clf, fixed, free, seed=params.get("seed") or 0,
+                                  n_jobs=n_jobs)
+        params.update(selection["picked"] or {})
     head, seconds = fit_split(split, clf, **params)
     n_classes = len(split.feats.class_names)
-    extra = {"best_epoch": head.best_epoch,
-             "epochs_run": len(head.history["loss"])} if head.history else {}
+    extra: dict[str, Any] = {"reference": reference_levels(split), "n_iter": head.n_iter,
+                             "converged": head.converged}
+    if head.history:
+        extra.update(epochs_run=len(head.history["loss"]), best_epoch=head.best_epoch,
+                     solver=head.params.get("solver"), stop_reason=head.stop_reason)
     result = FitResult(
         head=head, clf=clf, params=head.get_params(), class_names=list(split.feats.class_names),
         store=Path(store), store_meta=split.feats.meta, split=split.info,
         val=evaluate(head, split.X("val"), split.y("val"), n_classes),
         test=evaluate(head, split.X("test"), split.y("test"), n_classes),
-        fit_seconds=seconds, history=head.history, extra=extra,
+        fit_seconds=seconds, history=head.history, selection=selection, extra=extra,
     )
     if out is not None:
         result.bundle = save_bundle(out, head, result.class_names, result.store_meta, store=store,
-                                    split=result.split, metrics=result.metrics)
+                                    split=result.split, metrics=result.metrics,
+                                    extra={"selection": selection} if selection else None)
     return result

@@ -55,10 +55,11 @@ def test_fit_uses_the_derived_split(store: Path):
     assert part_of[0] == part_of[1]  # rows 0 and 1 share a content hash: same part
 
 
-def test_softmax_head_early_stopping_and_history(tmp_path: Path):
+def test_adam_softmax_head_early_stopping_and_history(tmp_path: Path):
     # more dimensions than training rows and overlapping classes: the head overfits quickly
     store = synthetic_store(tmp_path / "hard.h5", dim=256, sep=0.05)
-    result = fit_store(store, "softmax", epochs=100, patience=2, lr=0.01)
+    result = fit_store(store, "softmax", solver="adam", C=1e4, scale="standard", epochs=100,
+                       patience=2, lr=0.01)
     h = result.history
     assert set(h) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     n = len(h["loss"])
@@ -129,6 +130,10 @@ def test_bad_inputs_one_line_and_exit_2(store: Path, tmp_path: Path, capsys):
         (("fit", str(store), "--clf", "forest"), "unknown classifier 'forest'"),
         (("sweep", str(store), "--clf", "logreg,forest"), "unknown classifier 'forest'"),
         (("fit", str(store), "--C", "-1"), "C must be positive"),
+        (("fit", str(store), "--scale", "l3"), "--scale is one of none, l2, standard, l2+standard"),
+        (("fit", str(store), "--clf", "softmax", "--solver", "sgd"), "--solver is one of lbfgs"),
+        (("sweep", str(store), "--cv", "1"), "--cv takes at least 2 folds"),
+        (("sweep", str(store), "--cv", "90"), "--cv 90 needs 90 distinct images of every class"),
         (("predict", str(tmp_path), str(tmp_path)), "not a featx bundle"),
     ]
     for args, message in cases:
@@ -243,3 +248,168 @@ def test_flowers_logreg_clearly_above_chance(flowers_store: Path):
     """200 flowers5 photos (40 a class); chance is 0.2."""
     result = fit_store(flowers_store, "logreg")
     assert result.test["accuracy"] >= 0.6
+
+
+def _shuffled(store: Path, parts: tuple[str, ...]):
+    """The store's split with its labels permuted within ``parts`` (the rows of each part stay:
+    shuffling the stored labels would move rows across parts, as the split is stratified)."""
+    from dataclasses import replace
+
+    split = load_split(store)
+    labels = split.feats.labels.copy()
+    rng = np.random.default_rng(7)
+    for part in parts:
+        labels[split.rows[part]] = rng.permutation(labels[split.rows[part]])
+    assert (labels != split.feats.labels).any()
+    return replace(split, feats=replace(split.feats, labels=labels))
+
+
+def test_fit_picks_C_and_scale_on_the_train_part_alone(tmp_path: Path):
+    store = synthetic_store(tmp_path / "s.h5", dim=24, sep=0.5)  # errors to tell the grid apart
+    first = fit_store(store, "logreg", out=tmp_path / "b")
+    sel = first.selection
+    assert sel["by"] == "3-fold cross-validation on the training part" and sel["folds"] == 3
+    assert len(sel["rows"]) == 10 and {r["scale"] for r in sel["rows"]} == {"none", "l2"}
+    assert {k: first.params[k] for k in ("C", "scale")} == sel["picked"]
+    assert read_bundle_info(tmp_path / "b")["selection"]["picked"] == sel["picked"]
+    assert len({round(r["cv_mean"], 6) for r in sel["rows"]}) > 2  # the grid is told apart
+
+    def scores(result):
+        return [(r["C"], r["scale"], r["cv_mean"]) for r in result.selection["rows"]]
+
+    # reproducible, and blind to the validation and test parts: shuffling their labels changes
+    # nothing in the choice (every point's cross-validated score included)
+    assert scores(fit_store(store, "logreg")) == scores(first)
+    blind = fit_store(store, "logreg", split=_shuffled(store, ("val", "test")))
+    assert scores(blind) == scores(first) and blind.test["accuracy"] < first.test["accuracy"]
+    # shuffling the training labels does change it, and so does another seed (other folds)
+    assert scores(fit_store(store, "logreg", split=_shuffled(store, ("train",)))) != scores(first)
+    assert sorted(scores(fit_store(store, "logreg", seed=1))) != sorted(scores(first))
+
+
+def test_fit_with_C_and_scale_fits_exactly_that(store: Path, capsys):
+    result = fit_store(store, "logreg", C=1.0, scale="none")
+    assert result.selection is None and (result.params["C"], result.params["scale"]) == (1.0, "none")
+    only_scale = fit_store(store, "logreg", C=3.0).selection  # the free one is still picked
+    assert only_scale["grid"] == {"scale": ["none", "l2"]} and only_scale["picked"].keys() == {"scale"}
+    code, out, err = cli(capsys, "fit", str(store), "--C", "1", "--scale", "none", "-o",
+                         str(store.parent / "b"))
+    assert code == 0 and "picked" not in out
+
+
+def test_fit_reads_the_score_against_chance_and_the_majority_class(tmp_path: Path, capsys):
+    store = synthetic_store(tmp_path / "imb.h5", counts=(100, 40, 20))
+    code, out, _ = cli(capsys, "fit", str(store), "-o", str(tmp_path / "b"), "--json")
+    s = json.loads(out)
+    split = load_split(store)
+    ref = s["reference"]
+    assert ref["chance"] == pytest.approx(1 / 3) and ref["majority_class"] == "class0"
+    assert ref["majority_test"] == np.mean(split.y("test") == 0)
+    assert ref["majority_val"] == np.mean(split.y("val") == 0)
+    code, out, _ = cli(capsys, "fit", str(store), "-o", str(tmp_path / "b"))
+    assert f"(chance 0.333; always 'class0': val {ref['majority_val']:.3f}, test " \
+           f"{ref['majority_test']:.3f})" in out
+
+
+def test_fit_says_when_the_softmax_head_ran_out_of_epochs(tmp_path: Path, capsys):
+    store = synthetic_store(tmp_path / "s.h5", dim=24, sep=0.5)
+    code, out, _ = cli(capsys, "fit", str(store), "--clf", "softmax", "--C", "10", "--scale",
+                       "none", "--epochs", "3", "-o", str(tmp_path / "b"))
+    assert code == 0
+    assert "did not converge: it used all 3 epochs while still improving; try --epochs 6" in out
+    code, out, _ = cli(capsys, "fit", str(store), "--clf", "softmax", "--C", "10", "--scale",
+                       "none", "-o", str(tmp_path / "b"), "--json")
+    s = json.loads(out)
+    assert s["converged"] is True and s["epochs_run"] < 1000 and s["solver"] == "lbfgs"
+    code, out, _ = cli(capsys, "fit", str(store), "--C", "10", "--scale", "none", "--max-iter", "2",
+                       "-o", str(tmp_path / "b"))
+    assert "did not converge: it used all 2 iterations while still improving; try --max-iter 4" in out
+
+
+def test_sweep_cv_selects_by_the_mean_of_its_fold_scores(tmp_path: Path):
+    from sklearn.linear_model import LogisticRegression
+
+    from featx.sweep import cv_folds
+
+    store = synthetic_store(tmp_path / "s.h5", dim=24, sep=0.5)
+    result = run_sweep(store, ["logreg", "softmax"], {"C": [0.01, 1.0], "scale": ["none", "l2"]},
+                       cv=4, n_jobs=2, backend="threading", out_dir=tmp_path / "sw",
+                       bundle=tmp_path / "best")
+    assert len(result.rows) == 8 and result.as_dict()["selection"].startswith("4-fold")
+    for row in result.rows:
+        assert len(row["cv_scores"]) == 4 and "val_accuracy" not in row
+        assert row["cv_mean"] == pytest.approx(np.mean(row["cv_scores"]))
+        assert row["cv_std"] == pytest.approx(np.std(row["cv_scores"]))
+    means = [r["cv_mean"] for r in result.rows]
+    assert means == sorted(means, reverse=True) and result.best["cv_mean"] == max(means)
+    # the fold scores are what they claim: refit one point on its folds independently
+    split = load_split(store)
+    rows = np.concatenate([split.rows["train"], split.rows["val"]])
+    X, y, groups = split.feats.features[rows], split.feats.labels[rows], split.feats.hashes[rows]
+    folds = cv_folds(y, groups, 4, seed=0)
+    row = next(r for r in result.rows if (r["clf"], r["C"], r["scale"]) == ("logreg", 1.0, "none"))
+    expect = [np.mean(LogisticRegression(C=1.0, max_iter=1000, random_state=0)
+                      .fit(X[tr], y[tr]).predict(X[te]) == y[te]) for tr, te in folds]
+    assert row["cv_scores"] == pytest.approx(expect)
+    assert all(len(set(groups[tr]) & set(groups[te])) == 0 for tr, te in folds)  # hashes whole
+    # the best is refitted on train+val and tested once
+    best = result.best
+    assert best["refit_on"] == "train+val" and best["refit_val_accuracy"] is None
+    saved = load_bundle(tmp_path / "best").head.predict(split.X("test"))
+    assert best["test_accuracy"] == np.mean(saved == split.y("test"))
+    with open(tmp_path / "sw" / "results.csv") as fh:
+        csv_rows = list(csv.DictReader(fh))
+    assert len(csv_rows) == 8 and all(len(r["cv_scores"].split(";")) == 4 for r in csv_rows)
+    assert result.notes == []  # no small-validation note: the validation part is not used
+
+
+def test_sweep_ties_go_to_the_smaller_C_and_small_val_parts_are_flagged(store: Path, capsys):
+    # well separated blobs: every point scores 1.0 on val
+    result = run_sweep(store, ["logreg"], {"C": [10.0, 0.1, 1.0]}, n_jobs=1)
+    assert {r["val_accuracy"] for r in result.rows} == {1.0}
+    assert [r["C"] for r in result.rows] == [0.1, 1.0, 10.0] and result.best["C"] == 0.1
+    assert result.as_dict()["tie_break"].startswith("ties go to the smaller C")
+    from featx.sweep import sort_rows  # a mean of folds that differs in its last bits is a tie
+
+    rows = [{"clf": "logreg", "C": 10.0, "cv_mean": 0.9788235294117648, "point": 0},
+            {"clf": "logreg", "C": 1.0, "cv_mean": 0.9788235294117646, "point": 1}]
+    assert [r["C"] for r in sort_rows(rows)] == [1.0, 10.0]
+    n_val = result.split["n_val"]
+    assert f"the validation part has {n_val} images: one error is {100 / n_val:.2f} points" in \
+        result.notes[0]
+    code, out, _ = cli(capsys, "sweep", str(store), "--clf", "logreg", "--C", "1,0.1", "-o",
+                       str(store.parent / "sw"), "--jobs", "1")
+    assert code == 0 and "ties go to the smaller C" in out and "note: the validation part" in out
+
+
+def test_sweep_with_softmax_points_writes_rows_as_they_finish(store: Path, tmp_path: Path):
+    seen = []
+
+    def check(row, done, total):
+        with open(tmp_path / "sw" / "results.csv") as fh:
+            seen.append((done, len(list(csv.DictReader(fh))), row["clf"]))
+
+    result = run_sweep(store, ["softmax", "logreg"], {"C": [0.1, 1.0]}, n_jobs=2,
+                       backend="threading", out_dir=tmp_path / "sw", on_row=check)
+    assert len(result.rows) == 4 and all(done == on_disk for done, on_disk, _ in seen)
+    assert {clf for *_, clf in seen} == {"softmax", "logreg"}
+    softmax = [r for r in result.rows if r["clf"] == "softmax"]
+    assert all(r["converged"] and r["epochs_run"] >= 1 for r in softmax)
+
+
+@needs_shared
+@pytest.mark.shared
+@pytest.mark.parametrize("fixture", ["pets_store", "flowers_store"])
+def test_softmax_head_scores_as_logreg_on_real_vectors(fixture: str, request):
+    """VGG16 vectors of real photos: with the same C and scale, the softmax head and logistic
+    regression score the same on val and test (within half a point) and agree image by image."""
+    store = request.getfixturevalue(fixture)
+    split = load_split(store)
+    for params in ({"C": 1.0, "scale": "none"}, {"C": 10.0, "scale": "l2"}):
+        logreg = fit_store(store, "logreg", split=split, **params)
+        softmax = fit_store(store, "softmax", split=split, **params)
+        for part in ("val", "test"):
+            assert abs(softmax.__dict__[part]["accuracy"] - logreg.__dict__[part]["accuracy"]) <= 0.005
+            X = split.X(part)
+            assert np.mean(softmax.head.predict(X) == logreg.head.predict(X)) >= 0.97
+        assert softmax.extra["converged"] and softmax.extra["epochs_run"] < 1000

@@ -28,20 +28,26 @@ EXCLUDE_TEST_OPTION = typer.Option(
 def fit(
     store: Path = typer.Argument(..., help="A featx feature store (.h5)."),
     clf: str = typer.Option("logreg", "--clf", help="logreg, svm, linear-svm or softmax."),
-    C: Optional[float] = typer.Option(None, "--C", help="Inverse L2 strength [1; softmax: none]."),
+    C: Optional[float] = typer.Option(
+        None, "--C", help="Inverse L2 strength [picked by cross-validation on the train part]."),
     class_weight: str = typer.Option("none", "--class-weight", help="none or balanced."),
     scale: Optional[str] = typer.Option(
-        None, "--scale", help="none or standard (standardise) [none; softmax: standard]."),
+        None, "--scale", help="none, l2, standard or l2+standard [picked like --C]."),
+    solver: Optional[str] = typer.Option(
+        None, help="softmax: lbfgs (full batch, logreg's objective) or adam (the tutorial's) "
+        f"[{SOFTMAX['solver']}]."),
     epochs: Optional[int] = typer.Option(
-        None, help=f"softmax: most epochs, early stopping on val loss [{SOFTMAX['epochs']}]."),
+        None, help="softmax: most epochs (lbfgs: full-batch iterations) [lbfgs 1000, adam 100]."),
     lr: Optional[float] = typer.Option(
-        None, "--lr", help=f"softmax: Adam learning rate [{SOFTMAX['lr']}]."),
+        None, "--lr", help=f"softmax adam: learning rate [{SOFTMAX['lr']}]."),
     batch_size: Optional[int] = typer.Option(
-        None, "--batch-size", help=f"softmax: vectors per step [{SOFTMAX['batch_size']}]."),
+        None, "--batch-size", help=f"softmax adam: vectors per step [{SOFTMAX['batch_size']}]."),
     patience: Optional[int] = typer.Option(
-        None, help=f"softmax: epochs without val-loss gain before stopping [{SOFTMAX['patience']}]."),
+        None, help=f"softmax adam: epochs without val-loss gain before stopping "
+        f"[{SOFTMAX['patience']}]."),
     max_iter: Optional[int] = typer.Option(None, "--max-iter", help="logreg / linear-svm iterations."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the classifier's randomness."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the classifier and of the CV folds."),
+    jobs: int = typer.Option(2, "--jobs", "-j", help="Parallel fits when picking C / scale."),
     split: str = SPLIT_OPTION,
     split_seed: int = SPLIT_SEED_OPTION,
     exclude: Optional[Path] = EXCLUDE_OPTION,
@@ -57,11 +63,26 @@ def fit(
 
     result = fit_store(store, clf, parse_fractions(split), split_seed,
                        out=output or default_bundle_dir(store.stem, clf), exclude=exclude,
-                       exclude_from_test=exclude_from_test, C=C,
-                       class_weight=class_weight, scale=scale, epochs=epochs, lr=lr,
+                       exclude_from_test=exclude_from_test, n_jobs=jobs, C=C,
+                       class_weight=class_weight, scale=scale, solver=solver, epochs=epochs, lr=lr,
                        batch_size=batch_size, patience=patience, max_iter=max_iter, seed=seed)
     summary = result.summary()
     emit(summary, as_json, lambda: _print_fit(summary))
+
+
+def _print_selection(sel: dict[str, Any]) -> None:
+    if not sel.get("picked"):
+        out.print(f"  C and scale: defaults ({sel.get('note')})")
+        return
+
+    def point(row: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={row[k]:g}" if k == "C" else f"{k}={row[k]}" for k in sel["picked"])
+
+    runner = sel["rows"][1] if len(sel["rows"]) > 1 else None
+    nxt = f", next {point(runner)} {runner['cv_mean']:.4f}" if runner else ""
+    out.print(f"  picked {point(sel['picked'])} by {sel['by']} ({len(sel['rows'])} points, "
+              f"{sel['seconds']:.1f} s): accuracy {sel['cv_mean']:.4f} ± {sel['cv_std']:.4f}{nxt}; "
+              f"{sel['tie_break']}; --C / --scale fix them")
 
 
 def _print_fit(s: dict[str, Any]) -> None:
@@ -69,10 +90,19 @@ def _print_fit(s: dict[str, Any]) -> None:
         return f"{s[part]['accuracy']:.4f}" if s.get(part) else "n/a (empty part)"
     out.print(f"{s['clf']} on {s['store']}: train {s['n_train']}, val {s['n_val']}, "
               f"test {s['n_test']} vectors; fit {s['fit_seconds']:.2f} s")
+    if s.get("selection"):
+        _print_selection(s["selection"])
     if s.get("epochs_run"):
-        out.print(f"  softmax head: {s['epochs_run']} epochs, best (restored) epoch {s['best_epoch']}")
+        how = ("full-batch L-BFGS" if s.get("solver") == "lbfgs"
+               else f"Adam, best (restored) epoch {s['best_epoch']}")
+        out.print(f"  softmax head: {s['epochs_run']} epochs, {how}")
+    if s.get("converged") is False:
+        out.print(f"  did not converge: {_budget_note(s)}")
     _print_excluded(s["split"])
-    out.print(f"  val accuracy {acc('val')}, test accuracy {acc('test')}")
+    ref = s["reference"]
+    out.print(f"  val accuracy {acc('val')}, test accuracy {acc('test')} (chance {ref['chance']:.3f}; "
+              f"always '{ref['majority_class']}': val {_share(ref['majority_val'])}, "
+              f"test {_share(ref['majority_test'])})")
     if s.get("test"):
         names, t = s["class_names"], s["test"]
         table = Table("class (test)", "precision", "recall", "n", *names, box=None, pad_edge=False)
@@ -96,19 +126,38 @@ def _print_excluded(split: dict[str, Any]) -> None:
               markup=False)
 
 
+def _budget_note(s: dict[str, Any]) -> str:
+    """'it used all 50 epochs while still improving; try --epochs 100' (and the like)."""
+    softmax = s["clf"] == "softmax"
+    budget = int(s["params"]["epochs" if softmax else "max_iter"])
+    unit, flag = ("epochs", "--epochs") if softmax else ("iterations", "--max-iter")
+    still = (f" (best val loss at epoch {s['best_epoch']})"
+             if s.get("solver") == "adam" and s.get("best_epoch") not in (None, budget)
+             else " while still improving")
+    return f"it used all {budget} {unit}{still}; try {flag} {2 * budget}"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 @app.command()
 def sweep(
     store: Path = typer.Argument(..., help="A featx feature store (.h5)."),
     clf: str = typer.Option("logreg,linear-svm,softmax", "--clf", help="Comma-separated heads."),
     C: Optional[str] = typer.Option("0.01,0.1,1,10", "--C", help="Comma-separated C values."),
     class_weight: Optional[str] = typer.Option(None, "--class-weight", help="e.g. none,balanced."),
-    scale: Optional[str] = typer.Option(None, "--scale", help="e.g. none,standard."),
-    lr: Optional[str] = typer.Option(None, "--lr", help="softmax: comma-separated learning rates."),
+    scale: Optional[str] = typer.Option(None, "--scale", help="e.g. none,l2,standard,l2+standard."),
+    solver: Optional[str] = typer.Option(None, "--solver", help="softmax: e.g. lbfgs,adam."),
+    lr: Optional[str] = typer.Option(None, "--lr", help="softmax adam: comma-separated learning rates."),
     epochs: Optional[str] = typer.Option(None, "--epochs", help="softmax: comma-separated."),
+    cv: Optional[int] = typer.Option(
+        None, "--cv", help="Select by K-fold cross-validation on train+val [the validation part]."),
     jobs: int = typer.Option(2, "--jobs", "-j", help="Parallel fits (joblib)."),
     backend: str = typer.Option(
-        "loky", help="joblib backend: loky (processes), threading, ray or dask (see README)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the classifiers' randomness."),
+        "threading", help="joblib backend: threading (the fits release the GIL; no worker start-up), "
+        "loky (processes), ray or dask (see README)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the classifiers and of the CV folds."),
     split: str = SPLIT_OPTION,
     split_seed: int = SPLIT_SEED_OPTION,
     exclude: Optional[Path] = EXCLUDE_OPTION,
@@ -118,22 +167,22 @@ def sweep(
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also save the best as a bundle."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Fit a grid of classifiers in parallel, select on validation, test the best once."""
+    """Fit a grid of classifiers in parallel, select on validation (or --cv K), test the best once."""
     from featx.split import parse_fractions
     from featx.sweep import default_output, parse_grid, parse_values, point_label, run_sweep
 
-    grid = parse_grid(C=C, class_weight=class_weight, scale=scale, lr=lr, epochs=epochs)
+    grid = parse_grid(C=C, class_weight=class_weight, scale=scale, solver=solver, lr=lr,
+                      epochs=epochs)
     out_dir = output or default_output(store)
 
     def progress(row, done, total):
         if not as_json:
             err.print(f"  [{done}/{total}] {point_label(row)}: "
-                      + (f"val {row['val_accuracy']:.4f}, {row['fit_seconds']:.2f} s"
-                         if "val_accuracy" in row else row.get("error", "")),
-                      markup=False, highlight=False)
+                      + (_score(row) + f", {row['fit_seconds']:.2f} s" if "error" not in row
+                         else row["error"]), markup=False, highlight=False)
 
     result = run_sweep(store, parse_values(clf, str, "clf"), grid, fractions=parse_fractions(split),
-                       split_seed=split_seed, seed=seed, n_jobs=jobs, backend=backend,
+                       split_seed=split_seed, seed=seed, n_jobs=jobs, backend=backend, cv=cv,
                        out_dir=out_dir, bundle=bundle, exclude=exclude,
                        exclude_from_test=exclude_from_test, on_row=progress)
     emit(result.as_dict(), as_json, lambda: _print_sweep(result))
@@ -142,23 +191,38 @@ def sweep(
         sys.exit(130)
 
 
+def _score(row: dict[str, Any]) -> str:
+    if "cv_mean" in row:
+        return f"cv {row['cv_mean']:.4f} ± {row['cv_std']:.4f}"
+    return f"val {row['val_accuracy']:.4f}"
+
+
 def _print_sweep(r) -> None:
     from featx.sweep import point_label
 
-    table = Table("rank", "classifier", "val acc", "train acc", "fit s", box=None, pad_edge=False)
+    score = f"cv acc ({r.cv} folds)" if r.cv else "val acc"
+    table = Table("rank", "classifier", score, "train acc", "fit s", box=None, pad_edge=False)
     for i, row in enumerate(r.rows, 1):
-        val = f"{row['val_accuracy']:.4f}" if "val_accuracy" in row else row.get("error", "failed")
+        if "error" in row:
+            val = row["error"]
+        elif r.cv:
+            val = f"{row['cv_mean']:.4f} ± {row['cv_std']:.4f}"
+        else:
+            val = f"{row['val_accuracy']:.4f}"
         train = f"{row['train_accuracy']:.4f}" if "train_accuracy" in row else ""
         table.add_row(str(i), point_label(row), val, train, f"{row.get('fit_seconds', 0):.2f}")
     s = r.split
-    out.print(f"{len(r.rows)}/{r.n_points} points in {r.seconds:.1f} s, selected on the validation "
-              f"part (train {s['n_train']}, val {s['n_val']}, test {s['n_test']})")
+    out.print(f"{len(r.rows)}/{r.n_points} points in {r.seconds:.1f} s, selected by {r.selection} "
+              f"(train {s['n_train']}, val {s['n_val']}, test {s['n_test']}); "
+              f"{r.as_dict()['tie_break']}")
     _print_excluded(s)
     out.print(table)
+    for note in r.notes:
+        out.print(f"note: {note}")
     if r.best:
         b = r.best
         test = f"{b['test_accuracy']:.4f}" if b["test_accuracy"] is not None else "n/a"
-        out.print(f"best: {point_label(b)}, val {b['val_accuracy']:.4f}; refitted on train "
+        out.print(f"best: {point_label(b)}, {_score(b)}; refitted on {b['refit_on']} "
                   f"({b['refit_seconds']:.2f} s), test accuracy {test}")
     for key, path in r.files.items():
         out.print(f"  {key}: {path}")
