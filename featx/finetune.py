@@ -343,6 +343,17 @@ def _keep_best(patience: int, initial_loss: float | None):
     return KeepBest()
 
 
+def _batch_progress(progress: Progress, stage: str, total: int):
+    """``progress(stage, batch, total)`` after every batch of a ``predict``."""
+    import keras
+
+    class Batches(keras.callbacks.Callback):
+        def on_predict_batch_end(self, batch, logs=None):
+            progress(stage, batch + 1, total)
+
+    return Batches()
+
+
 def _epoch_timer(on_epoch: Callable[[int, dict], None] | None, progress: Progress, n_epochs: int,
                  n_steps: int):
     """Per-epoch seconds into the logs (``history["epoch_seconds"]``), progress by batch."""
@@ -446,14 +457,15 @@ def finetune(store_path: str | os.PathLike, settings: FinetuneSettings = Finetun
     initial: dict[str, float] = {}
     t0 = time.perf_counter()
     if settings.head_init == "logreg":
-        progress("head", 0, 1)
+        data = map_batches(store, parts["train"], bs, labelled=False)
         pooled = np.asarray(pooled_model.predict(
-            map_batches(store, parts["train"], bs, labelled=False), verbose=0))
+            data, verbose=0, callbacks=[_batch_progress(progress, "head start", len(data))]))
+        data.close()
         model.get_layer("softmax").set_weights(list(logreg_head(
             pooled, store.labels[parts["train"]], store.n_classes, settings.C, settings.seed)))
-        progress("head", 1, 1)
-        initial = dict(zip(("val_loss", "val_accuracy"), map(float, model.evaluate(
-            map_batches(store, parts["val"], bs), verbose=0))))
+        data = map_batches(store, parts["val"], bs)
+        initial = dict(zip(("val_loss", "val_accuracy"), map(float, model.evaluate(data, verbose=0))))
+        data.close()
     head_seconds = time.perf_counter() - t0
 
     train = map_batches(store, parts["train"], bs, shuffle=True, augment=settings.augment,
@@ -471,12 +483,11 @@ def finetune(store_path: str | os.PathLike, settings: FinetuneSettings = Finetun
     seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
 
-    metrics, test_proba = {}, np.empty((0, store.n_classes))
+    metrics, proba = {}, {}
     for part in ("val", "test"):
-        proba = predict_rows(model, store, parts[part], bs)
-        metrics[part] = classification_metrics(store.labels[parts[part]], proba.argmax(axis=1),
-                                               store.n_classes)
-        test_proba = proba
+        proba[part] = predict_rows(model, store, parts[part], bs)
+        metrics[part] = classification_metrics(store.labels[parts[part]],
+                                               proba[part].argmax(axis=1), store.n_classes)
     params = {**asdict(settings), "map_shape": list(store.map_shape),
               "store_dtype": store.meta.get("store_dtype", "float32")}
     head = FinetuneHead(params, model, history)
@@ -485,7 +496,7 @@ def finetune(store_path: str | os.PathLike, settings: FinetuneSettings = Finetun
         head=head, settings=settings, store=Path(store_path), class_names=store.class_names,
         split=describe_split(parts, fractions, split_seed), history=history, initial=initial,
         best_epoch=keep.best_epoch, val=metrics["val"], test=metrics["test"],
-        fit_seconds=seconds, head_seconds=head_seconds, test_proba=test_proba)
+        fit_seconds=seconds, head_seconds=head_seconds, test_proba=proba["test"])
     if out is not None:
         result.bundle = save_bundle(out, head, store.class_names, store.meta, store=store_path,
                                     split=result.split, metrics=result.metrics,

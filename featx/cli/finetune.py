@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -51,14 +52,26 @@ def finetune(
                                 C=C, precision=precision, seed=seed)
     try:
         with progress_bar(not as_json) as bar:
+            show = bar if err.is_terminal and not as_json else _plain_progress()
             result = run_finetune(store, settings, fractions=parse_fractions(split),
                                   split_seed=split_seed, out=output or default_output(store),
-                                  progress=bar, on_epoch=_print_epoch(epochs))
+                                  progress=show, on_epoch=_print_epoch(epochs))
     except KeyboardInterrupt:
         err.print("interrupted: no bundle was written (bundles are written whole at the end)")
         sys.exit(130)
     summary = result.summary()
     emit(summary, as_json, lambda: _print_finetune(summary))
+
+
+def _plain_progress(every: float = 60.0):
+    """Progress as a plain line on stderr at most every ``every`` seconds (no terminal, --json)."""
+    last = [time.monotonic()]
+
+    def show(stage: str, done: int, total: int) -> None:
+        if 0 < done < total and time.monotonic() - last[0] >= every:
+            last[0] = time.monotonic()
+            err.print(f"  {stage}: {done}/{total} batches", markup=False, highlight=False)
+    return show
 
 
 def _print_epoch(epochs: int):
