@@ -91,6 +91,11 @@ class Bundle:
         """What turns image files into this model's input: ``reader.embed_files(paths)``."""
         return KINDS[self.kind].reader(self.info, weights)
 
+    @property
+    def tta(self) -> bool:
+        """Whether the bundle's val / test scores average over flips (``featx fit --tta``)."""
+        return bool(((self.info.get("split") or {}).get("flips") or {}).get("tta"))
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities of the model's input (vectors (N, D), or pixels)."""
         dim = self.info.get("input", {}).get("dim")

@@ -23,8 +23,8 @@ from featx.files import atomic_path, write_error
 from featx.thumbs import resolve, short, thumbnail
 
 LABELS = {"cnn": "scratch CNN", "softmax": "softmax head", "logreg": "logistic regression",
-          "svm": "RBF SVM", "linear-svm": "linear SVM"}
-COLOURS = {"cnn": "tab:red", "softmax": "tab:blue"}
+          "svm": "RBF SVM", "linear-svm": "linear SVM", "finetune": "fine-tuned block5 + softmax"}
+COLOURS = {"cnn": "tab:red", "softmax": "tab:blue", "finetune": "black"}
 
 
 def pyplot():

@@ -8,6 +8,8 @@
                model, trained full-batch by L-BFGS (default) or by the tutorial's Adam
 ``cnn``        the from-scratch CNN of :mod:`featx.baseline` (pixels in, not vectors); trained
                there, loaded and used here like the others
+``finetune``   VGG16's block5 + a softmax head on cached block4_pool maps (:mod:`featx.finetune`);
+               trained there, loaded and used here like the others
 =============  ====================================================================================
 
 ``scale`` (every head on vectors): ``"none"``, ``"l2"`` (each row divided by its L2 norm),
@@ -565,5 +567,19 @@ class CnnHead(KerasHead):
         return int(self.params.get("batch_size", 32))
 
 
+class FinetuneHead(KerasHead):
+    """VGG16's block5 fine-tuned with a new softmax head (:mod:`featx.finetune`): flattened
+    block4_pool maps in, as the store holds them. Maps are rounded to the store's dtype first
+    (``params["store_dtype"]``), so new photos reach the model exactly as the training maps did."""
+
+    name = "finetune"
+    predict_batch_size = 32  # a map is 100,352 values: 1,024 of them would take 400 MB at once
+
+    def predict_proba(self, X):
+        dtype = np.dtype(self.params.get("store_dtype", "float32"))
+        return super().predict_proba(np.asarray(X).astype(dtype).astype(np.float32))
+
+
 HEADS: dict[str, type[Head]] = {"logreg": SklearnHead, "svm": SklearnHead,
-                                "linear-svm": SklearnHead, "softmax": SoftmaxHead, "cnn": CnnHead}
+                                "linear-svm": SklearnHead, "softmax": SoftmaxHead, "cnn": CnnHead,
+                                "finetune": FinetuneHead}

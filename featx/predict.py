@@ -73,12 +73,15 @@ def top_k(proba: np.ndarray, class_names: list[str], k: int) -> list[tuple[str, 
 
 def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike], k: int = 3,
             weights: str | None = None, batch_size: int = 32, extractor=None,
+            tta: bool | None = None,
             progress: Callable[[str, int, int], None] | None = None) -> PredictReport:
     """Predict every image in ``inputs`` (files and folders) with a bundle.
 
     ``weights`` overrides the weights path recorded in the bundle (its identity must still
     match); ``extractor`` may pass a ready reader (``Bundle.reader()``) to reuse across calls;
-    ``progress(stage, done, total)`` is called after every batch (stage ``"predict"``).
+    ``tta``: average the probabilities over each image and its mirror image (None: as the
+    bundle's test part was scored, :attr:`Bundle.tta`); ``progress(stage, done, total)`` is called
+    after every batch (stage ``"predict"``).
     """
     if batch_size < 1:
         raise FeatxError(f"`batch_size` must be at least 1, got {batch_size}")
@@ -90,6 +93,7 @@ def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike],
     if not files:
         return report
     extractor = extractor or b.reader(weights)  # image files -> what the model takes
+    tta = b.tta if tta is None else tta
     for start in range(0, len(files), batch_size):  # a batch at a time: bounded memory
         if progress:
             progress("predict", start, len(files))
@@ -99,6 +103,8 @@ def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike],
         if not ok:
             continue
         proba = b.predict_proba(vectors)
+        if tta:  # the same files decode alike: the mirrored batch has the same rows
+            proba = (proba + b.predict_proba(extractor.embed_files(chunk, batch_size, flip=True)[0])) / 2
         for row, i in enumerate(ok):
             p = proba[row]
             report.predictions.append(Prediction(

@@ -1,12 +1,14 @@
 """report: the comparison a person looks at, as PNG figures and one page (HTML and Markdown).
 
 For one data set (its feature store) and the model bundles trained on it (``featx fit``,
-``featx sweep --bundle``, ``featx baseline``), :func:`make_report` writes into a folder:
+``featx sweep --bundle``, ``featx baseline``, ``featx finetune``: found by data folder, so bundles
+of the same folder's other stores, block4 maps and block5 vectors, are compared side by side),
+:func:`make_report` writes into a folder:
 
 =====================  ============================================================================
-``curves.png``         validation loss and accuracy per epoch: scratch CNN vs the softmax head(s)
-                       (training curves dotted), from the bundles' stored histories; only when
-                       a model has one
+``curves.png``         validation loss and accuracy per epoch: scratch CNN vs the softmax head(s) and
+                       the fine-tuned model of ``featx finetune`` (training curves dotted), from the
+                       bundles' stored histories; only when a model has one
 ``confusion.png``      the confusion matrix of one classifier on the test part
 ``samples.png``        a grid of sample images, one row a class
 ``mistakes.png``       the test part's most confident wrong predictions, predicted and true label
@@ -62,7 +64,10 @@ class Entry:
     @property
     def label(self) -> str:
         base = LABELS.get(self.clf, self.clf)
-        return base if self.kind == "cnn" else f"{base} on {self.info['extractor'].get('model', '')} features"
+        model = self.info["extractor"].get("model", "") if self.kind != "cnn" else ""
+        if self.kind == "cnn":
+            return base
+        return f"{base} ({model})" if self.clf == "finetune" else f"{base} on {model} features"
 
     @property
     def history(self) -> dict[str, list[float]] | None:
@@ -129,16 +134,18 @@ def read_entries(paths: list[str | os.PathLike]) -> list[Entry]:
 
 
 def choose(entries: list[Entry], clf: str | None) -> Entry:
-    """The classifier of the confusion matrix: by clf, bundle name or path; else softmax/best."""
+    """The classifier of the confusion matrix: by clf, bundle name or path; else the fine-tuned
+    model, the softmax head, or the best on test."""
     if clf:
         for e in entries:
             if clf in (e.clf, e.name) or _same_dir(str(e.path), clf):
                 return e
         raise FeatxError(f"no bundle of this data set matches `clf`={clf!r} (have: "
                          f"{', '.join(e.name for e in entries)})")
-    softmax = [e for e in entries if e.clf == "softmax"]
-    if softmax:
-        return softmax[0]
+    for preferred in ("finetune", "softmax"):
+        found = [e for e in entries if e.clf == preferred]
+        if found:
+            return found[0]
     return max(entries, key=lambda e: e.accuracy("test") or -1.0)
 
 
@@ -159,22 +166,41 @@ def predictions_on_test(entry: Entry, store: str | os.PathLike) -> dict[str, Any
                 "class_names": entry.info["class_names"]}
     from featx.bundle import load_bundle
     from featx.split import split_indices
-    from featx.store import fingerprint, load_features
+    from featx.store import FLIPPED, fingerprint, open_store, read_attrs, read_rows, strings
 
     own = (entry.info.get("store") or {}).get("path")
     source = Path(own) if own and Path(own).is_file() else Path(store)
-    feats = load_features(source)
-    want = {k: entry.info["extractor"].get(k) for k in ("model", "layer", "pooling", "weights_id")}
-    have = {k: v for k, v in fingerprint(feats.meta).items() if k in want}
-    if want != have:
-        raise FeatxError(f"{entry.name} was fitted on other vectors than {source} "
-                         f"({want} vs {have}); pass its own store")
-    split = entry.info.get("split") or {}
-    rows = split_indices(feats.hashes, feats.labels, tuple(split.get("fractions", (0.7, 0.15, 0.15))),
-                         int(split.get("seed", 0)))["test"]
-    proba = load_bundle(entry.path).predict_proba(feats.features[rows])
-    return {"paths": [feats.paths[i] for i in rows], "labels": feats.labels[rows],
-            "proba": np.asarray(proba), "class_names": feats.class_names}
+    bundle = load_bundle(entry.path)
+    with open_store(source) as f:  # the test rows' vectors only, a block at a time (maps are big)
+        want = {k: entry.info["extractor"].get(k) for k in ("model", "layer", "pooling", "weights_id")}
+        have = {k: v for k, v in fingerprint(read_attrs(f)).items() if k in want}
+        if want != have:
+            raise FeatxError(f"{entry.name} was fitted on other vectors than {source} "
+                             f"({want} vs {have}); pass its own store")
+        rows, class_names = read_rows(f), strings(f["class_names"])
+        labels = np.asarray(rows.labels, dtype=np.int64)
+        split = entry.info.get("split") or {}
+        test = split_indices(rows.hashes, labels, tuple(split.get("fractions", (0.7, 0.15, 0.15))),
+                             int(split.get("seed", 0)))["test"]
+        names = ["features"]
+        if bundle.tta:  # scored as it was fitted: the mean over each image and its mirror
+            if FLIPPED not in f:
+                raise FeatxError(f"{entry.name} averages over flips, and {source} has no mirrored "
+                                 "vectors; pass its own store")
+            names.append(FLIPPED)
+        proba = np.mean([_test_proba(bundle, f[name], test) for name in names], axis=0)
+    return {"paths": [rows.paths[i] for i in test], "labels": labels[test], "proba": proba,
+            "class_names": class_names}
+
+
+def _test_proba(bundle, ds, rows: np.ndarray) -> np.ndarray:
+    """A bundle's class probabilities of some rows of a vectors dataset, a block at a time."""
+    from featx.store import block_rows, read_rows_of
+
+    step = block_rows(ds.shape[1] * 4)
+    proba = [bundle.predict_proba(read_rows_of(ds, rows[i:i + step]).astype(np.float32))
+             for i in range(0, len(rows), step)]
+    return np.concatenate(proba) if proba else np.empty((0, len(bundle.class_names)))
 
 
 def sample_rows(paths: list[str], labels: np.ndarray, n_classes: int, per_class: int) -> list[list[int]]:
@@ -215,7 +241,7 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
     """
     from featx.sweep import default_output as sweep_output
 
-    from featx.store import load_features, read_meta
+    from featx.store import open_store, read_meta, read_rows, strings
 
     store, out_dir = Path(store), check_output(out_dir, "the report", folder=True)
     meta = read_meta(store)
@@ -262,10 +288,12 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
         f"{chosen.label}: test part, {len(y)} images\naccuracy {acc:.3f} "
         f"(rows: true class; cells: count and share of the row)"))
 
-    feats = load_features(store)
-    picks = sample_rows(feats.paths, feats.labels, len(feats.class_names), per_class)
-    sheet = [[Cell(resolve(feats.paths[i], data_dir), f"{feats.class_names[k]}\n"
-                   f"{short(Path(feats.paths[i]).name, 22)}") for i in rows]
+    with open_store(store) as f:  # paths and labels only: a map store is large
+        rows_, class_names = read_rows(f), strings(f["class_names"])
+    paths = rows_.paths
+    picks = sample_rows(paths, np.asarray(rows_.labels), len(class_names), per_class)
+    sheet = [[Cell(resolve(paths[i], data_dir), f"{class_names[k]}\n"
+                   f"{short(Path(paths[i]).name, 22)}") for i in rows]
              for k, rows in enumerate(picks)]
     report.files["samples"] = str(draw_sheet(
         sheet, out_dir / "samples.png",

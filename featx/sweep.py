@@ -33,6 +33,7 @@ import numpy as np
 
 from featx.errors import FeatxError
 from featx.files import check_output, write_text
+from featx.fit import Flips, predict_labels, with_flips
 from featx.heads import DEFAULTS, check_clf, head_params, make_head
 from featx.parallel import check_backend, joblib_backend
 from featx.split import DEFAULT_FRACTIONS
@@ -105,14 +106,15 @@ def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _fit_and_score(clf: str, params: dict[str, Any], fixed: dict[str, Any], X: np.ndarray,
                    y: np.ndarray, X_held: np.ndarray, y_held: np.ndarray, n_classes: int,
-                   held_is_val: bool) -> dict[str, Any]:
-    """Fit one head, score it on held-out rows (``held_is_val``: also its validation data)."""
+                   held_is_val: bool, X_held_flip: np.ndarray | None = None) -> dict[str, Any]:
+    """Fit one head, score it on held-out rows (``held_is_val``: also its validation data;
+    ``X_held_flip``: their mirrored vectors, predictions averaged over both)."""
     row: dict[str, Any] = {}
     start = time.perf_counter()
     try:
         head = make_head(clf, **{**fixed, **params})
         head.fit(X, y, *((X_held, y_held) if held_is_val else (None, None)), n_classes=n_classes)
-        row["score"] = float(np.mean(head.predict(X_held) == y_held))
+        row["score"] = float(np.mean(predict_labels(head, X_held, X_held_flip) == y_held))
         row["train_accuracy"] = float(np.mean(head.predict(X) == y))
         row["fit_seconds"] = round(head.fit_seconds, 4)
         if head.history:
@@ -125,21 +127,28 @@ def _fit_and_score(clf: str, params: dict[str, Any], fixed: dict[str, Any], X: n
     return row
 
 
-def fit_point(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, n_classes: int,
-              clf: str, params: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
-    """Fit one grid point on train, score it on val: one result row (errors become a row too)."""
-    row = _fit_and_score(clf, params, fixed, X, y, X_val, y_val, n_classes, held_is_val=True)
+def fit_point(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray, Any],
+              n_classes: int, clf: str, params: dict[str, Any], fixed: dict[str, Any]
+              ) -> dict[str, Any]:
+    """Fit one grid point on ``train`` (X, y), score it on ``val`` (X, y, X_flip or None): one
+    result row (errors become a row too)."""
+    X_val, y_val, X_val_flip = val
+    row = _fit_and_score(clf, params, fixed, *train, X_val, y_val, n_classes, held_is_val=True,
+                         X_held_flip=X_val_flip)
     if "score" in row:
         row["val_accuracy"] = row.pop("score")
     return {"clf": clf, **params, **row}
 
 
-def fit_fold(X: np.ndarray, y: np.ndarray, train: np.ndarray, held: np.ndarray, n_classes: int,
+def fit_fold(data: tuple, flips: Flips, train: np.ndarray, held: np.ndarray, n_classes: int,
              clf: str, params: dict[str, Any], fixed: dict[str, Any], point: int,
              fold: int) -> dict[str, Any]:
-    """Fit one grid point on one fold's training rows, score it on its held-out rows."""
-    row = _fit_and_score(clf, params, fixed, X[train], y[train], X[held], y[held], n_classes,
-                         held_is_val=False)
+    """Fit one grid point on one fold's training rows, score it on its held-out rows; ``data``:
+    (X, y, X_flip) of :meth:`featx.fit.Split.pool`, the mirrored copies used as ``flips`` says."""
+    X, y, X_flip = data
+    X_train, y_train = with_flips(X[train], y[train], X_flip[train] if flips.train else None)
+    row = _fit_and_score(clf, params, fixed, X_train, y_train, X[held], y[held], n_classes,
+                         held_is_val=False, X_held_flip=X_flip[held] if flips.tta else None)
     return {"point": point, "fold": fold, **row}
 
 
@@ -190,24 +199,27 @@ def _parallel(tasks: Iterable, n_jobs: int, backend: str) -> Iterator[dict[str, 
         yield from Parallel(return_as=return_as)(tasks)
 
 
-def holdout_rows(points, X, y, X_val, y_val, n_classes: int, fixed: dict[str, Any], n_jobs: int,
+def holdout_rows(points, split, fixed: dict[str, Any], n_jobs: int,
                  backend: str) -> Iterator[dict[str, Any]]:
-    """Rows of train-fitted, val-scored points, as they finish."""
+    """Rows of points fitted on the split's train part and scored on its val part, as they finish."""
     from joblib import delayed
 
     index = {point_label({"clf": c, **p}): i for i, (c, p) in enumerate(points)}
-    tasks = (delayed(fit_point)(X, y, X_val, y_val, n_classes, clf, params, fixed)
+    train, val = split.train_data(), (split.X("val"), split.y("val"), split.X_flip("val"))
+    n_classes = len(split.feats.class_names)
+    tasks = (delayed(fit_point)(train, val, n_classes, clf, params, fixed)
              for clf, params in points)
     for row in _parallel(tasks, n_jobs, backend):
         yield {**row, "point": index[point_label(row)]}
 
 
-def cv_rows(points, X, y, folds, n_classes: int, fixed: dict[str, Any], n_jobs: int,
-            backend: str) -> Iterator[dict[str, Any]]:
-    """Rows of cross-validated points, each as soon as all its folds have finished."""
+def cv_rows(points, data: tuple, flips: Flips, folds, n_classes: int, fixed: dict[str, Any],
+            n_jobs: int, backend: str) -> Iterator[dict[str, Any]]:
+    """Rows of cross-validated points, each as soon as all its folds have finished; ``data``,
+    ``flips``: see :func:`fit_fold`."""
     from joblib import delayed
 
-    tasks = (delayed(fit_fold)(X, y, train, held, n_classes, clf, params, fixed, i, j)
+    tasks = (delayed(fit_fold)(data, flips, train, held, n_classes, clf, params, fixed, i, j)
              for i, (clf, params) in enumerate(points) for j, (train, held) in enumerate(folds))
     done: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for result in _parallel(tasks, n_jobs, backend):
@@ -228,9 +240,7 @@ def choose_params(split, clf: str, fixed: dict[str, Any], keys: Iterable[str] = 
     """
     keys = [k for k in AUTO_GRID if k in keys]
     grid = {k: AUTO_GRID[k] for k in keys}
-    rows_idx = split.rows["train"]
-    X, y = split.feats.features[rows_idx], split.feats.labels[rows_idx]
-    groups = np.asarray(split.feats.hashes)[rows_idx]
+    X, y, groups, X_flip = split.pool("train")
     smallest = min(len(set(groups[y == c])) for c in np.unique(y))
     k = min(folds, smallest)
     how = {"by": f"{k}-fold cross-validation on the training part", "folds": k, "seed": seed,
@@ -240,8 +250,9 @@ def choose_params(split, clf: str, fixed: dict[str, Any], keys: Iterable[str] = 
                 "note": "a class has one training image: too few to cross-validate"}
     start = time.perf_counter()
     points = build_grid([clf], grid)
-    rows = sort_rows(list(cv_rows(points, X, y, cv_folds(y, groups, k, seed), len(
-        split.feats.class_names), {**fixed, "seed": seed}, n_jobs, backend)))
+    rows = sort_rows(list(cv_rows(points, (X, y, X_flip), split.flips, cv_folds(y, groups, k, seed),
+                                  len(split.feats.class_names), {**fixed, "seed": seed}, n_jobs,
+                                  backend)))
     ok = [r for r in rows if r.get("cv_mean") is not None]
     if not ok:
         raise FeatxError(f"every {clf} fit of the automatic choice failed: {rows[0]['error']}")
@@ -321,14 +332,15 @@ def run_sweep(store: str | os.PathLike, clfs: list[str], grid: dict[str, list[An
               fractions=DEFAULT_FRACTIONS, split_seed: int = 0, seed: int = 0, n_jobs: int = 2,
               backend: str = "threading", cv: int | None = None,
               out_dir: str | os.PathLike | None = None, bundle: str | os.PathLike | None = None,
-              exclude=None, exclude_from_test: bool = False,
+              exclude=None, exclude_from_test: bool = False, train_flips: bool | None = None,
+              tta: bool | None = None,
               on_row: Callable[[dict[str, Any], int, int], None] | None = None) -> SweepResult:
     """Score every grid point (in parallel), select the best, refit it and test it once.
 
     ``cv=K`` selects by K-fold cross-validation on train+val instead of the validation part.
     ``on_row(row, done, total)`` is called as rows finish. A KeyboardInterrupt while fitting stops
     the sweep and returns the finished rows with ``interrupted=True`` (no test evaluation).
-    ``exclude``: paths dropped from training (see :func:`featx.fit.load_split`).
+    ``exclude``, ``train_flips``, ``tta``: see :func:`featx.fit.load_split`.
     """
     from featx.bundle import check_bundle_output, save_bundle
     from featx.fit import evaluate, fit_split, load_split
@@ -342,17 +354,15 @@ def run_sweep(store: str | os.PathLike, clfs: list[str], grid: dict[str, list[An
     if bundle is not None:
         check_bundle_output(bundle)
     split = load_split(store, fractions, split_seed, need_val=not cv, exclude=exclude,
-                       exclude_from_test=exclude_from_test)
+                       exclude_from_test=exclude_from_test, train_flips=train_flips, tta=tta)
     n_classes = len(split.feats.class_names)
     fixed = {"seed": seed}
     if cv:
-        rows_idx = np.concatenate([split.rows["train"], split.rows["val"]])
-        X, y = split.feats.features[rows_idx], split.feats.labels[rows_idx]
-        folds = cv_folds(y, np.asarray(split.feats.hashes)[rows_idx], cv, seed)
-        stream = cv_rows(points, X, y, folds, n_classes, fixed, n_jobs, backend)
+        X, y, groups, X_flip = split.pool("train", "val")
+        stream = cv_rows(points, (X, y, X_flip), split.flips, cv_folds(y, groups, cv, seed),
+                         n_classes, fixed, n_jobs, backend)
     else:
-        stream = holdout_rows(points, split.X("train"), split.y("train"), split.X("val"),
-                              split.y("val"), n_classes, fixed, n_jobs, backend)
+        stream = holdout_rows(points, split, fixed, n_jobs, backend)
     out = Path(out_dir) if out_dir else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -368,12 +378,13 @@ def run_sweep(store: str | os.PathLike, clfs: list[str], grid: dict[str, list[An
         top = ok[0]
         params = {k: v for k, v in top.items() if k in GRID_KEYS}
         if cv:
-            head = make_head(top["clf"], **fixed, **params).fit(X, y, n_classes=n_classes)
+            head = make_head(top["clf"], **fixed, **params).fit(
+                *with_flips(X, y, X_flip if split.flips.train else None), n_classes=n_classes)
             val, seconds = None, head.fit_seconds
         else:
             head, seconds = fit_split(split, top["clf"], **fixed, **params)
-            val = evaluate(head, split.X("val"), split.y("val"), n_classes)
-        test = evaluate(head, split.X("test"), split.y("test"), n_classes)
+            val = evaluate(head, split, "val")
+        test = evaluate(head, split, "test")
         result.best = {**top, "params": head.get_params(), "refit_seconds": round(seconds, 4),
                        "refit_on": "train+val" if cv else "train",
                        "refit_val_accuracy": val["accuracy"] if val else None,

@@ -137,8 +137,9 @@ def tiny_store(tmp_path_factory) -> Path:
     return report.out
 
 
-def _shared_store(request, name: str, src: Path, per_class: int) -> Path:
-    """A VGG16 block5_pool/avg store of a fixed subset of a shared data set, with the real weights.
+def _shared_store(request, name: str, src: Path, per_class: int, **settings) -> Path:
+    """A VGG16 block5_pool/avg store (or other ``settings``) of a fixed subset of a shared data
+    set, with the real weights.
 
     Cached in pytest's cache folder between local runs (extraction resumes, so a cached store is
     checked, not trusted); a clean checkout, as in CI, builds it afresh.
@@ -150,11 +151,13 @@ def _shared_store(request, name: str, src: Path, per_class: int) -> Path:
     data = cache / f"{name}-{per_class}"
     if not data.exists():
         subset(src, data, per_class)
-    settings = ExtractorSettings(layer="block5_pool", pooling="avg", weights=str(SHARED_WEIGHTS))
+    stem = "-".join([f"{name}-{per_class}", *map(str, settings.values())])
+    settings = ExtractorSettings(**{"layer": "block5_pool", "pooling": "avg",
+                                    "weights": str(SHARED_WEIGHTS), **settings})
     deadline = time.monotonic() + 1800
     while True:  # another test session (a git worktree sharing this cache) may hold the lock
         try:
-            return extract(data, cache / f"{name}-{per_class}.h5", settings, batch_size=16).out
+            return extract(data, cache / f"{stem}.h5", settings, batch_size=16).out
         except FeatxError as e:
             if "another featx process" not in str(e) or time.monotonic() > deadline:
                 raise

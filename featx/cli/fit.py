@@ -22,6 +22,23 @@ EXCLUDE_OPTION = typer.Option(
     "audit's suspects.csv) or one path a line.")
 EXCLUDE_TEST_OPTION = typer.Option(
     False, "--exclude-from-test", help="Also drop the --exclude paths from the val and test parts.")
+TRAIN_FLIPS_OPTION = typer.Option(
+    None, "--train-flips/--no-train-flips", help="Also train on the mirrored images' vectors "
+    "(featx extract --augment flip) [when the store has them].", show_default=False)
+TTA_OPTION = typer.Option(
+    None, "--tta", help="flip: predict from the mean over each image and its mirror; none "
+    "[flip when the store has mirrored vectors].")
+
+
+def parse_tta(tta: str | None) -> bool | None:
+    """--tta flip|none -> True / False (None: not given)."""
+    if tta is None:
+        return None
+    if tta not in ("flip", "none"):
+        from featx.errors import FeatxError
+
+        raise FeatxError(f"`tta` is flip or none, got {tta!r}")
+    return tta == "flip"
 
 
 @app.command()
@@ -52,6 +69,8 @@ def fit(
     split_seed: int = SPLIT_SEED_OPTION,
     exclude: Optional[Path] = EXCLUDE_OPTION,
     exclude_from_test: bool = EXCLUDE_TEST_OPTION,
+    train_flips: Optional[bool] = TRAIN_FLIPS_OPTION,
+    tta: Optional[str] = TTA_OPTION,
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Bundle directory [default: models/<store>_<clf>/]."),
     as_json: bool = JSON_OPTION,
@@ -63,7 +82,8 @@ def fit(
 
     result = fit_store(store, clf, parse_fractions(split), split_seed,
                        out=output or default_bundle_dir(store.stem, clf), exclude=exclude,
-                       exclude_from_test=exclude_from_test, n_jobs=jobs, C=C,
+                       exclude_from_test=exclude_from_test, train_flips=train_flips,
+                       tta=parse_tta(tta), n_jobs=jobs, C=C,
                        class_weight=class_weight, scale=scale, solver=solver, epochs=epochs, lr=lr,
                        batch_size=batch_size, patience=patience, max_iter=max_iter, seed=seed)
     summary = result.summary()
@@ -99,6 +119,7 @@ def _print_fit(s: dict[str, Any]) -> None:
     if s.get("converged") is False:
         out.print(f"  did not converge: {_budget_note(s)}")
     _print_excluded(s["split"])
+    _print_flips(s["split"])
     ref = s["reference"]
     out.print(f"  val accuracy {acc('val')}, test accuracy {acc('test')} (chance {ref['chance']:.3f}; "
               f"always '{ref['majority_class']}': val {_share(ref['majority_val'])}, "
@@ -124,6 +145,14 @@ def _print_excluded(split: dict[str, Any]) -> None:
               + (f" ({kept})" if kept else "") + f"; {x['not_in_store']} listed paths not in the store"
               + (f", e.g. {x['not_in_store_examples'][0]}" if x["not_in_store"] else ""),
               markup=False)
+
+
+def _print_flips(split: dict[str, Any]) -> None:
+    f = split.get("flips")
+    if f:
+        out.print("  mirrored images: " + ", ".join(
+            [f"trained on {2 * split['n_train']} vectors" if f["train"] else "not trained on",
+             "predictions averaged over flips" if f["tta"] else "not used to predict"]))
 
 
 def _budget_note(s: dict[str, Any]) -> str:
@@ -162,6 +191,8 @@ def sweep(
     split_seed: int = SPLIT_SEED_OPTION,
     exclude: Optional[Path] = EXCLUDE_OPTION,
     exclude_from_test: bool = EXCLUDE_TEST_OPTION,
+    train_flips: Optional[bool] = TRAIN_FLIPS_OPTION,
+    tta: Optional[str] = TTA_OPTION,
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Folder for results.csv / .json [default: reports/<store>_sweep/]."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also save the best as a bundle."),
@@ -184,7 +215,8 @@ def sweep(
     result = run_sweep(store, parse_values(clf, str, "clf"), grid, fractions=parse_fractions(split),
                        split_seed=split_seed, seed=seed, n_jobs=jobs, backend=backend, cv=cv,
                        out_dir=out_dir, bundle=bundle, exclude=exclude,
-                       exclude_from_test=exclude_from_test, on_row=progress)
+                       exclude_from_test=exclude_from_test, train_flips=train_flips,
+                       tta=parse_tta(tta), on_row=progress)
     emit(result.as_dict(), as_json, lambda: _print_sweep(result))
     if result.interrupted:
         err.print(f"interrupted: {len(result.rows)} finished rows kept in {out_dir}")
@@ -216,6 +248,7 @@ def _print_sweep(r) -> None:
               f"(train {s['n_train']}, val {s['n_val']}, test {s['n_test']}); "
               f"{r.as_dict()['tie_break']}")
     _print_excluded(s)
+    _print_flips(s)
     out.print(table)
     for note in r.notes:
         out.print(f"note: {note}")
@@ -239,6 +272,9 @@ def predict(
     weights: Optional[str] = typer.Option(
         None, help="Where the extractor's weights file is now (its identity must match)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per model call."),
+    tta: Optional[str] = typer.Option(
+        None, "--tta", help="flip: average over each image and its mirror (twice the model time); "
+        "none [as the bundle was evaluated]."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Class probabilities for new images, embedded exactly as the bundle's store was.
@@ -250,7 +286,7 @@ def predict(
 
     with progress_bar(not as_json) as bar:
         report = run_predict(bundle, images, k=top_k, weights=weights, batch_size=batch_size,
-                             progress=bar)
+                             tta=parse_tta(tta), progress=bar)
     emit(report.as_dict(), as_json, lambda: _print_predict(report))
     for path, reason in report.errors:  # per-file errors on stderr, also with --json
         err.print(f"featx: error: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
