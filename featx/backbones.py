@@ -119,6 +119,23 @@ def cpu_has_amx_bf16(flags: Iterable[str] | None = None) -> bool:
     return "amx_bf16" in flags
 
 
+def cpu_description() -> str:
+    """'AMD EPYC, 2 cores, AVX2 (no AMX-BF16)': the CPU a benchmark row ran on (Linux; else the
+    platform's processor name)."""
+    import os
+    import platform
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    name = next((ln.partition(":")[2].strip() for ln in text.splitlines()
+                 if ln.startswith("model name")), platform.machine())
+    isa = ("AMX-BF16" if cpu_has_amx_bf16() else "AVX-512 (no AMX-BF16)" if "avx512f" in text
+           else "AVX2 (no AMX-BF16)" if "avx2" in text else "no AVX2")
+    return f"{name}, {os.cpu_count()} cores, {isa}"
+
+
 def weights_identity(weights: str | None) -> str:
     """A stable name for the weights: 'imagenet', 'random', or 'sha256:<hex>' of a local file."""
     if weights is None or weights == "none":

@@ -2,7 +2,8 @@
 
 ``.npz`` holds plain arrays (no pickled objects, so ``np.load`` needs no ``allow_pickle``):
 ``features`` (N, D) float32, ``labels`` (N,) int32, ``paths``, ``hashes`` and ``class_names``
-(unicode). ``.csv`` has one row per image: ``path,label,class,hash,f0..f{D-1}``, written a block of
+(unicode), and ``features_flip`` (N, D) when the store has mirrored images' vectors (row for row,
+no extra rows). ``.csv`` has one row per image: ``path,label,class,hash,f0..f{D-1}``, written a block of
 rows at a time.
 """
 
@@ -40,10 +41,11 @@ def export(store: str | os.PathLike, out: str | os.PathLike | None = None,
 def _write(store: Path, tmp: Path, fmt: str, chunk_rows: int) -> None:
     if fmt == "npz":
         feats = st.load_features(store)
+        flips = {} if feats.flipped is None else {st.FLIPPED: feats.flipped}
         with open(tmp, "wb") as fh:  # a file object: np.savez adds no suffix
             np.savez(fh, features=feats.features, labels=feats.labels.astype(np.int32),
                      paths=np.array(feats.paths, dtype=str), hashes=np.array(feats.hashes, dtype=str),
-                     class_names=np.array(feats.class_names, dtype=str))
+                     class_names=np.array(feats.class_names, dtype=str), **flips)
         return
     with st.open_store(store) as f:
         paths, hashes = st.strings(f["paths"]), st.strings(f["hashes"])

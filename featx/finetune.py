@@ -47,6 +47,7 @@ MAP_LAYER = "block4_pool"  # the frozen part's output
 TUNED_BLOCK = "block5"  # the trainable part: its convolutions, then its pooling
 AUGMENTS = ("none", "flip", "flip-stored")
 HEAD_INITS = ("logreg", "random")
+SCALES = ("l2", "none")  # what featx fit's automatic choice picks between (l2, C=10 on both data sets)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
@@ -62,7 +63,8 @@ class FinetuneSettings:
     augment: str = "flip"  # none, flip (mirror the cached maps) or flip-stored
     tune: int = 3  # how many of block5's convolutions are trained (the last ones)
     head_init: str = "logreg"  # logreg (fit the head on frozen features first) or random
-    C: float = 1.0  # the logistic regression's inverse L2 strength (head_init="logreg")
+    scale: str = "l2"  # the head's input: l2 (pooled vectors divided by their length) or none
+    C: float = 10.0  # the logistic regression's inverse L2 strength (head_init="logreg")
     precision: str = "float32"  # compute: float32 or bfloat16 (mixed)
     seed: int = 0
 
@@ -80,6 +82,8 @@ class FinetuneSettings:
             raise FeatxError(f"`C` must be positive, got {self.C}")
         if self.augment not in AUGMENTS:
             raise FeatxError(f"`augment` is one of {', '.join(AUGMENTS)}, got {self.augment!r}")
+        if self.scale not in SCALES:
+            raise FeatxError(f"`scale` is l2 or none, got {self.scale!r}")
         if self.head_init not in HEAD_INITS:
             raise FeatxError(f"`head_init` is logreg or random, got {self.head_init!r}")
         if self.precision not in ("float32", "bfloat16"):
@@ -277,7 +281,8 @@ def build_model(map_shape: tuple[int, int, int], n_classes: int, conv_weights: l
             conv.set_weights(weights)
         x = layers.MaxPooling2D(2, name=f"{TUNED_BLOCK}_pool")(x)
         pooled = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dropout(settings.dropout, name="dropout")(pooled) if settings.dropout else pooled
+        x = layers.UnitNormalization(name="l2")(pooled) if settings.scale == "l2" else pooled
+        x = layers.Dropout(settings.dropout, name="dropout")(x) if settings.dropout else x
         outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="softmax")(x)
     finally:
         keras.config.set_dtype_policy(previous)
@@ -461,6 +466,8 @@ def finetune(store_path: str | os.PathLike, settings: FinetuneSettings = Finetun
         pooled = np.asarray(pooled_model.predict(
             data, verbose=0, callbacks=[_batch_progress(progress, "head start", len(data))]))
         data.close()
+        if settings.scale == "l2":  # as the model's UnitNormalization layer does
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         model.get_layer("softmax").set_weights(list(logreg_head(
             pooled, store.labels[parts["train"]], store.n_classes, settings.C, settings.seed)))
         data = map_batches(store, parts["val"], bs)

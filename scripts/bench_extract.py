@@ -233,11 +233,9 @@ def run_child(kind: str, a, data: Path, precision: str, engine: str = "local") -
 def machine() -> dict:
     import keras
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                if ln.startswith("model name")), platform.processor())
-    flags = open("/proc/cpuinfo").read()
-    return {"cpu": cpu, "cores": os.cpu_count(), "amx_bf16": "amx_bf16" in flags,
-            "avx512": "avx512f" in flags, "backend": keras.backend.backend(),
+    from featx.backbones import cpu_description
+
+    return {"cpu": cpu_description(), "backend": keras.backend.backend(),
             "keras": keras.__version__, "python": platform.python_version()}
 
 

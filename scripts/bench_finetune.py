@@ -32,11 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from featx.backbones import cpu_description
 
 import h5py
 import numpy as np
@@ -179,7 +180,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     result = bench_layouts(args) if args.layouts else bench_epochs(args)
-    result["machine"] = {"cpu": platform.processor() or platform.machine(),
+    result["machine"] = {"cpu": cpu_description(),
                          "cores": os.cpu_count(), "load_before": os.getloadavg()[0]}
     text = json.dumps(result, indent=2)
     print(text)

@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
+
+from featx.backbones import cpu_description
 
 
 def synthetic_store(path: Path, n: int, dim: int, seed: int = 0) -> Path:
@@ -106,8 +107,7 @@ def main() -> None:
     store = args.store or synthetic_store(Path(tmp.name) / "synthetic.h5", args.n, args.dim)
     gen_s = time.perf_counter() - t
     split = load_split(store)
-    res: dict = {"machine": f"{platform.processor() or platform.machine()}, "
-                            f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
+    res: dict = {"machine": f"{cpu_description()}, load {os.getloadavg()[0]:.1f}",
                  "store": str(args.store or "synthetic"),
                  "train_shape": list(split.X("train").shape), "n_val": split.n("val"),
                  "generate_s": round(gen_s, 1)}

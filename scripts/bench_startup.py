@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from featx.backbones import cpu_description
 
 # Runs main() and reports (to the last stderr line) whether TensorFlow was imported.
 RUNNER = """\
@@ -83,7 +84,7 @@ def main() -> None:
                     imports_tf[name][version] = tf
             reference.append(run_once([], here, tmp, keras_code)[0])
     res = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": cpu_description(),
         "load_average": [round(x, 1) for x in os.getloadavg()],
         "store": str(args.store), "repeats": args.repeats,
         "commands": {name: {v: {"median_s": round(statistics.median(ts), 2),

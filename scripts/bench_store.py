@@ -20,11 +20,12 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from featx.backbones import cpu_description
 
 import numpy as np
 
@@ -140,7 +141,7 @@ def main() -> None:
             "written_over_added": round(meter.written / max(1, (a.n - first) * a.dim * 4), 2),
             "peak_disk_over_final": round(meter.peak_disk / final, 2),
             "peak_open_fds": meter.peak_fds, "full_read_seconds_warm": round(read_s, 2),
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
+            "machine": cpu_description(),
             "load": os.getloadavg()[0],
         }
         print(json.dumps(result, indent=1))

@@ -65,6 +65,28 @@ def test_the_start_is_the_stores_network(ws):
     assert np.abs(want).max() > 0.01  # not vacuous: the vectors are not all zeros
 
 
+def test_the_head_starts_as_fits_logreg_on_l2_normalised_vectors(ws):
+    """The model's untrained output, with the logreg head start, is featx fit's logreg (--scale l2)
+    on the same pooled vectors: the UnitNormalization layer and the copied weights agree."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import Normalizer
+
+    from featx.finetune import logreg_head
+
+    store = open_map_store(ws["maps"])
+    model, pooled = build_model(store.map_shape, 3, block5_weights(store.meta), SETTINGS)
+    maps = read_maps(store, np.arange(30))
+    X = np.asarray(pooled.predict(maps, verbose=0))
+    y = store.labels
+    norm = X / np.linalg.norm(X, axis=1, keepdims=True)
+    model.get_layer("softmax").set_weights(list(logreg_head(norm, y, 3, SETTINGS.C, 0)))
+    ref = make_pipeline(Normalizer(), LogisticRegression(C=SETTINGS.C, max_iter=1000)).fit(X, y)
+    got = np.asarray(model.predict(maps, verbose=0))
+    np.testing.assert_allclose(got, ref.predict_proba(X), atol=2e-3)
+    assert SETTINGS.scale == "l2" and got.max(axis=1).min() < 0.99  # not saturated: a real check
+
+
 def test_flip_maps_reverses_the_columns():
     x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 60)
     flipped = flip_maps(x, (3, 4, 5)).reshape(2, 3, 4, 5)

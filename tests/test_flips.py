@@ -115,3 +115,16 @@ def test_predict_and_report_average_over_flips(tmp_path: Path, capsys):
     assert not [n for n in report.notes if "differs" in n]
     doc = json.loads(cli(capsys, "predict", str(bundle), str(new), "--tta", "none", "--json")[1])
     assert doc["n_predicted"] == 3
+
+
+def test_reuse_commands_see_one_row_per_image(flip_store: Path, tmp_path: Path):
+    from featx.export import export
+
+    feats = load_features(flip_store)
+    npz = np.load(export(flip_store, tmp_path / "x.npz"))
+    assert npz["features"].shape == npz["features_flip"].shape == feats.features.shape
+    np.testing.assert_array_equal(npz["features_flip"], feats.flipped)
+    from featx.neighbors import find_neighbors
+
+    (res,) = find_neighbors(flip_store, [feats.paths[5]], k=2 * feats.n)
+    assert sorted(n.path for n in res.neighbors) == sorted(feats.paths)  # each image once

@@ -31,6 +31,8 @@ def finetune(
                              "(1 to 3)."),
     head_init: str = typer.Option(D.head_init, "--head-init", help="logreg (fit the head on the "
                                   "frozen features first) or random."),
+    scale: str = typer.Option(D.scale, "--scale", help="The head's input: l2 (the pooled vector "
+                              "divided by its length, as featx fit --scale l2) or none."),
     C: float = typer.Option(D.C, "--C", help="Inverse L2 strength of --head-init logreg."),
     precision: str = typer.Option(D.precision, "--precision", help="float32 or bfloat16."),
     seed: int = typer.Option(D.seed, "--seed", help="Seed of initialisation, order and flips."),
@@ -48,7 +50,7 @@ def finetune(
 
     settings = FinetuneSettings(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience,
                                 dropout=dropout, augment=augment, tune=tune, head_init=head_init,
-                                C=C, precision=precision, seed=seed)
+                                scale=scale, C=C, precision=precision, seed=seed)
     try:
         with progress_bar(not as_json) as bar:
             result = run_finetune(store, settings, fractions=parse_fractions(split),
