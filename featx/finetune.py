@@ -56,7 +56,7 @@ class FinetuneSettings:
     """How block5 and the head are trained (``featx finetune``'s options)."""
 
     epochs: int = 10
-    lr: float = 1e-4
+    lr: float = 3e-5  # measured: flowers-200 val loss 0.737 at 3e-5, 0.757 at 1e-4 (README)
     batch_size: int = 32
     patience: int = 3  # epochs without a lower validation loss before stopping
     dropout: float = 0.5  # before the softmax layer
