@@ -17,7 +17,8 @@ best weights, the head-only start (epoch 0) included.
 
 ``augment="flip"`` mirrors half the training maps at random, each epoch (the maps' columns
 reversed: close to, not equal to, the maps of the mirrored photo); ``"flip-stored"`` takes the
-mirrored photos' own maps from a store made with ``featx extract --augment flip``.
+mirrored photos' own maps from a store made with ``featx extract --augment flip``; ``"auto"`` (the
+default) is flip-stored when the store has them, else flip (measured: README, fine-tuning).
 
 The model takes the store's flattened vectors, so it is saved as an ordinary ``features`` bundle
 (:class:`featx.heads.FinetuneHead`) whose extractor is the store's: ``featx predict`` embeds a new
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,7 +46,7 @@ from featx.store import FLIPPED, open_store, read_attrs, read_rows_of, strings
 
 MAP_LAYER = "block4_pool"  # the frozen part's output
 TUNED_BLOCK = "block5"  # the trainable part: its convolutions, then its pooling
-AUGMENTS = ("none", "flip", "flip-stored")
+AUGMENTS = ("auto", "none", "flip", "flip-stored")
 HEAD_INITS = ("logreg", "random")
 SCALES = ("l2", "none")  # what featx fit's automatic choice picks between (l2, C=10 on both data sets)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -60,7 +61,7 @@ class FinetuneSettings:
     batch_size: int = 32
     patience: int = 3  # epochs without a lower validation loss before stopping
     dropout: float = 0.5  # before the softmax layer
-    augment: str = "flip"  # none, flip (mirror the cached maps) or flip-stored
+    augment: str = "auto"  # flip-stored when the store has mirrored maps, else flip; or none
     tune: int = 3  # how many of block5's convolutions are trained (the last ones)
     head_init: str = "logreg"  # logreg (fit the head on frozen features first) or random
     scale: str = "l2"  # the head's input: l2 (pooled vectors divided by their length) or none
@@ -455,6 +456,9 @@ def finetune(store_path: str | os.PathLike, settings: FinetuneSettings = Finetun
     if out is not None:
         check_bundle_output(out)
     store = open_map_store(store_path, settings.augment)
+    if settings.augment == "auto":
+        stored = store.meta.get("augment") == "flip"
+        settings = replace(settings, augment="flip-stored" if stored else "flip")
     parts = map_split(store, fractions, split_seed)
     model, pooled_model = build_model(store.map_shape, store.n_classes, block5_weights(store.meta),
                                       settings)

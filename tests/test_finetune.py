@@ -222,6 +222,10 @@ def test_flip_stored_reads_the_mirrored_photos_maps(ws, tmp_path):
     is_mirrored = np.all(x == mirrored, axis=1)
     assert np.all(is_plain | is_mirrored) and 5 < is_mirrored.sum() < 25
     assert not np.array_equal(plain, mirrored)
+    # the default, auto: the mirrored photos' maps when the store has them, else flipped maps
+    result = finetune(store_path, FinetuneSettings(epochs=1, batch_size=16))
+    assert result.head.params["augment"] == "flip-stored"
+    assert ws["result"].head.params["augment"] == "flip" and SETTINGS.augment == "auto"
 
 
 def test_bad_input_is_one_line_naming_the_extraction(ws, tmp_path, capsys):

@@ -25,8 +25,9 @@ def finetune(
     patience: int = typer.Option(D.patience, "--patience",
                                  help="Epochs without a lower val loss before stopping."),
     dropout: float = typer.Option(D.dropout, "--dropout", help="Dropout before the softmax layer."),
-    augment: str = typer.Option(D.augment, "--augment", help="flip (mirror the cached maps), "
-                                "flip-stored (the store's mirrored photos' maps) or none."),
+    augment: str = typer.Option(D.augment, "--augment", help="auto (flip-stored when the store has "
+                                "mirrored maps, else flip), flip (mirror the cached maps), "
+                                "flip-stored (the mirrored photos' own maps) or none."),
     tune: int = typer.Option(D.tune, "--tune", help="block5 convolutions trained, the last ones "
                              "(1 to 3)."),
     head_init: str = typer.Option(D.head_init, "--head-init", help="logreg (fit the head on the "
