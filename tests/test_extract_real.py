@@ -28,18 +28,27 @@ def pets4_store(pets4: Path, tmp_path_factory) -> Path:
     return extract(pets4, tmp_path_factory.mktemp("s") / "tf.h5", VGG, batch_size=4).out
 
 
+def _vgg16_and_pixels(feats, size: int):
+    """Keras' VGG16 (block5_pool + avg, the shared weights) at ``size``, and the store's photos
+    resized by hand to it (PIL, bilinear), float32 RGB, before preprocess_input."""
+    import keras
+    from PIL import Image
+
+    model = keras.applications.VGG16(include_top=False, weights=str(SHARED_WEIGHTS),
+                                     input_shape=(size, size, 3), pooling="avg")
+    root = Path(feats.meta["data_dir"])
+    x = np.stack([np.asarray(Image.open(root / p).convert("RGB").resize((size, size), Image.BILINEAR),
+                             dtype="float32") for p in feats.paths])
+    return model, x
+
+
 @needs_shared
 def test_vgg16_vector_equals_keras_by_hand(pets4_store: Path):
     """featx's stored vector == keras VGG16 + preprocess_input once, on the same resize."""
     import keras
-    from PIL import Image
 
     feats = load_features(pets4_store)
-    model = keras.applications.VGG16(include_top=False, weights=str(SHARED_WEIGHTS),
-                                     input_shape=(224, 224, 3), pooling="avg")
-    root = Path(feats.meta["data_dir"])
-    x = np.stack([np.asarray(Image.open(root / p).convert("RGB").resize((224, 224), Image.BILINEAR),
-                             dtype="float32") for p in feats.paths])
+    model, x = _vgg16_and_pixels(feats, 224)
     by_hand = model.predict(keras.applications.vgg16.preprocess_input(x), verbose=0)
     np.testing.assert_allclose(feats.features, by_hand, rtol=1e-4, atol=1e-4)
     # The tutorial's extra /255 after preprocess_input gives other vectors: featx does not do it.
@@ -50,17 +59,12 @@ def test_vgg16_vector_equals_keras_by_hand(pets4_store: Path):
 @needs_shared
 def test_vgg16_vector_at_another_input_size_equals_keras_by_hand(pets4: Path, tmp_path: Path):
     import keras
-    from PIL import Image
 
     settings = ExtractorSettings(layer="block5_pool", pooling="avg", weights=str(SHARED_WEIGHTS),
                                  input_size=288)
     feats = load_features(extract(pets4, tmp_path / "288.h5", settings, batch_size=4).out)
     assert feats.meta["input_size"] == 288
-    model = keras.applications.VGG16(include_top=False, weights=str(SHARED_WEIGHTS),
-                                     input_shape=(288, 288, 3), pooling="avg")
-    root = Path(feats.meta["data_dir"])
-    x = np.stack([np.asarray(Image.open(root / p).convert("RGB").resize((288, 288), Image.BILINEAR),
-                             dtype="float32") for p in feats.paths])
+    model, x = _vgg16_and_pixels(feats, 288)
     by_hand = model.predict(keras.applications.vgg16.preprocess_input(x), verbose=0)
     np.testing.assert_allclose(feats.features, by_hand, rtol=1e-4, atol=1e-4)
 

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
+from featx.errors import FeatxError
 from featx.heads import DEFAULTS
 
 SOFTMAX = DEFAULTS["softmax"]
@@ -35,8 +36,6 @@ def parse_tta(tta: str | None) -> bool | None:
     if tta is None:
         return None
     if tta not in ("flip", "none"):
-        from featx.errors import FeatxError
-
         raise FeatxError(f"`tta` is flip or none, got {tta!r}")
     return tta == "flip"
 
