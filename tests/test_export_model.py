@@ -1,0 +1,353 @@
+"""featx export-model: one model from uint8 pixels to probabilities, checked against predict in
+the runtimes that load it, each in a subprocess where featx cannot be imported.
+
+Mechanics on generated images and VGG16 with seeded random weights at 32x32 (each format exported
+once per module); real photos (../shared) for equality with ``featx predict`` at 224.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featx.bundle import load_bundle, save_bundle
+from featx.cli import main
+from featx.decode import DecodeSettings, decode_files
+from featx.embed import Extractor, ExtractorSettings
+from featx.errors import FeatxError
+from featx.export_model import EXPORTABLE, build_pixel_model, export_model
+from featx.extract import extract
+from featx.fit import fit_store
+from featx.heads import CnnHead, FinetuneHead
+from featx.predict import predict
+from tests.conftest import PETS, ROOT, SHARED_WEIGHTS, TINY, make_images, needs_shared
+
+FORMATS = ("keras", "saved_model", "onnx", "litert")
+
+# Run first in every runtime's subprocess: drop featx's editable-install finder, so that only
+# what a user without featx has is importable, and prove it.
+ISOLATE = """
+import sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
+sys.path[:] = [p for p in sys.path if not p or not __import__("os").path.isdir(p + "/featx")]
+try:
+    import featx
+    raise SystemExit("featx is importable: " + featx.__file__)
+except ImportError:
+    pass
+"""
+
+RUNTIME = ISOLATE + """
+import json
+import numpy as np
+fmt, path, pixels = sys.argv[1], sys.argv[2], np.load(sys.argv[3])
+if fmt == "onnx":
+    import onnxruntime as ort
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    out = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"pixels": pixels})))
+elif fmt == "litert":
+    from ai_edge_litert.interpreter import Interpreter
+    out = Interpreter(model_path=path).get_signature_runner("serving_default")(pixels=pixels)
+elif fmt == "saved_model":
+    import tensorflow as tf
+    loaded = tf.saved_model.load(path)  # keep it: its variables go with it
+    out = loaded.serve(pixels)
+else:
+    import keras
+    out = keras.saving.load_model(path).predict(pixels, verbose=0)
+print(json.dumps({k: np.asarray(v).tolist() for k, v in out.items()}))
+"""
+
+
+def isolated(code: str, *args: str, cwd: Path) -> subprocess.Popen:
+    """``python -I -c code args`` in ``cwd`` (outside the repository), PYTHONPATH unset."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return subprocess.Popen([sys.executable, "-I", "-c", code, *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(proc: subprocess.Popen, timeout: float = 300) -> str:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-2000:]
+    return out
+
+
+def predicted(bundle: Path, files: list[Path], tta: bool, **kwargs) -> np.ndarray:
+    report = predict(bundle, files, tta=tta, **kwargs)
+    assert not report.errors
+    return np.array([[p.probabilities[c] for c in report.class_names] for p in report.predictions])
+
+
+def decoded(bundle: Path, files: list[Path]) -> np.ndarray:
+    """The files as the bundle's model takes them (its input size and resize policy)."""
+    b = load_bundle(bundle)
+    src = b.info["input"] if b.kind == "cnn" else b.extractor
+    pixels, ok, _ = decode_files(files, DecodeSettings(size=src["input_size"], resize=src["resize"]))
+    assert len(ok) == len(files)
+    return pixels
+
+
+def cnn_bundle(dest: Path, size: int, class_names: list[str]) -> Path:
+    """A scratch-CNN bundle (untrained: export is about equality, not accuracy)."""
+    from featx.baseline import build_model
+
+    head = CnnHead({"batch_size": 8}, build_model(size, len(class_names)))
+    return save_bundle(dest, head, class_names, {"input_size": size, "resize": "squash",
+                                                 "resample": "bilinear", "n": 0})
+
+
+def finetune_bundle(dest: Path, settings: dict, class_names: list[str]) -> Path:
+    """A fine-tuned-block5 bundle as featx finetune saves one (not trained: block5 as the store's
+    network has it, a random head), on a float16 map store's extractor."""
+    from featx.finetune import FinetuneSettings, block5_weights, build_model
+
+    ex = Extractor(ExtractorSettings(**settings, layer="block4_pool", pooling="none",
+                                     store_dtype="float16"))
+    meta = {**ex.meta, "dim": ex.expected_dim}
+    map_shape = tuple(meta["map_shape"])
+    model, _ = build_model(map_shape, len(class_names), block5_weights(meta), FinetuneSettings())
+    head = FinetuneHead({"map_shape": list(map_shape), "store_dtype": "float16"}, model)
+    return save_bundle(dest, head, class_names, meta)
+
+
+def set_tta(bundle: Path, tta: bool = True) -> Path:
+    """Mark a bundle as scored over flips (as fit does on a store with mirrored vectors)."""
+    info = json.loads((bundle / "bundle.json").read_text())
+    info["split"] = {**(info.get("split") or {}), "flips": {"train": tta, "tta": tta}}
+    (bundle / "bundle.json").write_text(json.dumps(info))
+    return bundle
+
+
+def every_kind(store: Path, base: Path, settings: dict, size: int) -> dict[str, Path]:
+    """One bundle of every exportable head kind (scaling steps of every sort among them)."""
+    names = load_bundle_names(store)
+    bundles = {
+        "logreg": fit_store(store, "logreg", C=1.0, scale="l2+standard", out=base / "logreg").bundle,
+        "linear-svm": fit_store(store, "linear-svm", C=1.0, scale="l2",
+                                out=base / "linear-svm").bundle,
+        "softmax": fit_store(store, "softmax", C=1.0, scale="standard", out=base / "softmax").bundle,
+        "finetune": finetune_bundle(base / "finetune", settings, names),
+        "cnn": cnn_bundle(base / "cnn", size, names),
+    }
+    assert sorted(bundles) == sorted(EXPORTABLE)
+    return bundles
+
+
+def load_bundle_names(store: Path) -> list[str]:
+    from featx.store import load_features
+
+    return list(load_features(store).class_names)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Generated photos of three classes, their TINY store, every kind of bundle, and each format
+    of the linear SVM with flips (multi-class Platt scaling, l2) exported once, via the CLI."""
+    base = tmp_path_factory.mktemp("export")
+    data = make_images(base / "data", {"circle": 8, "square": 8, "star": 8})
+    store = extract(data, base / "tiny.h5", ExtractorSettings(**TINY), batch_size=24).out
+    bundles = every_kind(store, base / "models", {k: v for k, v in TINY.items()
+                                                   if k not in ("layer", "pooling")}, 64)
+    svm = set_tta(bundles["linear-svm"])
+    files = sorted(data.rglob("*.jpg"))[::4]
+    pixels, _, _ = decode_files(files, DecodeSettings(size=32))
+    np.save(base / "pixels.npy", pixels)
+    exported = {}
+    for fmt in FORMATS:
+        exported[fmt] = base / "out" / ("svm_saved_model" if fmt == "saved_model" else
+                                       f"svm.{ {'litert': 'tflite'}.get(fmt, fmt)}")
+        with pytest.raises(SystemExit) as e:
+            main(["export-model", str(svm), "--format", fmt, "-o", str(exported[fmt]), "--json"])
+        assert e.value.code == 0
+    runs = {fmt: isolated(RUNTIME, fmt, str(path), str(base / "pixels.npy"), cwd=base)
+            for fmt, path in exported.items()}  # the four runtimes at once
+    return {"base": base, "data": data, "store": store, "bundles": bundles, "files": files,
+            "pixels": pixels, "exported": exported, "runs": runs, "outputs": {}}
+
+
+def runtime_output(tiny, fmt: str) -> dict[str, np.ndarray]:
+    if fmt not in tiny["outputs"]:
+        doc = json.loads(finished(tiny["runs"][fmt]))
+        tiny["outputs"][fmt] = {k: np.array(v) for k, v in doc.items()}
+    return tiny["outputs"][fmt]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_each_runtime_gives_predicts_probabilities(tiny, fmt):
+    want = predicted(tiny["bundles"]["linear-svm"], tiny["files"], tta=True)
+    got = runtime_output(tiny, fmt)
+    assert list(got) == ["probabilities"]
+    assert got["probabilities"].shape == want.shape == (len(tiny["files"]), 3)
+    np.testing.assert_allclose(got["probabilities"], want, rtol=0, atol=1e-5)
+    unflipped = predicted(tiny["bundles"]["linear-svm"], tiny["files"], tta=False)
+    assert np.abs(unflipped - want).max() > 1e-3  # the flips are in the model, and they matter
+
+
+@pytest.mark.parametrize("kind", EXPORTABLE)
+def test_every_head_kind_is_predict_in_keras(tiny, kind):
+    bundle = tiny["bundles"][kind]
+    pixels = decoded(bundle, tiny["files"])
+    for flips in (False, True):
+        model = build_pixel_model(bundle, flips=flips)
+        got = model.predict(pixels, verbose=0)["probabilities"]
+        np.testing.assert_allclose(got, predicted(bundle, tiny["files"], tta=flips),
+                                   rtol=0, atol=2e-6)
+
+
+def test_metadata_beside_and_inside(tiny):
+    import onnx
+
+    svm = load_bundle(tiny["bundles"]["linear-svm"])
+    for fmt, path in tiny["exported"].items():
+        side = path / "featx.json" if fmt == "saved_model" else Path(f"{path}.json")
+        meta = json.loads(side.read_text())
+        assert meta["class_names"] == svm.class_names == ["circle", "square", "star"]
+        assert meta["input"] | {} == {**meta["input"], "dtype": "uint8", "shape": ["N", 32, 32, 3],
+                                      "resize": "squash", "resample": "bilinear"}
+        assert meta["flips"] is True and meta["clf"] == "linear-svm"
+        assert set(meta["versions"]) >= {"featx", "keras"} and meta["format"] == fmt
+    inside = {p.key: p.value for p in onnx.load(str(tiny["exported"]["onnx"])).metadata_props}
+    assert json.loads(inside["featx"])["class_names"] == svm.class_names
+    leftovers = [p.name for p in (tiny["base"] / "out").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_rbf_svm_is_refused_in_one_line(tiny, capsys):
+    bundle = fit_store(tiny["store"], "svm", C=1.0, scale="none", out=tiny["base"] / "rbf").bundle
+    with pytest.raises(FeatxError, match="exportable heads: logreg, linear-svm"):
+        build_pixel_model(bundle)
+    code, err = cli(capsys, "export-model", str(bundle), "--format", "onnx")
+    assert code == 2 and err.count("\n") == 1 and "svm head cannot be exported" in err
+    assert not (tiny["base"] / "rbf.onnx").exists()
+
+
+def cli(capsys, *args: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    return e.value.code, capsys.readouterr().err
+
+
+def test_bad_input_is_one_line_before_any_work(tiny, tmp_path, capsys, monkeypatch):
+    import featx.export_model as em
+
+    monkeypatch.setattr(em, "build_pixel_model", lambda *a, **k: pytest.fail("built a model"))
+    bundle = str(tiny["bundles"]["logreg"])
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["export-model", str(tmp_path / "nope"), "--format", "onnx"], "bundle not found"),
+        (["export-model", str(tmp_path / "foreign"), "--format", "onnx"], "not a featx bundle"),
+        (["export-model", bundle, "--format", "tflite"], "unknown --format 'tflite'"),
+        (["export-model", bundle, "--format", "onnx", "-o", str(tmp_path / "afile" / "m.onnx")],
+         "a file is in the way"),
+        (["export-model", bundle, "--format", "keras", "-o", str(tmp_path / "m.h5")],
+         "ends in .keras"),
+        (["export-model", bundle, "--format", "keras", "--int8"], "--int8 quantisation is for"),
+    ]
+    for args, message in cases:
+        code, err = cli(capsys, *args)
+        assert code == 2 and err.startswith("featx: error: ") and err.count("\n") == 1, err
+        assert message in err, err
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
+    code, err = cli(capsys, "export-model", bundle, "--format", "onnx")
+    assert code == 2 and "pip install 'featx[export]'" in err and err.count("\n") == 1
+
+
+def test_a_moved_weights_file_is_named_and_found_with_weights(tiny, tmp_path, capsys):
+    from featx.backbones import build_extractor, get_backbone
+
+    weights = tmp_path / "vgg.weights.h5"
+    build_extractor(get_backbone("vgg16"), "block5_pool", "avg", "none", "float32", 32) \
+        .save_weights(weights)
+    store = extract(tiny["data"], tmp_path / "w.h5",
+                    ExtractorSettings(**{**TINY, "weights": str(weights)}), batch_size=24).out
+    bundle = fit_store(store, "logreg", C=1.0, scale="none", out=tmp_path / "w").bundle
+    moved = weights.rename(tmp_path / "moved.weights.h5")
+    code, err = cli(capsys, "export-model", str(bundle), "--format", "keras")
+    assert code == 2 and "pass its new location with --weights PATH" in err
+    out = export_model(bundle, "keras", weights=str(moved))
+    import keras
+
+    got = keras.saving.load_model(out.path).predict(tiny["pixels"], verbose=0)["probabilities"]
+    want = predicted(bundle, tiny["files"], tta=False, weights=str(moved))
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+
+
+def test_a_failed_write_leaves_nothing_and_keeps_the_old_model(tiny, tmp_path, monkeypatch):
+    import featx.export_model as em
+
+    target = tmp_path / "m.keras"
+    target.write_bytes(b"the old model")
+
+    def half(model, fmt, path, *args):
+        Path(path).write_bytes(b"half a model")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(em, "_write", half)
+    with pytest.raises(FeatxError, match="no space left"):
+        export_model(tiny["bundles"]["logreg"], "keras", out=target)
+    assert target.read_bytes() == b"the old model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]
+
+
+def test_second_output_hook_carries_a_score_of_the_vectors(tiny):
+    from keras import ops
+
+    bundle = tiny["bundles"]["softmax"]
+    model = build_pixel_model(bundle, flips=True, extra_outputs=lambda v: {
+        "norm": ops.sqrt(ops.sum(ops.square(v), axis=-1))})
+    out = model.predict(tiny["pixels"], verbose=0)
+    vectors, _, _ = load_bundle(bundle).reader().embed_files(tiny["files"])
+    np.testing.assert_allclose(out["norm"], np.linalg.norm(vectors, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(out["probabilities"], predicted(bundle, tiny["files"], tta=True),
+                               atol=2e-6)
+
+
+# --- real photos ----------------------------------------------------------------------------
+
+
+README_EXAMPLE = re.compile(r"<!-- export-example -->\n```python\n(.*?)```", re.S)
+
+
+@pytest.fixture(scope="module")
+def pets(pets_store, tmp_path_factory):
+    """Every kind of bundle on the real pets store (and its photos), and the logreg's ONNX."""
+    base = tmp_path_factory.mktemp("pets-export")
+    bundles = every_kind(pets_store, base, {"model": "vgg16", "weights": str(SHARED_WEIGHTS)}, 128)
+    files = [PETS / "cat" / sorted(os.listdir(PETS / "cat"))[-1],
+             PETS / "dog" / sorted(os.listdir(PETS / "dog"))[-1]]
+    onnx = export_model(bundles["logreg"], "onnx", out=base / "pets.onnx").path
+    return {"base": base, "bundles": bundles, "files": files, "onnx": onnx}
+
+
+@needs_shared
+def test_real_photos_every_kind_with_flips_equals_predict(pets):
+    for kind, bundle in pets["bundles"].items():
+        pixels = decoded(bundle, pets["files"])
+        got = build_pixel_model(bundle, flips=True).predict(pixels, verbose=0)["probabilities"]
+        want = predicted(bundle, pets["files"], tta=True)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4, err_msg=kind)
+
+
+@needs_shared
+def test_readme_example_runs_without_featx_and_names_predicts_class(pets):
+    code = README_EXAMPLE.search((ROOT / "README.md").read_text()).group(1)
+    example = pets["base"] / "example.py"
+    example.write_text(code)
+    want = predicted(pets["bundles"]["logreg"], pets["files"], tta=False)
+    names = load_bundle(pets["bundles"]["logreg"]).class_names
+    runs = [isolated(ISOLATE + f"sys.argv = {[str(example), str(pets['onnx']), str(f)]!r}\n"
+                     f"exec(open({str(example)!r}).read())", cwd=pets["base"])
+            for f in pets["files"]]
+    for proc, row in zip(runs, want):
+        label, probability = finished(proc).split()[:2]
+        assert label == names[int(np.argmax(row))]
+        assert float(probability) == pytest.approx(row.max(), abs=1e-4)
