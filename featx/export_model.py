@@ -228,7 +228,7 @@ def head_model(b: Bundle):
     from keras import ops
 
     if b.clf in ("softmax", "finetune"):
-        model = b.head.model
+        model = plain_head(b.head.model)
         dtype = b.head.params.get("store_dtype", "float32") if b.clf == "finetune" else "float32"
         if dtype == "float32":
             return model
@@ -249,7 +249,7 @@ def sklearn_model(pipeline, n_classes: int):
     inputs = keras.Input((dim,), name="vectors")
     x = inputs
     for name, step in steps[:-1]:
-        x = _scaling_layer(name, step)(x) if step != "passthrough" else x
+        x = _scaling_step(x, name, step) if step != "passthrough" else x
     kernel, bias, classes, platt = linear_decision(steps[-1][1])
     full_k = np.zeros((dim, n_classes), np.float32)
     full_b = np.full(n_classes, ABSENT_LOGIT, np.float32)
@@ -265,15 +265,44 @@ def sklearn_model(pipeline, n_classes: int):
     return model
 
 
-def _scaling_layer(name: str, step):
+def _scaling_step(x, name: str, step):
+    """One scikit-learn scaling step on a tensor: Normalizer as UnitNormalization, StandardScaler
+    as ``(x - mean_) / scale_`` with constants (a Normalization layer's tensors would become
+    inputs of the ONNX graph)."""
     from keras import layers
 
     if name == "l2":
-        return layers.UnitNormalization(axis=-1, name="l2_normalize")
-    mean = np.asarray(step.mean_, np.float32) if step.mean_ is not None else 0.0
-    scale = step.scale_ if step.scale_ is not None else np.ones_like(step.mean_)
-    return layers.Normalization(mean=mean, variance=np.square(scale).astype(np.float32),
-                                name=f"{name}_scaler")
+        return layers.UnitNormalization(axis=-1, name="l2_normalize")(x)
+    mean = np.zeros(x.shape[-1]) if step.mean_ is None else step.mean_
+    scale = np.ones(x.shape[-1]) if step.scale_ is None else step.scale_
+    return standardize(x, mean, scale)
+
+
+def standardize(x, mean: np.ndarray, scale: np.ndarray):
+    from keras import ops
+
+    return ops.divide(ops.subtract(x, np.asarray(mean, np.float32)), np.asarray(scale, np.float32))
+
+
+def plain_head(model):
+    """A Keras head (a chain of layers) with its Normalization layers as constant operations
+    (:func:`standardize`, as the layer computes it); other layers shared as they are."""
+    import keras
+
+    if not any(isinstance(layer, keras.layers.Normalization) for layer in model.layers):
+        return model
+    inputs = keras.Input(model.input_shape[1:], name="vectors")
+    x = inputs
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if isinstance(layer, keras.layers.Normalization):
+            mean = keras.ops.convert_to_numpy(layer.mean).reshape(-1)
+            var = keras.ops.convert_to_numpy(layer.variance).reshape(-1)
+            x = standardize(x, mean, np.maximum(np.sqrt(var), keras.backend.epsilon()))
+        else:
+            x = layer(x)
+    return keras.Model(inputs, x, name=model.name)
 
 
 def linear_decision(clf) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
@@ -419,14 +448,19 @@ def _quantize_onnx(path: Path, calibration) -> None:
             batch = next(self.batches, None)
             return None if batch is None else {INPUT_NAME: np.asarray(batch, np.uint8)}
 
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = path.with_name(path.stem + ".pre" + path.suffix)
     quantized = path.with_name(path.stem + ".q" + path.suffix)
     try:
-        quantize_static(str(path), str(quantized), Reader(calibration),
+        quant_pre_process(str(path), str(prepared))  # shapes inferred, graph optimised
+        quantize_static(str(prepared), str(quantized), Reader(calibration),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=["Conv", "MatMul", "Gemm"])
         os.replace(quantized, path)
     finally:
+        prepared.unlink(missing_ok=True)
         quantized.unlink(missing_ok=True)
 
 
