@@ -53,10 +53,14 @@ EXPORTABLE = ("logreg", "linear-svm", "softmax", "finetune", "cnn")
 EXTRA = "featx[export]"
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "probabilities"
+UNFAMILIAR_NAME = "unfamiliarity"
 ABSENT_LOGIT = -1e4  # a class the head never saw in training: probability exp(-1e4) = 0
 CAFFE_MEANS = (103.939, 116.779, 123.68)  # keras.applications' caffe-mode BGR means
 # keras.applications module -> preprocess_input mode (imagenet_utils)
 PREPROCESS_MODES = {"vgg16": "caffe", "vgg19": "caffe", "resnet50": "caffe", "mobilenet_v2": "tf"}
+OUTPUT_DOCS = {OUTPUT_NAME: "class probabilities (N, C), in class_names order",
+               UNFAMILIAR_NAME: "unfamiliarity (N,) of the unmirrored photo: above "
+                                "unfamiliar_threshold, unlike the training photos"}
 Outputs = Callable[[Any], dict[str, Any]]  # vectors tensor (N, D) -> {name: tensor}
 
 
@@ -189,11 +193,13 @@ def build_pixel_model(bundle: Bundle | str | os.PathLike, weights: str | None = 
     else:
         vectorize, head = _backbone(b, weights), head_model(b)
 
+    embedding = _embedding(b, head) if extra_outputs is not None else None
+
     def branch(images):
         if vectorize is None:
             return None, head(images)
         vectors = vectorize(images)
-        return vectors, head(vectors)
+        return (embedding(vectors) if embedding else vectors), head(vectors)
 
     vectors, proba = branch(x)
     if flips:
@@ -203,6 +209,9 @@ def build_pixel_model(bundle: Bundle | str | os.PathLike, weights: str | None = 
     if extra_outputs is not None:
         outputs.update(extra_outputs(vectors))
     return keras.Model(pixels, outputs, name=f"featx_{b.clf.replace('-', '_')}_pixels")
+
+
+_BACKBONES: dict[str, Any] = {}  # the last backbones built (shared by models of one store)
 
 
 def _backbone(b: Bundle, weights: str | None):
@@ -215,11 +224,46 @@ def _backbone(b: Bundle, weights: str | None):
 
     ex = Extractor.from_meta(b.extractor, weights=weights)  # the weights file and its identity
     s = ex.settings
-    with contextlib.redirect_stdout(sys.stderr):
-        net = build_extractor(ex.backbone, s.layer, s.pooling, s.weights, "float32", s.input_size)
-    inputs = keras.Input(net.input_shape[1:], name="rgb")
-    vectors = net(preprocess(inputs, ex.backbone.module))
-    return keras.Model(inputs, vectors, name="vectors")
+    key = json.dumps([s.model, s.layer, s.pooling, s.input_size, ex.weights_id])
+    if key not in _BACKBONES:
+        with contextlib.redirect_stdout(sys.stderr):
+            net = build_extractor(ex.backbone, s.layer, s.pooling, s.weights, "float32",
+                                  s.input_size)
+        inputs = keras.Input(net.input_shape[1:], name="rgb")
+        vectors = net(preprocess(inputs, ex.backbone.module))
+        while len(_BACKBONES) >= 2:
+            _BACKBONES.pop(next(iter(_BACKBONES)))
+        _BACKBONES[key] = keras.Model(inputs, vectors, name="vectors")
+    return _BACKBONES[key]
+
+
+def _embedding(b: Bundle, head):
+    """What ``extra_outputs`` gets from the store's vectors: the vectors themselves, or for a
+    fine-tuned bundle its pooled block5 vector (the embedding its head classifies)."""
+    import keras
+
+    if b.clf != "finetune":
+        return None
+    inner = b.head.model
+    pooled = keras.Model(inner.input, inner.get_layer("avg_pool").output, name="pooled")
+    return lambda vectors: pooled(vectors)
+
+
+def unfamiliar_output(b: Bundle) -> Outputs | None:
+    """The bundle's unfamiliarity score (:mod:`featx.familiar`) as a second output
+    ``unfamiliarity``, where the bundle has a record and featx has the module; else None."""
+    from importlib.util import find_spec
+
+    if b.kind == "cnn" or find_spec("featx.familiar") is None:
+        return None
+    from featx import familiar
+
+    record = familiar.from_bundle(b.info, b.path)
+    if record is None:
+        return None
+    arrays = {k: np.asarray(v, np.float32) for k, v in record.arrays.items()}  # constants
+    return lambda vectors: {UNFAMILIAR_NAME: familiar.keras_ops_score(
+        record.method, record.params, arrays, vectors)}
 
 
 def head_model(b: Bundle):
@@ -351,8 +395,9 @@ def metadata(b: Bundle, fmt: str, flips: bool, int8: bool, outputs: list[str]) -
                   "resample": src.get("resample", "bilinear"),
                   "decode": "EXIF orientation applied; any mode to RGB (transparency on white); "
                             "resized outside the model by the resize policy with PIL's resample"},
-        "outputs": {name: ("class probabilities (N, C), in class_names order"
-                           if name == OUTPUT_NAME else "see the bundle") for name in outputs},
+        "outputs": {name: OUTPUT_DOCS.get(name, "see the bundle") for name in outputs},
+        "unfamiliar_threshold": (b.info.get("familiar") or {}).get("threshold")
+        if UNFAMILIAR_NAME in outputs else None,
         "flips": flips, "precision": "float32" if not int8 else "int8 (float32 input/output)",
         "bundle": {"path": str(b.path), "created": b.info.get("created"),
                    "extractor": {k: v for k, v in b.extractor.items() if k != "keras_backend"}},
@@ -367,14 +412,16 @@ def metadata(b: Bundle, fmt: str, flips: bool, int8: bool, outputs: list[str]) -
 def export_model(bundle: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike | None = None,
                  weights: str | None = None, flips: bool | None = None, int8: bool = False,
                  calibration: Iterable[np.ndarray] | None = None,
-                 extra_outputs: Outputs | None = None,
+                 extra_outputs: Outputs | None = None, unfamiliar: bool = True,
                  progress: Callable[[str, int, int], None] | None = None) -> ExportResult:
     """Write ``bundle`` as one model from pixels to probabilities in format ``fmt``.
 
     ``out``: the file (folder for ``saved_model``; default :func:`default_output`); ``int8``:
     post-training quantisation calibrated on ``calibration`` (batches of uint8 pixels; default:
-    :func:`calibration_batches` of the bundle's training photos). Every input and the output are
-    checked before the model is built; nothing half-written is left behind.
+    :func:`calibration_batches` of the bundle's training photos); ``unfamiliar``: carry the
+    bundle's unfamiliarity score as a second output where it has one (:func:`unfamiliar_output`;
+    ``extra_outputs`` replaces it). Every input and the output are checked before the model is
+    built; nothing half-written is left behind.
     """
     start = time.perf_counter()
     check_format(fmt, int8)
@@ -386,6 +433,8 @@ def export_model(bundle: str | os.PathLike, fmt: str = "onnx", out: str | os.Pat
         calibration = calibration_batches(b)
     flips = flips_default(b) if flips is None else bool(flips)
     step = progress or (lambda stage, done, total: None)
+    if extra_outputs is None and unfamiliar:
+        extra_outputs = unfamiliar_output(b)
     step("build", 0, 1)
     model = build_pixel_model(b, weights, flips, extra_outputs)
     size = input_size(b)

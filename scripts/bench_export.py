@@ -11,7 +11,8 @@ The test part's photos are decoded once (featx.decode) and run through each runt
 ``--batch-size``; ``featx predict`` runs on the same files (its decode included, as a user sees it;
 at the store's precision). Speed: ``--rounds`` interleaved rounds over the first ``--n-speed``
 photos (a load change hits every runtime alike), median images/s. ``max_diff``: the largest
-difference of a probability from float32 ONNX's on the test photos.
+difference of a probability from float32 ONNX's on the test photos. Results are written to
+``OUT/bench_export.json`` after every stage.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def main() -> None:
     ap.add_argument("--n-speed", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--calibration", type=int, default=64)
+    ap.add_argument("--calibration", type=int, default=32)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -89,17 +90,23 @@ def main() -> None:
                                                        resize=b.extractor["resize"]))
     assert len(ok) == len(paths)
     run = runners(files)
-    proba = {name: run_all(f, pixels, args.batch_size) for name, f in run.items()}
+    result = {"cpu": cpu_description(), "store": str(args.store), "n_test": len(paths),
+              "flips": b.tta, "batch_size": args.batch_size, "n_speed": args.n_speed,
+              "predict_precision": b.extractor.get("precision"),
+              "bundle_test_accuracy": (b.info.get("metrics") or {}).get("test", {}).get("accuracy"),
+              "rows": {name: {"size_mb": round(sizes[name] / 1e6, 1),
+                              "export_s": round(export_s[name], 1)} for name in run}}
+    result["rows"]["featx predict"] = {}
+    log = args.out / "bench_export.json"
+
+    def save(stage: str) -> None:  # after every stage: a slow run still leaves its numbers
+        result["load"], result["done"] = os.getloadavg(), stage
+        log.write_text(json.dumps(result, indent=2))
 
     extractor = b.reader(args.weights)
-    t0 = time.perf_counter()
-    report = predict(b, paths, weights=args.weights, extractor=extractor, batch_size=args.batch_size)
-    predict_s = time.perf_counter() - t0
-    proba["featx predict"] = np.array([[p.probabilities[c] for c in b.class_names]
-                                       for p in report.predictions])
-    speed: dict[str, list[float]] = {name: [] for name in [*run, "featx predict"]}
     few = pixels[:args.n_speed]
-    for _ in range(args.rounds):
+    speed: dict[str, list[float]] = {name: [] for name in [*run, "featx predict"]}
+    for _ in range(args.rounds):  # interleaved: a load change hits every runtime alike
         for name, f in run.items():
             t = time.perf_counter()
             run_all(f, few, args.batch_size)
@@ -107,28 +114,30 @@ def main() -> None:
         t = time.perf_counter()
         predict(b, paths[:args.n_speed], extractor=extractor, batch_size=args.batch_size)
         speed["featx predict"].append(len(few) / (time.perf_counter() - t))
+    base = statistics.median(speed["onnx float32"])
+    for name, v in speed.items():
+        result["rows"][name].update(images_per_s=round(statistics.median(v), 2),
+                                    speed_vs_onnx_float32=round(statistics.median(v) / base, 2))
+    save("speed")
 
-    ref = proba["onnx float32"]
-    rows_out = []
-    for name, p in proba.items():
-        rows_out.append({
-            "runtime": name, "size_mb": round(sizes.get(name, 0) / 1e6, 1) or None,
-            "images_per_s": round(statistics.median(speed[name]), 2),
-            "test_accuracy": round(float(np.mean(p.argmax(axis=1) == labels)), 4),
-            "max_diff": float(np.abs(p - ref).max()),
-            "export_s": round(export_s[name], 1) if name in export_s else None})
-    base = next(r for r in rows_out if r["runtime"] == "onnx float32")["images_per_s"]
-    for r in rows_out:
-        r["speed_vs_onnx_float32"] = round(r["images_per_s"] / base, 2)
-    result = {"cpu": cpu_description(), "load": os.getloadavg(), "store": str(args.store),
-              "n_test": len(paths), "flips": b.tta, "batch_size": args.batch_size,
-              "predict_precision": b.extractor.get("precision"),
-              "predict_s_all": round(predict_s, 1), "rows": rows_out}
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for r in rows_out:
-            print(r)
+    proba = {}
+    for name in ("onnx int8", "litert int8", "onnx float32", "litert float32", "featx predict"):
+        if name == "featx predict":
+            report = predict(b, paths, weights=args.weights, extractor=extractor,
+                             batch_size=args.batch_size)
+            p = np.array([[q.probabilities[c] for c in b.class_names] for q in report.predictions])
+        else:
+            p = run_all(run[name], pixels, args.batch_size)
+        proba[name] = p
+        row = result["rows"][name]
+        row["test_accuracy"] = round(float(np.mean(p.argmax(axis=1) == labels)), 4)
+        if "onnx float32" in proba:
+            for other, q in proba.items():
+                result["rows"][other]["max_diff_vs_onnx_float32"] = float(
+                    np.abs(q - proba["onnx float32"]).max())
+        save(name)
+    print(json.dumps(result, indent=2) if args.json else "\n".join(
+        f"{k}: {v}" for k, v in result["rows"].items()))
 
 
 if __name__ == "__main__":

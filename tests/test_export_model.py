@@ -80,8 +80,16 @@ def finished(proc: subprocess.Popen, timeout: float = 300) -> str:
     return out
 
 
+READERS: dict[str, object] = {}  # bundle extractor -> predict's reader, built once
+
+
 def predicted(bundle: Path, files: list[Path], tta: bool, **kwargs) -> np.ndarray:
-    report = predict(bundle, files, tta=tta, **kwargs)
+    """``featx predict``'s probabilities (its reader shared by bundles of one store)."""
+    b = load_bundle(bundle)
+    key = json.dumps([b.kind, b.extractor, b.info.get("input"), kwargs.get("weights")])
+    if key not in READERS:
+        READERS[key] = b.reader(kwargs.get("weights"))
+    report = predict(b, files, tta=tta, extractor=READERS[key], **kwargs)
     assert not report.errors
     return np.array([[p.probabilities[c] for c in report.class_names] for p in report.predictions])
 
@@ -150,42 +158,49 @@ def load_bundle_names(store: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """Generated photos of three classes, their TINY store, every kind of bundle, and each format
-    of the linear SVM with flips (multi-class Platt scaling, l2 + standardisation) exported once,
-    via the CLI."""
+    """Generated photos of three classes, their TINY store and every kind of bundle; the linear
+    SVM (multi-class Platt scaling, l2 + standardisation) averages over flips."""
     base = tmp_path_factory.mktemp("export")
     data = make_images(base / "data", {"circle": 8, "square": 8, "star": 8})
     store = extract(data, base / "tiny.h5", ExtractorSettings(**TINY), batch_size=24).out
     bundles = every_kind(store, base / "models", {k: v for k, v in TINY.items()
                                                    if k not in ("layer", "pooling")}, 64)
-    svm = set_tta(bundles["linear-svm"])
+    set_tta(bundles["linear-svm"])
     files = sorted(data.rglob("*.jpg"))[::4]
     pixels, _, _ = decode_files(files, DecodeSettings(size=32))
     np.save(base / "pixels.npy", pixels)
-    exported = {}
+    return {"base": base, "data": data, "store": store, "bundles": bundles, "files": files,
+            "pixels": pixels}
+
+
+@pytest.fixture(scope="module")
+def exported(tiny):
+    """The linear SVM exported once in each format via the CLI, and each runtime started on the
+    pixels in its own isolated subprocess (the four at once)."""
+    base, paths = tiny["base"], {}
     for fmt in FORMATS:
-        exported[fmt] = base / "out" / ("svm_saved_model" if fmt == "saved_model" else
-                                       f"svm.{ {'litert': 'tflite'}.get(fmt, fmt)}")
+        paths[fmt] = base / "out" / ("svm_saved_model" if fmt == "saved_model" else
+                                    f"svm.{ {'litert': 'tflite'}.get(fmt, fmt)}")
         with pytest.raises(SystemExit) as e:
-            main(["export-model", str(svm), "--format", fmt, "-o", str(exported[fmt]), "--json"])
+            main(["export-model", str(tiny["bundles"]["linear-svm"]), "--format", fmt,
+                  "-o", str(paths[fmt])])
         assert e.value.code == 0
     runs = {fmt: isolated(RUNTIME, fmt, str(path), str(base / "pixels.npy"), cwd=base)
-            for fmt, path in exported.items()}  # the four runtimes at once
-    return {"base": base, "data": data, "store": store, "bundles": bundles, "files": files,
-            "pixels": pixels, "exported": exported, "runs": runs, "outputs": {}}
+            for fmt, path in paths.items()}
+    return {"paths": paths, "runs": runs, "outputs": {}}
 
 
-def runtime_output(tiny, fmt: str) -> dict[str, np.ndarray]:
-    if fmt not in tiny["outputs"]:
-        doc = json.loads(finished(tiny["runs"][fmt]))
-        tiny["outputs"][fmt] = {k: np.array(v) for k, v in doc.items()}
-    return tiny["outputs"][fmt]
+def runtime_output(exported, fmt: str) -> dict[str, np.ndarray]:
+    if fmt not in exported["outputs"]:
+        doc = json.loads(finished(exported["runs"][fmt]))
+        exported["outputs"][fmt] = {k: np.array(v) for k, v in doc.items()}
+    return exported["outputs"][fmt]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_each_runtime_gives_predicts_probabilities(tiny, fmt):
+def test_each_runtime_gives_predicts_probabilities(tiny, exported, fmt):
     want = predicted(tiny["bundles"]["linear-svm"], tiny["files"], tta=True)
-    got = runtime_output(tiny, fmt)
+    got = runtime_output(exported, fmt)
     assert list(got) == ["probabilities"]
     assert got["probabilities"].shape == want.shape == (len(tiny["files"]), 3)
     np.testing.assert_allclose(got["probabilities"], want, rtol=0, atol=1e-5)
@@ -208,16 +223,23 @@ def test_every_head_kind_with_flips_is_predict_in_keras(tiny, kind):
         decoded(bundle, tiny["files"]), verbose=0)
     np.testing.assert_allclose(out["probabilities"], predicted(bundle, tiny["files"], tta=True),
                                rtol=0, atol=2e-6)
-    if hook:  # the second output: of the photo's own vectors, as the store holds them
-        vectors, _, _ = load_bundle(bundle).reader().embed_files(tiny["files"])
+    if hook:  # the second output: of the photo's own embedding (a fine-tuned head's: pooled)
+        b = load_bundle(bundle)
+        vectors, _, _ = b.reader().embed_files(tiny["files"])
+        if kind == "finetune":
+            import keras
+
+            inner = b.head.model
+            vectors = keras.Model(inner.input, inner.get_layer("avg_pool").output).predict(
+                vectors, verbose=0)
         np.testing.assert_allclose(out["norm"], np.linalg.norm(vectors, axis=1), rtol=1e-5)
 
 
-def test_metadata_beside_and_inside(tiny):
+def test_metadata_beside_and_inside(tiny, exported):
     import onnx
 
     svm = load_bundle(tiny["bundles"]["linear-svm"])
-    for fmt, path in tiny["exported"].items():
+    for fmt, path in exported["paths"].items():
         side = path / "featx.json" if fmt == "saved_model" else Path(f"{path}.json")
         meta = json.loads(side.read_text())
         assert meta["class_names"] == svm.class_names == ["circle", "square", "star"]
@@ -225,7 +247,7 @@ def test_metadata_beside_and_inside(tiny):
                                       "resize": "squash", "resample": "bilinear"}
         assert meta["flips"] is True and meta["clf"] == "linear-svm"
         assert set(meta["versions"]) >= {"featx", "keras"} and meta["format"] == fmt
-    inside = {p.key: p.value for p in onnx.load(str(tiny["exported"]["onnx"])).metadata_props}
+    inside = {p.key: p.value for p in onnx.load(str(exported["paths"]["onnx"])).metadata_props}
     assert json.loads(inside["featx"])["class_names"] == svm.class_names
     leftovers = [p.name for p in (tiny["base"] / "out").iterdir() if p.name.startswith(".")]
     assert leftovers == []
@@ -284,7 +306,15 @@ def test_a_moved_weights_file_is_named_and_found_with_weights(tiny, tmp_path, ca
     moved = weights.rename(tmp_path / "moved.weights.h5")
     code, err = cli(capsys, "export-model", str(bundle), "--format", "keras")
     assert code == 2 and "pass its new location with --weights PATH" in err
-    model = build_pixel_model(bundle, weights=str(moved))
+    with pytest.raises(SystemExit) as e:
+        main(["export-model", str(bundle), "--format", "keras", "--weights", str(moved),
+              "-o", str(tmp_path / "w.keras"), "--json"])
+    assert e.value.code == 0
+    doc = json.loads(capsys.readouterr().out)  # one JSON document on stdout, nothing else
+    assert doc["path"] == str(tmp_path / "w.keras") and doc["outputs"] == ["probabilities"]
+    import keras
+
+    model = keras.saving.load_model(doc["path"])
     got = model.predict(tiny["pixels"], verbose=0)["probabilities"]
     want = predicted(bundle, tiny["files"], tta=False, weights=str(moved))
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
@@ -313,15 +343,17 @@ def test_a_failed_write_leaves_nothing_and_keeps_the_old_model(tiny, tmp_path, m
 README_EXAMPLE = re.compile(r"<!-- export-example -->\n```python\n(.*?)```", re.S)
 
 
+def pet_photos() -> list[Path]:
+    """Two photos the pets store does not hold (it holds the first 150 of each class)."""
+    return [PETS / c / sorted(os.listdir(PETS / c))[-1] for c in ("cat", "dog")]
+
+
 @pytest.fixture(scope="module")
 def pets(pets_store, tmp_path_factory):
-    """Every kind of bundle on the real pets store (and its photos), and the logreg's ONNX."""
+    """Every kind of bundle on the real pets store."""
     base = tmp_path_factory.mktemp("pets-export")
     bundles = every_kind(pets_store, base, {"model": "vgg16", "weights": str(SHARED_WEIGHTS)}, 128)
-    files = [PETS / "cat" / sorted(os.listdir(PETS / "cat"))[-1],
-             PETS / "dog" / sorted(os.listdir(PETS / "dog"))[-1]]
-    onnx = export_model(bundles["logreg"], "onnx", out=base / "pets.onnx").path
-    return {"base": base, "bundles": bundles, "files": files, "onnx": onnx}
+    return {"base": base, "bundles": bundles, "files": pet_photos()}
 
 
 @needs_shared
@@ -333,17 +365,44 @@ def test_real_photos_every_kind_with_flips_equals_predict(pets):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4, err_msg=kind)
 
 
-@needs_shared
-def test_readme_example_runs_without_featx_and_names_predicts_class(pets):
+def test_readme_example_runs_without_featx_and_names_predicts_class(tiny, exported):
+    """The README's Pillow + numpy + onnxruntime example on the exported ONNX file: real photos
+    (non-square JPEGs, squashed as featx does) where ../shared is, else the generated ones."""
     code = README_EXAMPLE.search((ROOT / "README.md").read_text()).group(1)
-    example = pets["base"] / "example.py"
+    example = tiny["base"] / "example.py"
     example.write_text(code)
-    want = predicted(pets["bundles"]["logreg"], pets["files"], tta=False)
-    names = load_bundle(pets["bundles"]["logreg"]).class_names
-    runs = [isolated(ISOLATE + f"sys.argv = {[str(example), str(pets['onnx']), str(f)]!r}\n"
-                     f"exec(open({str(example)!r}).read())", cwd=pets["base"])
-            for f in pets["files"]]
+    files = pet_photos() if PETS.is_dir() else tiny["files"][:2]
+    svm = tiny["bundles"]["linear-svm"]
+    want = predicted(svm, files, tta=True)  # the export averages over flips as the bundle does
+    names = load_bundle(svm).class_names
+    runs = [isolated(ISOLATE + f"sys.argv = {[str(example), str(exported['paths']['onnx']), str(f)]!r}"
+                     f"\nexec(open({str(example)!r}).read())", cwd=tiny["base"]) for f in files]
     for proc, row in zip(runs, want):
         label, probability = finished(proc).split()[:2]
         assert label == names[int(np.argmax(row))]
-        assert float(probability) == pytest.approx(row.max(), abs=1e-4)
+        assert float(probability) == pytest.approx(row.max(), abs=1e-5)
+
+
+def test_unfamiliarity_travels_as_a_second_output(tiny, tmp_path):
+    """Where featx has the familiar module (#23), a bundle's unfamiliarity score becomes the
+    exported model's second output, equal to predict's score of the photo itself."""
+    import shutil
+
+    familiar = pytest.importorskip("featx.familiar")
+    from featx.export_model import UNFAMILIAR_NAME, unfamiliar_output
+    from featx.split import load_split
+
+    bundle = Path(shutil.copytree(tiny["bundles"]["softmax"], tmp_path / "softmax"))
+    split = load_split(tiny["store"])
+    record = familiar.fit_record(split.X("train"), split.y("train"), split.X("val"))
+    record.save(bundle)
+    info = json.loads((bundle / "bundle.json").read_text())
+    (bundle / "bundle.json").write_text(json.dumps({**info, "familiar": record.as_dict()}))
+    b = load_bundle(bundle)
+    out = build_pixel_model(b, flips=True, extra_outputs=unfamiliar_output(b)).predict(
+        tiny["pixels"], verbose=0)
+    vectors, _, _ = b.reader().embed_files(tiny["files"])
+    np.testing.assert_allclose(out[UNFAMILIAR_NAME], record.score(vectors), rtol=0, atol=1e-5)
+    scores = [getattr(p, "score", None) for p in predict(b, tiny["files"]).predictions]
+    if all(s is not None for s in scores):  # predict scores each photo (familiar landed)
+        np.testing.assert_allclose(out[UNFAMILIAR_NAME], scores, rtol=0, atol=1e-5)
