@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from featx import corrections as corr
-from featx.audit import (DEFAULT_C, DEFAULT_FOLDS, DEFAULT_NEIGHBORS, find_label_issues,
+from featx.audit import (DEFAULT_C, DEFAULT_FOLDS, DEFAULT_NEIGHBORS, Leak, find_label_issues,
                          find_leaks, fold_ids, knn_distance, out_of_fold_proba, usable_folds)
 from featx.errors import FeatxError
 from featx.files import atomic_folder, atomic_path, check_output, write_text
@@ -98,15 +98,17 @@ class Ranking:
     issues: np.ndarray  # rows cleanlab flags, worst first
     distance: np.ndarray  # (N,) mean cosine distance to the k nearest of the same class
     seconds: dict[str, float] = field(default_factory=dict)
+    _orders: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def order(self, kind: str) -> np.ndarray:
         """The rows of a ranking, worst first (``leak`` is kept by the :class:`Review`)."""
-        active = np.flatnonzero(self.labels >= 0)
         if kind == "label":
             return self.issues
-        if kind == "outlier":
-            return active[np.argsort(-self.distance[active], kind="stable")]
-        return active[np.argsort(self.quality[active], kind="stable")]
+        if kind not in self._orders:
+            active = np.flatnonzero(self.labels >= 0)
+            score = -self.distance[active] if kind == "outlier" else self.quality[active]
+            self._orders[kind] = active[np.argsort(score, kind="stable")]
+        return self._orders[kind]
 
     def save(self, path: Path, key: dict[str, Any]) -> None:
         arrays = {name: getattr(self, name) for name in
@@ -240,11 +242,13 @@ class Review:
             raise FeatxError(f"unknown `map_method` {settings.map_method!r}; choose tsne or pca")
         self.store = Path(store)
         self.settings = settings
+        if not self.store.is_file():
+            raise FeatxError(f"feature store not found: {self.store}")
+        self.cache = check_output(cache_dir(self.store), "the review's cache", folder=True)
+        check_output(corr.corrections_path(self.store), "the corrections file")
         self.feats = load_features(self.store)
         if len(self.feats.class_names) < 2 or len(np.unique(self.feats.labels)) < 2:
             raise FeatxError(f"{self.store} holds one class; a review needs at least two")
-        self.cache = check_output(cache_dir(self.store), "the review's cache", folder=True)
-        check_output(corr.corrections_path(self.store), "the corrections file")
         self.cache.mkdir(exist_ok=True)
         self.digest = store_digest(self.feats)
         self.parts = split_indices(self.feats.hashes, self.feats.labels, settings.fractions,
@@ -252,8 +256,10 @@ class Review:
         self.part_of = np.empty(self.feats.n, dtype=object)
         for part in PARTS:
             self.part_of[self.parts[part]] = part
-        self._write_lock = threading.Lock()
-        self._compute_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # decisions
+        self._compute_lock = threading.Lock()  # the first fit and audit, refits, the map
+        self._rank_lock = threading.Lock()  # a refit's audit
+        self._refits = self._ranked = 0
         self._apply(corr.load(self.store))  # refuses a file of another store
         self.ranking: Ranking | None = None
         self.head: HeadState | None = None
@@ -261,7 +267,7 @@ class Review:
         self.last_refit: dict[str, Any] | None = None
         self.map: dict[str, Any] | None = None
         self.status = {"audit": "waiting", "fit": "waiting", "map": "waiting"}
-        self._leaks: list | None = None
+        self._leaks: list[Leak] | None = None
         self._row_of_hash = {h: i for i, h in enumerate(map(str, self.feats.hashes))}
 
     # --- labels in force ---------------------------------------------------------------------
@@ -393,36 +399,59 @@ class Review:
         write_text(path, json.dumps({"key": key, "params": params}) + "\n", "the review's cache")
         return params
 
-    def refit(self) -> dict[str, Any]:
-        """Refit the head on the labels in force and audit them afresh; old and new accuracy,
-        the photos whose prediction changed, the fresh ranking's head."""
+    def refit(self, wait: bool = True) -> dict[str, Any]:
+        """Refit the head on the labels in force and audit them afresh, side by side in two
+        threads; old and new accuracy, the photos whose prediction changed and, once the audit is
+        done (at once with ``wait``, else ``ranking`` says "running" until it is), the fresh
+        ranking's head."""
         if self.head is None or self.ranking is None:
             raise FeatxError("the first fit and audit are still running; refit when they are done")
         with self._compute_lock:
             labels, excluded = self.labels.copy(), self.excluded.copy()
-            old, old_ranking = self.head, self.ranking
+            old = self.head
+            self._refits += 1
+            result: dict[str, Any] = {"refit": self._refits, "ranking": "running", "seconds": {},
+                                      "label_issues": {"before": int(len(self.ranking.issues)),
+                                                       "after": None}, "top": []}
+            auditor = threading.Thread(target=self._fresh_ranking,
+                                       args=(self._refits, labels, excluded, result),
+                                       name="featx-review-audit", daemon=True)
             t0 = time.perf_counter()
+            auditor.start()
             new = self._fit(labels, excluded)
-            t1 = time.perf_counter()
-            ranking = self._rank(labels, excluded, previous=old_ranking)
-            t2 = time.perf_counter()
-        active = labels >= 0
-        changed = np.flatnonzero((old.pred != new.pred) & ~excluded & active)
+            result["seconds"]["fit"] = round(time.perf_counter() - t0, 3)
+        changed = np.flatnonzero((old.pred != new.pred) & ~excluded)
         names = self.feats.class_names
-        self.last_refit = {
+        result.update({
             "old": old.accuracy(), "new": new.accuracy(),
             "corrections_applied": int(np.sum(new.labels != old.labels)),
             "n_changed": int(len(changed)),
             "changed": [{**self.item(int(i)), "old_prediction": names[old.pred[i]],
                          "new_prediction": names[new.pred[i]]} for i in changed[:MAX_PAGE]],
-            "label_issues": {"before": int(len(old_ranking.issues)),
-                             "after": int(len(ranking.issues))},
-            "top": [self.item(int(i), "label") for i in ranking.issues[:12]],
-            "seconds": {"fit": round(t1 - t0, 3), "audit": round(t2 - t1, 3),
-                        "total": round(t2 - t0, 3)},
-            "params": new.params,
-        }
-        return self.last_refit
+            "params": new.params})
+        self.last_refit = result
+        if wait:
+            auditor.join()
+        return result
+
+    def _fresh_ranking(self, n: int, labels: np.ndarray, excluded: np.ndarray,
+                       result: dict[str, Any]) -> None:
+        """The audit of a refit (in its own thread): swapped in unless a later one was already."""
+        t0 = time.perf_counter()
+        with self._rank_lock:
+            try:
+                if n < self._ranked:
+                    result["ranking"] = "superseded"
+                    return
+                ranking = self._rank(labels, excluded, previous=self.ranking)
+                self._ranked = n
+            except Exception as e:  # shown on the page; the server keeps serving
+                result["ranking"] = f"failed: {e}"
+                return
+        result["label_issues"]["after"] = int(len(ranking.issues))
+        result["top"] = [self.item(int(i), "label") for i in ranking.issues[:12]]
+        result["seconds"]["audit"] = round(time.perf_counter() - t0, 3)
+        result["ranking"] = "ready"
 
     # --- what the page shows -------------------------------------------------------------------
 
@@ -452,11 +481,17 @@ class Review:
             return len(self.leaks()) if self._leaks is not None else None
         return None if self.ranking is None else int(len(self.ranking.order(kind)))
 
-    def leaks(self) -> list:
-        """Near-twins across the split (label-independent: computed once, then kept)."""
+    def leaks(self) -> list[Leak]:
+        """Near-twins across the split: they depend on the vectors and the parts only, so they
+        are found once per store (and kept in the cache)."""
         if self._leaks is None:
-            self._leaks = find_leaks(unit_vectors(self.feats), self.feats.hashes, self.feats.labels,
-                                     self.parts, self.settings.threshold)
+            path = self.cache / "leaks.npz"
+            key = json.dumps({"store": self.digest, **self.settings.audit_key()}, sort_keys=True)
+            self._leaks = _load_leaks(path, key)
+            if self._leaks is None:
+                self._leaks = find_leaks(unit_vectors(self.feats), self.feats.hashes,
+                                         self.feats.labels, self.parts, self.settings.threshold)
+                _save_leaks(path, key, self._leaks)
         return self._leaks
 
     def suspects(self, kind: str = "label", offset: int = 0, limit: int = PAGE,
@@ -561,6 +596,26 @@ class Review:
 
     def data_dir(self) -> str | None:
         return self.feats.meta.get("data_dir")
+
+
+LEAK_FIELDS = ("held", "twin", "held_part", "twin_part", "similarity", "kind", "cross_label")
+
+
+def _save_leaks(path: Path, key: str, leaks: list[Leak]) -> None:
+    columns = {f: np.array([getattr(x, f) for x in leaks]) for f in LEAK_FIELDS}
+    with atomic_path(path, "the review's audit cache") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, key=key, **columns)
+
+
+def _load_leaks(path: Path, key: str) -> list[Leak] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                return None
+            columns = [z[f].tolist() for f in LEAK_FIELDS]
+    except (OSError, KeyError, ValueError):
+        return None
+    return [Leak(*values) for values in zip(*columns)]
 
 
 def _decision_kind(row: dict[str, str]) -> str:

@@ -313,10 +313,11 @@ def screenshot(page, name: str) -> Path:
 
 
 def planted_store(root: Path, counts: dict[str, int], planted: int, dim: int = 32,
-                  sep: float = 3.0, seed: int = 0) -> tuple[Path, list[str]]:
+                  sep: float = 3.0, seed: int = 0, twins: int = 0) -> tuple[Path, list[str]]:
     """A store of made-up vectors (Gaussian blobs, one a class) over generated photos in
     ``root/data`` (each class its own hue), with ``planted`` photos moved into another class's
     folder: their label (the folder) is wrong, their vector and picture are of their true class.
+    ``twins``: that many near-copies of the first photos added (``twin_...``, a new hash each).
     Returns the store and the planted photos' stored paths."""
     from featx.store import Features, save_features
 
@@ -336,6 +337,12 @@ def planted_store(root: Path, counts: dict[str, int], planted: int, dim: int = 3
         planted_paths.append(new)
     centres = rng.normal(size=(len(names), dim)) * sep
     X = (centres[true] + rng.normal(size=(len(true), dim))).astype(np.float32)
+    for i in range(twins):
+        twin = f"{Path(files[i]).parent}/twin_{Path(files[i]).name}"
+        (data / twin).write_bytes((data / files[i]).read_bytes())
+        files.append(twin)
+    X = np.concatenate([X, X[:twins] + 0.01 * rng.normal(size=(twins, dim)).astype(np.float32)])
+    labels, true = np.concatenate([labels, labels[:twins]]), np.concatenate([true, true[:twins]])
     hashes = np.array([f"{rng.integers(2**63):016x}{i:048x}" for i in range(len(true))])
     store = root / "planted.h5"
     save_features(store, Features(X, labels, files, hashes, names,

@@ -59,6 +59,21 @@ def test_pages_through_every_photo_without_repeats(review):
         review.suspects("nonsense")
 
 
+def test_leaks_pair_a_photo_with_its_near_twin_in_another_part(tmp_path):
+    from featx.review import Review, Settings
+
+    store, _ = planted_store(tmp_path, COUNTS, 0, sep=1.5, twins=20)
+    r = Review(store, Settings(C=0.01, scale="none"))
+    r.prepare()
+    leaks = r.suspects("leak", 0, 50)
+    assert leaks["total"] == len(leaks["items"]) > 0
+    for it in leaks["items"]:
+        pair = it["pair"]
+        names = sorted(Path(p).name for p in (it["path"], pair["path"]))
+        assert names[1] == "twin_" + names[0]  # a photo and its own near-copy
+        assert pair["part"] != it["part"] and pair["similarity"] >= 0.95
+
+
 def test_a_decision_is_in_the_file_when_decide_returns(review, store):
     it = review.suspects("label", 0, 1)["items"][0]
     state = review.decide(it["row"], it["suggested"])
@@ -108,10 +123,12 @@ def test_the_audit_and_the_head_are_cached_beside_the_store(review, store, monke
     assert (rv.cache_dir(store[0]) / "audit.npz").is_file()
     monkeypatch.setattr(rv, "rank_labels", lambda *a, **k: pytest.fail("the audit was not cached"))
     monkeypatch.setattr("featx.sweep.choose_params", lambda *a, **k: pytest.fail("C was not cached"))
+    monkeypatch.setattr(rv, "find_leaks", lambda *a, **k: pytest.fail("the leaks were not cached"))
     again = rv.Review(store[0], review.settings)
     again.prepare()
     assert np.array_equal(again.ranking.issues, review.ranking.issues)
     assert again.head.params == review.head.params
+    assert again.leaks() == review.leaks()
 
 
 def test_a_corrections_file_of_another_store_is_refused(review, store, tmp_path):

@@ -78,6 +78,9 @@ def test_relabel_a_planted_photo_in_the_page_then_refit(served, page):
     new = float(page.text_content(f"#new-{part}"))
     assert new > old, f"{part} accuracy {old} -> {new} after fixing a held-out label"
     assert page.text_content("#pending") == "0 pending"
+    page.wait_for_function("() => document.querySelector('#ranking-state').textContent"
+                           ".includes('Label issues')")  # the fresh audit, polled by the page
+    assert held["path"] not in page.text_content("#fresh")
     screenshot(page, "review-refit")
     page.click("#nav-overview")
     page.wait_for_selector("#acc-val")

@@ -8,8 +8,10 @@
 ``GET /v1/review/neighbors/{row}?k``        one photo and its neighbours
 ``POST /v1/review/decide`` ``{row, action}``  a class name, ``exclude`` or ``keep``; answered once
                                             the corrections file holds it
-``POST /v1/review/refit``                   refit and re-audit; old and new accuracy, changes
-``GET /v1/review/refit``                    the last refit's answer (null before one)
+``POST /v1/review/refit``                   refit (answered then), re-audit (in the background);
+                                            old and new accuracy, the changed predictions
+``GET /v1/review/refit``                    the last refit's answer with its fresh ranking once
+                                            ``ranking`` is "ready" (null before a refit)
 ``GET /v1/review/map``                      the 2-D map's points (computed on first request)
 ``GET /v1/thumbs/{row}``                    a stored photo's thumbnail, by row
 ==========================================  =====================================================
@@ -75,7 +77,7 @@ def create_review_app(review: Review, token: str | None = None) -> FastAPI:
     def refit() -> dict:
         if not app.state.ready:
             raise WebError(503, "the first fit and audit are still running")
-        return review.refit()
+        return review.refit(wait=False)  # the fresh ranking follows: GET /v1/review/refit
 
     @app.get("/v1/review/refit")
     def last_refit() -> Any:

@@ -251,8 +251,9 @@ async function showRefit(result) {
     body += `<table id="refit-table"><tr><th></th><th>validation</th><th>test</th></tr>
       <tr><td>before</td><td id="old-val">${fmt(last.old.val)}</td><td id="old-test">${fmt(last.old.test)}</td></tr>
       <tr><td>after</td>${cell(last.old.val, last.new.val).replace("<td", '<td id="new-val"')}${cell(last.old.test, last.new.test).replace("<td", '<td id="new-test"')}</tr></table>
-      <p>${last.corrections_applied} corrections applied; fit ${fmt(last.seconds.fit, 2)} s, audit ${fmt(last.seconds.audit, 2)} s.
-      Label issues: ${last.label_issues.before} before, ${last.label_issues.after} now.</p>
+      <p>${last.corrections_applied} corrections applied; fit ${fmt(last.seconds.fit, 2)} s<span id="ranking-state">${last.ranking === "ready"
+        ? `, fresh audit ${fmt(last.seconds.audit, 2)} s. Label issues: ${last.label_issues.before} before, ${last.label_issues.after} now`
+        : "; the fresh audit is " + esc(last.ranking) + "..."}</span>.</p>
       <h3><span id="n-changed">${last.n_changed}</span> photos changed prediction</h3>
       <div class="grid" id="changed">${changed}</div>
       <h3>The fresh ranking (<a href="#suspects/label/0">all label issues</a>)</h3>
@@ -261,6 +262,8 @@ async function showRefit(result) {
   }
   $("#view").innerHTML = body;
   if (last) { bindCards($("#changed")); bindCards($("#fresh")); }
+  if (last && last.ranking === "running") setTimeout(async () => {
+    if (view === "refit") await showRefit(); }, 1000);
   $("#refit-btn").addEventListener("click", async () => {
     $("#refit-btn").disabled = true; $("#refit-status").textContent = "refitting...";
     try { const r = await api("/v1/review/refit", {}); await showRefit(r); say("refitted in " + fmt(r.seconds.total, 2) + " s"); }
