@@ -64,3 +64,20 @@ def run_server(app, host: str = DEFAULT_HOST, port: int = 8000, log_level: str =
                             timeout_graceful_shutdown=drain_s, lifespan="on",
                             server_header=False, h11_max_incomplete_event_size=64 * 1024)
     _Server(config).run()
+
+
+def check_port(host: str, port: int) -> None:
+    """Before any work: ``port`` is valid and free on ``host`` (FeatxError otherwise)."""
+    import socket
+
+    from featx.errors import FeatxError
+
+    if not 0 < port < 65536:
+        raise FeatxError(f"`port` must be between 1 and 65535, got {port}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError as e:
+            raise FeatxError(f"cannot listen on {host}:{port} (`port`): {e.strerror or e}") from None
