@@ -43,8 +43,10 @@ def review(
         return
     from featx.web import host_warning, resolve_token, run_server
     from featx.web.review import create_review_app
+    from featx.web.runner import check_port
 
     token = resolve_token(token)
+    check_port(host, port)
     warning = host_warning(host, token)
     if warning:
         warn(warning)

@@ -1,5 +1,10 @@
 """web.review: the routes of ``featx review`` on the shared web package (the logic is
-:mod:`featx.review`; the page is :mod:`featx.web.review_page`).
+:mod:`featx.review`; the page is ``featx/web/review.html``: HTML, CSS and plain JavaScript).
+
+The page's views: Overview, Suspects, Map, Refit (``#overview``, ``#suspects/KIND/OFFSET``,
+``#map``, ``#refit``). Keys on Suspects: arrows move, 1-9 relabel as the n-th class, Enter takes
+the suggestion, x excludes, space keeps, u (or Ctrl+Z) undoes this tab's last action, n / p turn
+pages. A decision shows as done only once the server has answered: the corrections file holds it.
 
 ==========================================  =====================================================
 ``GET /``                                   the page (``?token=T`` sets the token cookie)
@@ -20,7 +25,9 @@
 from __future__ import annotations
 
 import hmac
+import html
 import threading
+from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -43,11 +50,10 @@ def create_review_app(review: Review, token: str | None = None) -> FastAPI:
     app = create_app("featx review", token=token, startup=review.prepare, public=["/"])
     add_thumbnail_route(app, ThumbnailCache(StoreImages(review.store), size=160))
     map_started = threading.Lock()
+    page_html = resources.files("featx.web").joinpath("review.html").read_text()
 
     @app.get("/")
     def page(request: Request) -> Any:
-        from featx.web.review_page import render
-
         given = request.query_params.get("token")
         if token and given is not None:
             if not hmac.compare_digest(given.encode(), token.encode()):
@@ -55,7 +61,8 @@ def create_review_app(review: Review, token: str | None = None) -> FastAPI:
             response = RedirectResponse("/", status_code=303)
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
             return response
-        return HTMLResponse(render(review.store.name), headers={"cache-control": "no-store"})
+        return HTMLResponse(page_html.replace("__TITLE__", html.escape(review.store.name)),
+                            headers={"cache-control": "no-store"})
 
     @app.get("/v1/review/overview")
     def overview() -> dict:
