@@ -40,6 +40,7 @@ from featx.audit import (DEFAULT_C, DEFAULT_FOLDS, DEFAULT_NEIGHBORS, Leak, find
                          find_leaks, fold_ids, knn_distance, out_of_fold_proba, usable_folds)
 from featx.errors import FeatxError
 from featx.files import atomic_folder, atomic_path, check_output, write_text
+from featx.heads import make_head
 from featx.maps import DEFAULT_MAX_POINTS, METHODS
 from featx.near_duplicates import DEFAULT_THRESHOLD
 from featx.neighbors import normalize
@@ -77,6 +78,15 @@ class Settings:
     outlier_k: int = DEFAULT_NEIGHBORS
     map_method: str = "tsne"
     max_points: int = DEFAULT_MAX_POINTS
+
+    def check(self) -> "Settings":
+        """FeatxError for a setting no review can use; else the settings."""
+        if self.map_method not in METHODS:
+            raise FeatxError(f"unknown `map_method` {self.map_method!r}; choose tsne or pca")
+        if self.scale is not None and self.scale not in ("none", "l2"):
+            raise FeatxError(f"`scale` must be none or l2, got {self.scale!r}")
+        make_head(self.clf, **{k: v for k, v in (("C", self.C), ("scale", self.scale)) if v is not None})
+        return self
 
     def audit_key(self) -> dict[str, Any]:
         return {"clf": self.clf, "folds": self.folds, "seed": self.seed,
@@ -238,10 +248,8 @@ class Review:
     both), the audit, fit and map run under another and are swapped in whole."""
 
     def __init__(self, store: str | os.PathLike, settings: Settings = Settings()) -> None:
-        if settings.map_method not in METHODS:
-            raise FeatxError(f"unknown `map_method` {settings.map_method!r}; choose tsne or pca")
         self.store = Path(store)
-        self.settings = settings
+        self.settings = settings.check()
         if not self.store.is_file():
             raise FeatxError(f"feature store not found: {self.store}")
         self.cache = check_output(cache_dir(self.store), "the review's cache", folder=True)

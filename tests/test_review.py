@@ -18,7 +18,7 @@ import pytest
 from featx import corrections as corr
 from featx.errors import FeatxError
 from featx.cli import main
-from tests.conftest import planted_store
+from tests.conftest import free_port, planted_store
 
 COUNTS = {"cat": 40, "dog": 40, "fox": 40}
 PLANTED = 6
@@ -166,3 +166,15 @@ def test_write_folders_links_each_photo_under_its_corrected_class(review, store,
     with pytest.raises(FeatxError, match="other files"):
         write_folders(store[0], tmp_path / "busy")
     assert os.listdir(tmp_path / "busy") == ["notes.txt"]
+
+
+def test_cli_refuses_bad_input_in_one_line(store, tmp_path, capsys):
+    port = ["--port", str(free_port())]
+    for args, expected in ((["review", str(tmp_path / "missing.h5"), *port], "feature store not found"),
+                           (["review", str(store[0]), "--port", "70000"], "--port must be"),
+                           (["review", str(store[0]), "--map-method", "umap", *port], "--map-method"),
+                           (["review", str(store[0]), "--scale", "huge", *port], "--scale")):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and expected in err[0], err

@@ -45,13 +45,16 @@ def review(
     from featx.web.review import create_review_app
     from featx.web.runner import check_port
 
+    from featx.store import read_meta
+
     token = resolve_token(token)
+    settings = Settings(C=C, scale=scale, map_method=map_method, fractions=parse_fractions(split),
+                        split_seed=split_seed).check()
+    read_meta(store)  # a featx store, before the port and the work
     check_port(host, port)
     warning = host_warning(host, token)
     if warning:
         warn(warning)
-    settings = Settings(C=C, scale=scale, map_method=map_method, fractions=parse_fractions(split),
-                        split_seed=split_seed)
     session = Review(store, settings)
     url = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
     err.print(f"featx: reviewing {store} on {url} (Ctrl-C stops); corrections go to "
