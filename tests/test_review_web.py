@@ -170,14 +170,26 @@ def test_the_map_shows_a_photo_on_hover_and_neighbours_on_click(served, page):
     screenshot(page, "review-map")
 
 
-def test_kill_9_keeps_every_answered_decision_and_a_readable_file(tmp_path):
+def test_with_a_token_then_kill_9_keeps_every_answered_decision_and_a_readable_file(tmp_path):
     store, _ = planted_store(tmp_path, COUNTS, PLANTED)
-    server = start_server(["review", str(store), "--map-method", "pca"], tmp_path / "server.log")
+    auth = {"authorization": "Bearer t0ken"}
+    server = start_server(["review", str(store), "--map-method", "pca", "--token", "t0ken"],
+                          tmp_path / "server.log", headers=auth)
+    with httpx.Client(base_url=server.url) as anonymous:
+        assert anonymous.get("/").status_code == 200  # the page holds no data itself
+        assert anonymous.get("/v1/review/overview").status_code == 401
+        assert anonymous.get("/v1/thumbs/0").status_code == 401
+        assert anonymous.post("/v1/review/decide", json={"row": 0, "action": "exclude"}
+                              ).status_code == 401
+        assert anonymous.get("/?token=wrong").status_code == 401
+        opened = anonymous.get("/?token=t0ken", follow_redirects=True)  # featx prints it
+        assert opened.status_code == 200 and anonymous.get("/v1/review/overview").status_code == 200
+    assert corr.load(store).rows == []
     answered: list[int] = []
     stop = threading.Event()
 
     def stream() -> None:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
+        with httpx.Client(base_url=server.url, timeout=30, headers=auth) as client:
             for row in range(120):
                 try:
                     r = client.post("/v1/review/decide", json={"row": row, "action": "exclude"})
