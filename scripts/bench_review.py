@@ -139,10 +139,19 @@ def big(n: int) -> None:
                 wall = time.perf_counter() - t
                 hit = len({it["row"] for it in issues["items"]} & set(moved.tolist()))
                 print(f"refit after 50 corrections ({hit} of them planted rows): {wall:.2f} s wall "
-                      f"(fit {r['seconds']['fit']:.2f} s, audit {r['seconds']['audit']:.2f} s); "
+                      f"(the fit {r['seconds']['fit']:.2f} s); "
                       f"val {r['old']['val']:.4f} -> {r['new']['val']:.4f}, test "
                       f"{r['old']['test']:.4f} -> {r['new']['test']:.4f}; {r['n_changed']} "
-                      f"predictions changed; label issues {r['label_issues']}")
+                      f"predictions changed")
+                t = time.perf_counter()
+                while client.get("/v1/review/refit").json()["ranking"] == "running":
+                    time.sleep(0.1)  # poll the fresh audit
+                print(f"  its fresh audit done {time.perf_counter() - t + wall:.2f} s after the "
+                      f"refit began; label issues {client.get('/v1/review/refit').json()['label_issues']}")
+                t = time.perf_counter()
+                while client.get("/v1/review/map").json()["status"] != "ready":
+                    time.sleep(0.2)
+                print(f"the map (pca, 5,000 of {n}): {time.perf_counter() - t:.1f} s")
             rss = psutil.Process(proc.pid).memory_info().rss
             print(f"server memory: {rss / 2**20:.0f} MiB RSS; load {load_average()}")
         finally:
