@@ -209,10 +209,14 @@ def unit_vectors(feats: Features) -> np.ndarray:
 
 
 def store_digest(feats: Features) -> str:
-    """What a cache is made from: the rows' hashes, stored labels and the class names."""
+    """What a cache is made from: the rows' hashes, stored labels, the class names and the
+    extractor's settings (a store made again with other settings has other vectors)."""
+    from featx.store import FINGERPRINT_KEYS
+
     h = hashlib.sha256("\n".join(map(str, feats.hashes)).encode())
     h.update(np.asarray(feats.labels, dtype=np.int64).tobytes())
-    h.update(json.dumps(list(feats.class_names)).encode())
+    settings = {k: feats.meta.get(k) for k in (*FINGERPRINT_KEYS, "created", "dim", "augment")}
+    h.update(json.dumps([list(feats.class_names), settings], sort_keys=True, default=str).encode())
     return h.hexdigest()[:24]
 
 
