@@ -289,6 +289,13 @@ class Review:
         latest = found.latest
         self.decisions = {h: latest[h] for h in latest}  # hash -> the last row
         self.labels, self.excluded = labels, excluded
+        self._seen = _stamp(found.file)
+
+    def sync(self) -> None:
+        """Read the corrections file again if something else wrote it (another server, an editor)."""
+        if _stamp(corr.corrections_path(self.store)) != self._seen:
+            with self._write_lock:
+                self._apply(corr.load(self.store))
 
     @property
     def in_force(self) -> np.ndarray:
@@ -468,6 +475,7 @@ class Review:
     # --- what the page shows -------------------------------------------------------------------
 
     def overview(self) -> dict[str, Any]:
+        self.sync()
         names = self.feats.class_names
         in_force = self.in_force
         counts = {p: np.bincount(in_force[r][in_force[r] >= 0], minlength=len(names)).tolist()
@@ -509,6 +517,7 @@ class Review:
     def suspects(self, kind: str = "label", offset: int = 0, limit: int = PAGE,
                  k: int = SHOWN_NEIGHBORS) -> dict[str, Any]:
         """One page of a ranking, worst first, with each photo's neighbours."""
+        self.sync()
         if kind not in KINDS:
             raise FeatxError(f"`kind` must be one of {', '.join(KINDS)}, got {kind!r}")
         if not 1 <= limit <= MAX_PAGE or offset < 0:
@@ -628,6 +637,14 @@ def _load_leaks(path: Path, key: str) -> list[Leak] | None:
     except (OSError, KeyError, ValueError):
         return None
     return [Leak(*values) for values in zip(*columns)]
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def _decision_kind(row: dict[str, str]) -> str:

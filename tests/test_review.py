@@ -178,3 +178,10 @@ def test_cli_refuses_bad_input_in_one_line(store, tmp_path, capsys):
             main(args)
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(err) == 1 and expected in err[0], err
+
+
+def test_a_decision_written_elsewhere_shows_on_the_next_request(review, store):
+    it = review.suspects("label", 0, 1)["items"][0]
+    corr.record(store[0], str(review.feats.hashes[it["row"]]), it["path"], it["label"], "exclude")
+    assert review.overview()["excluded"] == 1
+    assert review.suspects("label", 0, 1)["items"][0]["current"] == "exclude"
