@@ -349,7 +349,7 @@ class Review:
         """Fit the head and audit the labels in force (or read them from the cache)."""
         with self._compute_lock:
             labels, excluded = self.labels.copy(), self.excluded.copy()
-            self._run("fit", lambda: self._fit(labels, excluded))
+            self._run("fit", self._fit)
             self._run("audit", lambda: (self._rank(labels, excluded, progress), self.leaks()))
 
     def _run(self, what: str, fn: Callable[[], Any]) -> Any:
@@ -374,31 +374,34 @@ class Review:
         self.ranking = ranking
         return ranking
 
-    def _fit(self, labels: np.ndarray, excluded: np.ndarray) -> HeadState:
-        from featx.fit import Split, fit_store, predict_labels, Flips
+    def _fit(self) -> HeadState:
+        """featx fit's head on the rows the split gives (the corrections file applied, as in every
+        command), with the parameters of :meth:`_head_params`."""
+        from featx.fit import fit_store
+        from featx.selection import predict_labels
+        from featx.split import split_features
 
         s = self.settings
-        feats = Features(self.feats.features, labels, self.feats.paths, self.feats.hashes,
-                         self.feats.class_names, self.feats.meta, flipped=self.feats.flipped)
-        rows = {p: r[~excluded[r]] for p, r in self.parts.items()}
-        split = Split(feats, rows, tuple(s.fractions), s.split_seed,
-                      flips=Flips.choose(feats, None, None))
+        split = split_features(self.feats, self.store, s.fractions, s.split_seed)
         params = self._head_params(split)
         result = fit_store(self.store, s.clf, split=split, **params)
         flip = self.feats.flipped if split.flips.tta else None
+        in_force = np.full(self.feats.n, -1, dtype=np.int64)
+        for rows in split.rows.values():
+            in_force[rows] = split.labels[rows]
         state = HeadState(
             val=result.val["accuracy"] if result.val else None,
             test=result.test["accuracy"] if result.test else None,
-            pred=predict_labels(result.head, self.feats.features, flip),
-            labels=np.where(excluded, -1, labels), params=result.params,
-            seconds=round(result.fit_seconds, 3), n_val=split.n("val"), n_test=split.n("test"))
+            pred=predict_labels(result.head, self.feats.features, flip), labels=in_force,
+            params=result.params, seconds=round(result.fit_seconds, 3), n_val=split.n("val"),
+            n_test=split.n("test"))
         self.previous_head, self.head = self.head, state
         return state
 
     def _head_params(self, split) -> dict[str, Any]:
         """C and scale: the settings', else featx fit's automatic choice, made once per store and
         kept in the cache."""
-        from featx.sweep import choose_params
+        from featx.selection import choose_params
 
         s = self.settings
         if s.C is not None and s.scale is not None:
@@ -437,7 +440,7 @@ class Review:
                                        name="featx-review-audit", daemon=True)
             t0 = time.perf_counter()
             auditor.start()
-            new = self._fit(labels, excluded)
+            new = self._fit()
             result["seconds"]["fit"] = round(time.perf_counter() - t0, 3)
         changed = np.flatnonzero((old.pred != new.pred) & ~excluded)
         names = self.feats.class_names

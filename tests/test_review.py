@@ -122,7 +122,7 @@ def test_the_audit_and_the_head_are_cached_beside_the_store(review, store, monke
 
     assert (rv.cache_dir(store[0]) / "audit.npz").is_file()
     monkeypatch.setattr(rv, "rank_labels", lambda *a, **k: pytest.fail("the audit was not cached"))
-    monkeypatch.setattr("featx.sweep.choose_params", lambda *a, **k: pytest.fail("C was not cached"))
+    monkeypatch.setattr("featx.selection.choose_params", lambda *a, **k: pytest.fail("C was not cached"))
     monkeypatch.setattr(rv, "find_leaks", lambda *a, **k: pytest.fail("the leaks were not cached"))
     again = rv.Review(store[0], review.settings)
     again.prepare()
