@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from featx.cli import JSON_OPTION, app, emit, err, out, warn
+from featx.cli import app, emit, err, out, warn
 from featx.cli.fit import SPLIT_OPTION, SPLIT_SEED_OPTION
 
 
@@ -23,11 +23,13 @@ def review(
         "and exit (the photo folders are never touched)."),
     C: Optional[float] = typer.Option(
         None, "--C", help="The head's C [default: featx fit's automatic choice, made once]."),
-    scale: Optional[str] = typer.Option(None, "--scale", help="none or l2 [default: as C]."),
+    scale: Optional[str] = typer.Option(
+        None, "--scale", help="none or l2 [default: featx fit's automatic choice, made once]."),
     map_method: str = typer.Option("tsne", "--map-method", help="The map: tsne or pca."),
     split: str = SPLIT_OPTION,
     split_seed: int = SPLIT_SEED_OPTION,
-    as_json: bool = JSON_OPTION,
+    as_json: bool = typer.Option(
+        False, "--json", help="With --write-folders: print one JSON document on stdout."),
 ) -> None:
     """Review a store's suspects in a local web page: relabel, exclude or keep them (kept in
     FILE.h5.labels.csv, applied by every command), refit in seconds, see the map."""
