@@ -103,7 +103,14 @@ def test_exclude_then_undo_with_the_keyboard(served, page):
         f"() => document.querySelector('{state}').textContent === 'kept as {it['label']}'")
     assert latest(store, it["path"])["new_label"] == it["label"]
     assert httpx.get(server.url + "/v1/review/overview").json()["excluded"] == 0
+    page.keyboard.press("Enter")  # takes the suggestion
+    page.wait_for_function(f"() => document.querySelector('{state}').textContent"
+                           f" === 'relabelled as {it['suggested']}'")
+    assert latest(store, it["path"])["new_label"] == it["suggested"]
     screenshot(page, "review-undo")
+    page.keyboard.press("u")
+    page.wait_for_function(
+        f"() => document.querySelector('{state}').textContent === 'kept as {it['label']}'")
 
 
 def test_two_tabs_correcting_at_once_both_keep_their_corrections(served, browser):
