@@ -269,8 +269,9 @@ class Review:
         for part in PARTS:
             self.part_of[self.parts[part]] = part
         self._write_lock = threading.Lock()  # decisions
-        self._compute_lock = threading.Lock()  # the first fit and audit, refits, the map
+        self._compute_lock = threading.Lock()  # the first fit and audit, refits
         self._rank_lock = threading.Lock()  # a refit's audit
+        self._map_lock = threading.Lock()
         self._refits = self._ranked = 0
         self._apply(corr.load(self.store))  # refuses a file of another store
         self.ranking: Ranking | None = None
@@ -600,8 +601,9 @@ class Review:
                 "points": [[r, x, y, int(in_force[r])] for r, x, y in m["points"]]}
 
     def compute_map(self, progress: Progress | None = None) -> None:
-        """The 2-D map of :func:`featx.maps.make_map`, from the cache when it was made of this store."""
-        with self._compute_lock:
+        """The 2-D map of :func:`featx.maps.make_map`, from the cache when it was made of this store
+        (its own lock: a t-SNE of minutes never holds up a refit)."""
+        with self._map_lock:
             self._run("map", lambda: self._map(progress))
 
     def _map(self, progress: Progress | None) -> None:
