@@ -382,10 +382,13 @@ class Review:
         from featx.selection import predict_labels
         from featx.split import split_features
 
+        from threadpoolctl import threadpool_limits
+
         s = self.settings
         split = split_features(self.feats, self.store, s.fractions, s.split_seed)
         params = self._head_params(split)
-        result = fit_store(self.store, s.clf, split=split, **params)
+        with threadpool_limits(limits=1, user_api="blas"):  # as the audit's fits: see BENCHMARKS
+            result = fit_store(self.store, s.clf, split=split, **params)
         flip = self.feats.flipped if split.flips.tta else None
         in_force = np.full(self.feats.n, -1, dtype=np.int64)
         for rows in split.rows.values():
