@@ -426,10 +426,10 @@ class Review:
         return params
 
     def refit(self, wait: bool = True) -> dict[str, Any]:
-        """Refit the head on the labels in force and audit them afresh, side by side in two
-        threads; old and new accuracy, the photos whose prediction changed and, once the audit is
-        done (at once with ``wait``, else ``ranking`` says "running" until it is), the fresh
-        ranking's head."""
+        """Refit the head on the labels in force, then audit them afresh in another thread; old
+        and new accuracy, the photos whose prediction changed and, once the audit is done (at
+        once with ``wait``, else ``ranking`` says "running" until it is), the fresh ranking's
+        head."""
         if self.head is None or self.ranking is None:
             raise FeatxError("the first fit and audit are still running; refit when they are done")
         with self._compute_lock:
@@ -443,9 +443,9 @@ class Review:
                                        args=(self._refits, labels, excluded, result),
                                        name="featx-review-audit", daemon=True)
             t0 = time.perf_counter()
-            auditor.start()
             new = self._fit()
             result["seconds"]["fit"] = round(time.perf_counter() - t0, 3)
+            auditor.start()  # after the fit, so that the answer does not wait on its CPU
         changed = np.flatnonzero((old.pred != new.pred) & ~excluded)
         names = self.feats.class_names
         result.update({
