@@ -118,11 +118,11 @@ def content_hash(data: bytes) -> str:
 
 
 def hash_file(path: Path) -> tuple[str | None, str | None]:
-    """(content hash, None), or (None, reason) for an unreadable or empty file."""
+    """(content hash, None), or (None, reason) for an unreadable, empty or irregular file (read
+    through :func:`featx.decode.read_file`: a FIFO is refused, not waited on)."""
+    from featx.decode import DecodeError, read_file
+
     try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        return None, f"cannot read file: {e.strerror or e}"
-    if not data:
-        return None, "empty file"
-    return content_hash(data), None
+        return content_hash(read_file(path)), None
+    except DecodeError as e:
+        return None, str(e)

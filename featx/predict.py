@@ -59,7 +59,7 @@ def expand_inputs(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[tup
                 files.extend(Path(dirpath, n) for n in sorted(names)
                              if is_image_name(n) and not n.startswith(".")
                              and n.lower() not in SYSTEM_FILES)
-        elif item.is_file():
+        elif item.exists():  # not only regular files: the reader says why a FIFO is refused
             files.append(item)
         else:
             errors.append((str(item), "no such file or folder"))
