@@ -273,3 +273,13 @@ def simulate_unreadable(monkeypatch, name: str = "unreadable.jpg") -> None:
         return builtins.open(path, *args, **kwargs)
 
     monkeypatch.setattr(featx.decode, "open", fake_open, raising=False)
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """``featx ARGS`` in this process: (exit code, stdout, stderr)."""
+    from featx.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return e.value.code, captured.out, captured.err

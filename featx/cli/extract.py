@@ -123,14 +123,54 @@ def _print_skipped(skipped: list[tuple[str, str]], limit: int = 20) -> None:
 
 @app.command()
 def info(
-    store: Path = typer.Argument(..., help="A featx feature store (.h5)."),
+    store: Path = typer.Argument(..., help="A featx feature store (.h5) or a model bundle folder."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Show what a feature store holds: counts per class, dimensions, settings, skipped files."""
+    """Show what a feature store holds (counts per class, dimensions, settings, skipped files) or
+    what a model bundle is (head, classes, extractor, store, split, scores, files)."""
+    from featx.bundle import describe_bundle, is_bundle
+
+    if is_bundle(store):
+        result = describe_bundle(store)
+        emit(result, as_json, lambda: _print_bundle_info(result))
+        return
     from featx.store import describe
 
     result = describe(store)
     emit(result, as_json, lambda: _print_info(store, result))
+
+
+def _print_bundle_info(d: dict) -> None:
+    params = ", ".join(f"{k}={v}" for k, v in d["params"].items() if v is not None)
+    out.print(f"{d['bundle']}: a {d['kind']} bundle, {d['clf']} ({params})", markup=False)
+    out.print(f"  classes ({len(d['class_names'])}): {', '.join(d['class_names'])}", markup=False)
+    inp, ex = d["input"], d["extractor"]
+    if inp.get("type") == "vectors":
+        out.print(f"  input: {inp.get('dim')}-d vectors of {ex.get('model')} {ex.get('layer')}/"
+                  f"{ex.get('pooling')} at {ex.get('input_size')} px ({ex.get('precision')}, "
+                  f"resize {ex.get('resize')}); weights {ex.get('weights')} "
+                  f"({str(ex.get('weights_id'))[:19]})", markup=False)
+    else:
+        out.print(f"  input: pixels, {inp.get('input_size')} px (resize {inp.get('resize')})",
+                  markup=False)
+    store = d["store"]
+    out.print(f"  trained on: {store.get('path') or store.get('data_dir')} "
+              f"({store.get('n')} images; data folder {store.get('data_dir')})", markup=False)
+    split = d["split"]
+    if split:
+        parts = "/".join(str(split.get(f"n_{p}", "?")) for p in ("train", "val", "test"))
+        out.print(f"  split: {parts} (train/val/test), seed {split.get('seed')}", markup=False)
+    scores = ", ".join(f"{p} accuracy {v:.4f}" for p, v in d["accuracy"].items() if v is not None)
+    if scores:
+        out.print(f"  {scores}", markup=False)
+    if d["selection"]:
+        out.print(f"  picked by cross-validation: {d['selection']}", markup=False)
+    if d["epochs"]:
+        out.print(f"  trained for {d['epochs']} epochs", markup=False)
+    versions = ", ".join(f"{k} {v}" for k, v in d["versions"].items() if v)
+    out.print(f"  created {d['created']} with {versions}", markup=False)
+    out.print("  files: " + ", ".join(f"{n} ({b:,} bytes)" for n, b in d["files"].items()),
+              markup=False)
 
 
 def _print_info(store: Path, d: dict) -> None:
