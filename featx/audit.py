@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from featx.discover import check_labelled
 from featx.errors import FeatxError
 from featx.files import check_output, write_error, write_text
 from featx.heads import check_clf, make_head
@@ -380,6 +381,7 @@ def load_labelled(store: str | os.PathLike) -> tuple[Features, np.ndarray, list[
     """The store, its labels renumbered over the classes that have images, and those classes."""
     feats = load_features(store)
     present = np.unique(feats.labels)
+    check_labelled(store, feats.class_names, "an audit")
     if len(present) < 2:
         name = feats.class_names[present[0]] if len(present) else "none"
         raise FeatxError(f"{store} holds one class ({name}); an audit needs at least two")

@@ -122,7 +122,11 @@ def extract(
     progress = on_progress or (lambda stage, done, total: None)
     extractor = Extractor(settings)
     t_start = time.perf_counter()
-    dataset = discover(data_dir)
+    dataset = discover(data_dir, unlabelled=True)
+    if not dataset.labelled and on_warning:
+        on_warning(f"{dataset.root} has no class subfolders: an unlabelled store of its "
+                   f"{len(dataset.paths)} images (neighbors, map, duplicates and export work on "
+                   f"it; fit needs one subfolder per class)")
     out = Path(out) if out else default_output(dataset.root, extractor.settings)
     check_output(out, "the feature store")
     check_space(out, len(dataset.paths), extractor, strict, on_warning)

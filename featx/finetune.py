@@ -38,6 +38,7 @@ import numpy as np
 
 from featx.backbones import build_extractor, check_precision, get_backbone
 from featx.bundle import check_bundle_output, default_bundle_dir, save_bundle
+from featx.discover import check_labelled
 from featx.errors import FeatxError
 from featx.heads import FinetuneHead
 from featx.metrics import classification_metrics
@@ -156,6 +157,7 @@ def open_map_store(path: str | os.PathLike, augment: str = "none") -> MapStore:
         shape = check_map_store(path, meta, augment)
         store = MapStore(Path(path), meta, shape, f["labels"][:].astype(np.int64),
                          strings(f["hashes"]), strings(f["paths"]), strings(f["class_names"]))
+    check_labelled(path, store.class_names, "fine-tuning")
     if store.n_classes < 2 or len(np.unique(store.labels)) < 2:
         raise FeatxError(f"{path} holds one class; a classifier needs at least two")
     return store

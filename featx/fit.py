@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from featx.bundle import check_bundle_output, save_bundle
+from featx.discover import check_labelled
 from featx.errors import FeatxError
 from featx.heads import Head, make_head
 from featx.metrics import classification_metrics
@@ -119,6 +120,7 @@ def load_split(store: str | os.PathLike, fractions=DEFAULT_FRACTIONS, seed: int 
     feats = load_features(store)
     flips = Flips.choose(feats, train_flips, tta)
     classes = np.unique(feats.labels)
+    check_labelled(store, feats.class_names)
     if len(feats.class_names) < 2 or len(classes) < 2:
         name = feats.class_names[0] if feats.class_names else "none"
         raise FeatxError(f"{store} holds one class ({name}); a classifier needs at least two")

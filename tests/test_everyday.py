@@ -32,3 +32,46 @@ def test_info_describes_a_bundle(syn_bundle: Path, capsys):
     d = json.loads(out)
     assert d["kind"] == "features" and d["class_names"] == info["class_names"]
     assert d["files"]["bundle.json"] == (syn_bundle / "bundle.json").stat().st_size
+
+
+@pytest.fixture(scope="module")
+def flat_store(tmp_path_factory):
+    """A plain photo collection (no class subfolders) extracted with the tiny VGG16: (store, err)."""
+    from tests.conftest import TINY_ARGS, make_images
+
+    base = tmp_path_factory.mktemp("flat")
+    make_images(base / "gen", {"a": 6, "b": 6})
+    photos = base / "photos"
+    photos.mkdir()
+    for f in sorted((base / "gen").rglob("*.jpg")):
+        f.rename(photos / f.name)
+    (photos / "notes.txt").write_text("not an image")
+    return base, photos
+
+
+def test_a_folder_without_class_subfolders_makes_an_unlabelled_store(flat_store, capsys):
+    from featx.discover import UNLABELLED
+    from featx.store import load_features
+    from tests.conftest import TINY_ARGS
+
+    base, photos = flat_store
+    store = base / "flat.h5"
+    code, out, err = run_cli(capsys, "extract", photos, "-o", store, *TINY_ARGS)
+    assert code == 0, err
+    assert err.count("no class subfolders: an unlabelled store of its 12 images") == 1
+    feats = load_features(store)
+    assert feats.class_names == [UNLABELLED] and feats.n == 12 and set(feats.labels) == {0}
+    first = feats.paths[0]
+    for args in (["neighbors", store, first, "-k", "3"], ["map", store, "--method", "pca",
+                  "-o", base / "map.png"], ["duplicates", store, "--threshold", "0.99"],
+                 ["export", store, "-o", base / "flat.npz"]):
+        code, out, err = run_cli(capsys, *args, "--json")
+        assert code == 0, (args, err)
+        json.loads(out)
+    assert (base / "map.png").stat().st_size > 0 and (base / "flat.npz").stat().st_size > 0
+    for command in ("fit", "audit"):
+        code, out, err = run_cli(capsys, command, store)
+        assert code == 2 and err.count("\n") == 1
+        assert "is unlabelled (made from a folder without class subfolders)" in err
+    code, _, err = run_cli(capsys, "baseline", photos, "--size", "64", "--epochs", "1")
+    assert code == 2 and "holds images but no class subfolders" in err
