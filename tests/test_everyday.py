@@ -75,3 +75,61 @@ def test_a_folder_without_class_subfolders_makes_an_unlabelled_store(flat_store,
         assert "is unlabelled (made from a folder without class subfolders)" in err
     code, _, err = run_cli(capsys, "baseline", photos, "--size", "64", "--epochs", "1")
     assert code == 2 and "holds images but no class subfolders" in err
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tiny_store, tmp_path_factory) -> Path:
+    from featx.fit import fit_store
+
+    return fit_store(tiny_store, "logreg", C=1.0, scale="none",
+                     out=tmp_path_factory.mktemp("tb") / "bundle").bundle
+
+
+def test_predict_writes_a_csv_and_sorts_into_class_folders(tiny_store, tiny_bundle, tmp_path,
+                                                           capsys):
+    import csv
+    import os
+
+    from featx.store import read_meta
+
+    data = Path(read_meta(tiny_store)["data_dir"])
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in sorted(data.rglob("*.jpg"))[::3]:
+        (photos / f.name).write_bytes(f.read_bytes())
+    (photos / "broken.jpg").write_bytes(b"no image")
+    dest = tmp_path / "sorted"
+    (dest / "circle").mkdir(parents=True)
+    mine = dest / "circle" / "circle_000.jpg"
+    mine.write_bytes(b"the user's own file")  # a name taken: must not be overwritten
+    before = {f.name: f.read_bytes() for f in photos.iterdir()}
+    code, out, err = run_cli(capsys, "predict", tiny_bundle, photos, "--csv", tmp_path / "p.csv",
+                             "--sort-into", dest, "--json")
+    assert code == 3 and "broken.jpg" in err
+    result = json.loads(out)
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    by_path = {r["path"]: r for r in rows}
+    for p in result["predictions"]:
+        row = by_path[p["path"]]
+        assert row["label"] == p["label"] and float(row["probability"]) == p["top_k"][0]["probability"]
+        assert float(row[p["label"]]) == p["probabilities"][p["label"]]
+    assert by_path[str(photos / "broken.jpg")]["error"] and not by_path[str(photos / "broken.jpg")]["label"]
+    placed = {t: s for s, t in ((d["path"], d["to"]) for d in result["sorted"]["placed"])}
+    assert len(placed) == len(result["predictions"])
+    for target, source in placed.items():
+        target = Path(target)
+        assert target.is_symlink() and target.resolve() == Path(source).resolve()
+        label = next(p["label"] for p in result["predictions"] if p["path"] == source)
+        assert target.parent.name == label
+    assert mine.read_bytes() == b"the user's own file"
+    assert {f.name: f.read_bytes() for f in photos.iterdir()} == before  # nothing moved
+    code, out, _ = run_cli(capsys, "predict", tiny_bundle, photos, "--sort-into", dest)
+    assert "0 links; 10 already there" in out  # a rerun adds nothing
+    code, out, _ = run_cli(capsys, "predict", tiny_bundle, photos, "--sort-into",
+                           tmp_path / "copies", "--copy", "--json")
+    copies = [Path(d["to"]) for d in json.loads(out)["sorted"]["placed"]]
+    assert copies and all(c.is_file() and not c.is_symlink() for c in copies)
+    code, _, err = run_cli(capsys, "predict", tiny_bundle, photos, "--sort-into", photos / "in")
+    assert code == 2 and "is inside the input folder" in err and not (photos / "in").exists()
+    code, _, err = run_cli(capsys, "predict", tiny_bundle, photos, "--copy")
+    assert code == 2 and "--copy applies to --sort-into only" in err
