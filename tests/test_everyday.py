@@ -133,3 +133,43 @@ def test_predict_writes_a_csv_and_sorts_into_class_folders(tiny_store, tiny_bund
     assert code == 2 and "is inside the input folder" in err and not (photos / "in").exists()
     code, _, err = run_cli(capsys, "predict", tiny_bundle, photos, "--copy")
     assert code == 2 and "--copy applies to --sort-into only" in err
+
+
+def test_evaluate_scores_a_bundle_on_a_new_folder_reusing_stored_vectors(
+        tiny_store, tiny_bundle, tmp_path, capsys):
+    import math
+
+    from featx.predict import predict
+    from featx.store import read_meta
+    from tests.conftest import make_images
+
+    data = Path(read_meta(tiny_store)["data_dir"])
+    new = make_images(tmp_path / "new", {"circle": 3, "square": 3}, seed=7)
+    reused = 0
+    for f in sorted(data.rglob("*.jpg"))[::4]:  # known content, under new names
+        (new / f.parent.name).mkdir(exist_ok=True)
+        (new / f.parent.name / f"copy_{f.name}").write_bytes(f.read_bytes())
+        reused += 1
+    (new / "circle" / "broken.jpg").write_bytes(b"")
+    code, out, err = run_cli(capsys, "evaluate", tiny_bundle, new, "-o", tmp_path / "ev", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["n"] == reused + 6 and d["n_reused"] == reused and d["n_embedded"] == 6
+    assert [s["path"] for s in d["skipped"]] == ["circle/broken.jpg"]
+    truth = {f"{p.parent.name}/{p.name}": p.parent.name for p in new.rglob("*.jpg")}
+    preds = predict(tiny_bundle, [new]).predictions  # embeds every file afresh
+    got = {str(Path(p.path).relative_to(new)): p.label for p in preds}
+    correct = sum(got[p] == truth[p] for p in got)
+    assert d["accuracy"] == pytest.approx(correct / d["n"])
+    assert sum(map(sum, d["confusion"])) == d["n"]
+    n, phat, z = d["n"], correct / d["n"], 1.959964
+    centre = (phat + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert d["accuracy_interval"] == pytest.approx([centre - half, centre + half], abs=1e-4)
+    assert len(d["mistakes"]) == min(12, d["n"] - correct)
+    assert all(got[m["path"]] == m["predicted"] != m["label"] for m in d["mistakes"])
+    assert Path(d["files"]["mistakes"]).stat().st_size > 0
+    (new / "triangle").mkdir()
+    (new / "circle" / "circle_000.jpg").rename(new / "triangle" / "t.jpg")
+    code, _, err = run_cli(capsys, "evaluate", tiny_bundle, new)
+    assert code == 2 and "['triangle']" in err and "are not classes of the bundle" in err
