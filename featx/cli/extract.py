@@ -81,7 +81,8 @@ def extract(
     result = {
         "out": str(report.out), "n_images": report.n_images, "n_embedded": report.n_embedded,
         "n_reused": report.n_reused, "n_duplicates": report.n_duplicates,
-        "n_removed": report.n_removed, "n_mirrored": report.n_mirrored,
+        "n_removed": report.n_removed, "n_renamed": report.n_renamed,
+        "n_mirrored": report.n_mirrored,
         "n_skipped": len(report.skipped), "dim": report.dim,
         "wrote": report.wrote, "images_per_second": round(report.images_per_second, 2),
         "timings": report.timings, "engine": report.engine, "workers": report.workers,
@@ -95,7 +96,9 @@ def _print_extract(report) -> None:
         out.print(f"{report.out}: up to date, {report.n_images} vectors; nothing to embed")
     else:
         mirrored = f", {report.n_mirrored} mirror images added" if report.n_mirrored else ""
-        removed = f"; {report.n_removed} removed since the last run" if report.n_removed else ""
+        changes = [f"{n} {what}" for n, what in ((report.n_renamed, "renamed or moved"),
+                                                  (report.n_removed, "removed")) if n]
+        removed = f"; {', '.join(changes)} since the last run" if changes else ""
         out.print(f"{report.out}: {report.n_images} vectors of {report.dim} dims "
                   f"({report.n_embedded} embedded, {report.n_reused} already stored, "
                   f"{report.n_duplicates} exact duplicate{'' if report.n_duplicates == 1 else 's'} "
