@@ -101,3 +101,22 @@ def test_a_rename_is_counted_as_a_rename(tiny_store, tmp_path, capsys):
     (folder / "circle" / "renamed.jpg").rename(folder / "circle" / "again.jpg")
     code, out, err = run_cli(capsys, "extract", folder, "-o", store, *TINY_ARGS)
     assert "; 1 renamed or moved since the last run" in out and "removed)" not in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["finetune", "absent.h5", "--tune", "5"], "--tune is at most 3"),
+    (["baseline", ".", "-o", "/sys/featx-bundle"], "cannot write the model bundle /sys/featx-bundle"),
+])
+def test_slow_commands_refuse_before_importing_tensorflow(args, message, tmp_path):
+    import subprocess
+    import sys
+
+    if args[0] == "baseline" and not Path("/sys/kernel").is_dir():
+        pytest.skip("no sysfs here (a folder even root cannot create in)")
+    code = ("import sys\nfrom featx.cli import main\ntry:\n    main(sys.argv[1:])\n"
+            "except SystemExit as e:\n    print(e.code, 'tensorflow' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert res.stdout == "2 False\n", res.stderr
+    assert message in res.stderr and res.stderr.count("\n") == 1
