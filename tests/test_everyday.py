@@ -173,3 +173,32 @@ def test_evaluate_scores_a_bundle_on_a_new_folder_reusing_stored_vectors(
     (new / "circle" / "circle_000.jpg").rename(new / "triangle" / "t.jpg")
     code, _, err = run_cli(capsys, "evaluate", tiny_bundle, new)
     assert code == 2 and "['triangle']" in err and "are not classes of the bundle" in err
+
+
+def test_duplicates_text_lists_pairs_outside_groups(tmp_path, capsys):
+    """A~B and B~C but not A~C: the group is two of them; the third pair is listed too."""
+    import numpy as np
+
+    from featx.store import Features, save_features
+    from tests.conftest import META
+
+    angles = np.radians([0, 16, 32])  # cos 16 deg = 0.961, cos 32 deg = 0.848
+    X = np.zeros((8, 8), np.float32)
+    X[:3, 0], X[:3, 1] = np.cos(angles), np.sin(angles)
+    X[3:, 2:7] = np.eye(5)  # far from everything
+    paths = [f"c{k % 2}/{i}.jpg" for i, k in enumerate(range(8))]
+    save_features(tmp_path / "s.h5", Features(X, np.arange(8) % 2, paths,
+                                              np.array([f"{i:064x}" for i in range(8)]),
+                                              ["c0", "c1"], dict(META)))
+    code, out, err = run_cli(capsys, "duplicates", tmp_path / "s.h5", "--threshold", "0.95",
+                             "--json")
+    d = json.loads(out)
+    assert len(d["pairs"]) == 2 and len(d["groups"]) == 1
+    code, out, err = run_cli(capsys, "duplicates", tmp_path / "s.h5", "--threshold", "0.95")
+    assert code == 0, err
+    in_group = {m["path"] for m in d["groups"][0]["members"]}
+    loose = [p for p in d["pairs"] if {p["a"]["path"], p["b"]["path"]} != in_group]
+    assert len(loose) == 1 and "1 pairs outside any one group" in out
+    line = next(ln for ln in out.splitlines() if "~" in ln)
+    assert loose[0]["a"]["path"] in line and loose[0]["b"]["path"] in line
+    assert f"{loose[0]['similarity']:.3f}" in line
