@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from featx.cli import JSON_OPTION, app, emit, out, progress_bar
+from featx.cli.fit import print_metrics
 
 
 @app.command()
@@ -46,13 +46,7 @@ def _print_evaluate(d: dict) -> None:
     if d["n"] < 100:
         out.print(f"  note: {d['n']} images are few: one image is {100 / d['n']:.1f} points",
                   markup=False)
-    names = d["class_names"]
-    table = Table("class", "precision", "recall", "n", *names, box=None, pad_edge=False)
-    for i, name in enumerate(names):
-        table.add_row(name, f"{d['precision'][i]:.3f}", f"{d['recall'][i]:.3f}",
-                      str(d["support"][i]), *map(str, d["confusion"][i]))
-    out.print("  confusion matrix: rows are true classes, columns predicted")
-    out.print(table)
+    print_metrics(d["class_names"], d)
     for m in d["mistakes"][:5]:
         out.print(f"  mistake: {m['path']} ({m['label']}) predicted {m['predicted']} "
                   f"{m['probability']:.3f}", markup=False)

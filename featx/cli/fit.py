@@ -140,14 +140,18 @@ def _print_fit(s: dict[str, Any]) -> None:
               f"always '{ref['majority_class']}': val {_share(ref['majority_val'])}, "
               f"test {_share(ref['majority_test'])})")
     if s.get("test"):
-        names, t = s["class_names"], s["test"]
-        table = Table("class (test)", "precision", "recall", "n", *names, box=None, pad_edge=False)
-        for i, name in enumerate(names):
-            table.add_row(name, f"{t['precision'][i]:.3f}", f"{t['recall'][i]:.3f}",
-                          str(t["support"][i]), *map(str, t["confusion"][i]))
-        out.print("  confusion matrix: rows are true classes, columns predicted")
-        out.print(table)
+        print_metrics(s["class_names"], s["test"], "class (test)")
     out.print(f"  bundle: {s['bundle']}")
+
+
+def print_metrics(names: list[str], m: dict[str, Any], heading: str = "class") -> None:
+    """Per-class precision, recall and support beside the confusion matrix's rows."""
+    table = Table(heading, "precision", "recall", "n", *names, box=None, pad_edge=False)
+    for i, name in enumerate(names):
+        table.add_row(name, f"{m['precision'][i]:.3f}", f"{m['recall'][i]:.3f}",
+                      str(m["support"][i]), *map(str, m["confusion"][i]))
+    out.print("  confusion matrix: rows are true classes, columns predicted")
+    out.print(table)
 
 
 def _print_excluded(split: dict[str, Any]) -> None:
