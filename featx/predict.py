@@ -71,6 +71,11 @@ def top_k(proba: np.ndarray, class_names: list[str], k: int) -> list[tuple[str, 
     return [(class_names[i], round(float(proba[i]), 6)) for i in order]
 
 
+def new_report(b: Bundle, errors: list[tuple[str, str]] | None = None) -> PredictReport:
+    """An empty report of bundle ``b`` (``featx predict`` and ``featx serve`` start from it)."""
+    return PredictReport(bundle=b.path, class_names=b.class_names, errors=list(errors or []))
+
+
 def predictions_of(b: Bundle, x: np.ndarray, paths: list[str], k: int = 3,
                    x_flipped: np.ndarray | None = None) -> list[Prediction]:
     """One :class:`Prediction` per row of the model's input ``x`` (vectors or pixels), averaged
@@ -103,7 +108,7 @@ def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike],
     files, errors = expand_inputs(inputs)
     if not files and not errors:
         raise FeatxError("no image files found in the given paths")
-    report = PredictReport(bundle=b.path, class_names=b.class_names, errors=errors)
+    report = new_report(b, errors)
     if not files:
         return report
     extractor = extractor or b.reader(weights)  # image files -> what the model takes

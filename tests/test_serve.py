@@ -52,7 +52,8 @@ def photos(tiny_store, tmp_path_factory) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def reference(tiny_bundle, photos, tmp_path_factory) -> dict[str, dict]:
-    """``featx predict --json``'s prediction of each good photo, by name."""
+    """``featx predict --json``'s prediction of each good photo, by name; under "" the document
+    less its per-photo lists."""
     from featx.predict import predict
 
     folder = tmp_path_factory.mktemp("photos")
@@ -60,7 +61,8 @@ def reference(tiny_bundle, photos, tmp_path_factory) -> dict[str, dict]:
         (folder / name).write_bytes(data)
     report = predict(tiny_bundle, [folder / n for n in photos]).as_dict()
     assert report["n_errors"] == 0
-    return {Path(p["path"]).name: p for p in report["predictions"]}
+    by_name = {Path(p["path"]).name: p for p in report["predictions"]}
+    return {**by_name, "": {k: v for k, v in report.items() if k not in ("predictions", "errors")}}
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +101,11 @@ def test_health_info_and_the_predict_json(client, photos, reference, tiny_bundle
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["n_predicted"] == 3 and body["errors"] == [] and body["class_names"] == info["class_names"]
-    assert set(body) == {"bundle", "class_names", "n_predicted", "n_errors", "predictions", "errors"}
+    whole = reference[""]  # featx predict's document, less its per-photo lists
+    assert set(body) == {*whole, "predictions", "errors"}
+    for key, value in whole.items():  # bundle, class names, ...; counts are of other photos
+        if not key.startswith("n_"):
+            assert body[key] == value, key
     assert [p["path"] for p in body["predictions"]] == names
     for p in body["predictions"]:
         same(p, reference[p["path"]])
