@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
@@ -67,5 +67,68 @@ def _print_curve(r) -> None:
         out.print(f"  {round(n, 1):>7g} a class: {100 * mean:5.1f}% ± {100 * std:.1f}", markup=False)
     for line in r.summary():
         out.print(line, markup=False)
+    for key, path in r.files.items():
+        out.print(f"  {key}: {path}", markup=False)
+
+
+@app.command()
+def suggest(
+    store: Path = typer.Argument(..., help="The labelled feature store (.h5)."),
+    unlabelled_dir: Path = typer.Argument(..., help="A folder of unlabelled photos."),
+    n: int = typer.Option(50, "-n", help="Photos to suggest."),
+    strategy: str = typer.Option(
+        "margin-diverse", "--strategy", help="margin-diverse (uncertain and spread out), margin, "
+        "entropy or random."),
+    clf: str = CLF_OPTION,
+    C: Optional[float] = C_OPTION,
+    scale: Optional[str] = SCALE_OPTION,
+    seed: int = typer.Option(0, "--seed", help="Seed of the classifier, the CV folds and k-means."),
+    split: str = SPLIT_OPTION,
+    split_seed: int = SPLIT_SEED_OPTION,
+    exclude: Optional[Path] = EXCLUDE_OPTION,
+    train_flips: Optional[bool] = TRAIN_FLIPS_OPTION,
+    unlabelled_store: Optional[Path] = typer.Option(
+        None, "--unlabelled-store", help="Store of the unlabelled photos' vectors [features/"
+        "<folder>_<the store's settings>.h5]."),
+    weights: Optional[str] = typer.Option(
+        None, help="Where the store's weights file is now, if it moved."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per model call."),
+    workers: int = typer.Option(2, "--workers", help="Decoding threads."),
+    jobs: int = typer.Option(2, "--jobs", "-j", help="Parallel fits when picking C / scale."),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Folder for suggestions.csv / .png / suggest.json "
+        "[default: reports/<folder>_suggest/]."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Which unlabelled photos to label next: the head's most uncertain, spread over the space."""
+    from featx.split import parse_fractions
+    from featx.suggest import default_output, suggest as run_suggest
+
+    with progress_bar(not as_json) as bar:
+        result = run_suggest(store, unlabelled_dir, n, clf, strategy,
+                             out_dir=output or default_output(unlabelled_dir),
+                             unlabelled_store=unlabelled_store, fractions=parse_fractions(split),
+                             split_seed=split_seed, exclude=exclude, train_flips=train_flips,
+                             batch_size=batch_size, workers=workers, weights=weights,
+                             n_jobs=jobs, on_progress=bar, C=C, scale=scale, seed=seed)
+    emit(result.as_dict(), as_json, lambda: _print_suggest(result))
+
+
+def _print_suggest(r) -> None:
+    not_new = (f"; {r.n_known} already in the labelled store" if r.n_known else "") + \
+        (f"; {r.n_duplicates} exact repeats" if r.n_duplicates else "")
+    out.print(f"{len(r.rows)} of {r.n_photos} photos in {r.folder} to label next "
+              f"({r.strategy}; the head: {r.clf}, test accuracy "
+              f"{r.test_accuracy if r.test_accuracy is None else f'{r.test_accuracy:.3f}'}"
+              f"{not_new})", markup=False)
+    for row in r.rows[:10]:
+        out.print(f"  {row['rank']:>3}  {row['guess']} {row['probability']:.2f} / "
+                  f"{row['runner_up']}  {row['path']}", markup=False)
+    if len(r.rows) > 10:
+        out.print(f"  ... {len(r.rows) - 10} more in the list", markup=False)
+    for path, reason in r.skipped:
+        err.print(f"featx: skipped {path}: {reason}", markup=False, highlight=False)
+    out.print("label them by moving each file into its class folder of the labelled data "
+              "folder, then rerun featx extract and featx fit", markup=False)
     for key, path in r.files.items():
         out.print(f"  {key}: {path}", markup=False)
