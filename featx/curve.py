@@ -483,13 +483,13 @@ def learning_curve(store: str | os.PathLike, clf: str = "logreg", sizes: list[in
         check_output(out_dir, "the curve", folder=True)
     split = load_split(store, fractions, split_seed, exclude=exclude,
                        exclude_from_test=exclude_from_test, train_flips=train_flips, tta=tta)
-    if not split.n("test"):
-        raise FeatxError(f"the test part of {store} is empty; a curve is scored on it (`fractions`)")
     names = list(split.feats.class_names)
     train = split.rows["train"]
     labels, hashes = split.feats.labels[train], np.asarray(split.feats.hashes)[train]
     counts = {names[c]: int(len(np.unique(hashes[labels == c]))) for c in np.unique(labels)}
     sizes = check_sizes(sizes, counts)
+    if not split.n("test"):
+        raise FeatxError(f"the test part of {store} is empty; a curve is scored on it (`fractions`)")
     selection = None
     if choose == "once":
         params, selection = _chosen(split, clf, params, choose_folds)
