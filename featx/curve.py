@@ -160,7 +160,8 @@ def draw(orders: list[list[np.ndarray]], n: int) -> np.ndarray:
 # --- fitting points -----------------------------------------------------------------------------
 
 
-def _chosen(split, clf: str, params: dict[str, Any], choose_folds: int) -> tuple[dict, dict | None]:
+def pick_params(split, clf: str, params: dict[str, Any], choose_folds: int = 3
+                ) -> tuple[dict, dict | None]:
     """``params`` with the free ``C`` / ``scale`` picked as ``featx fit`` does, and the choice."""
     from featx.sweep import choose_params
 
@@ -180,7 +181,7 @@ def fit_point(split, rows: np.ndarray, clf: str, params: dict[str, Any],
     from featx.fit import evaluate, fit_split
 
     sub = replace(split, rows={**split.rows, "train": rows})
-    used, selection = _chosen(sub, clf, params, choose_folds)
+    used, selection = pick_params(sub, clf, params, choose_folds)
     head, seconds = fit_split(sub, clf, **used)
     test = evaluate(head, sub, "test")
     return {"n_train": int(len(rows)), "accuracy": test["accuracy"], "recall": test["recall"],
@@ -492,7 +493,7 @@ def learning_curve(store: str | os.PathLike, clf: str = "logreg", sizes: list[in
         raise FeatxError(f"the test part of {store} is empty; a curve is scored on it (`fractions`)")
     selection = None
     if choose == "once":
-        params, selection = _chosen(split, clf, params, choose_folds)
+        params, selection = pick_params(split, clf, params, choose_folds)
     orders = [[[train[g] for g in groups] for groups in class_orders(labels, hashes, s)]
               for s in range(seeds)]  # per seed, per class: the draw order, as store rows
     draws = [(n, s, draw(orders[s], n)) for n in sizes  # every draw of the whole part is the same
