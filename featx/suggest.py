@@ -124,7 +124,7 @@ def embed_folder(store: str | os.PathLike, folder: str | os.PathLike, out: str |
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise FeatxError(f"`unlabelled` folder not found: {folder}")
+        raise FeatxError(f"the folder of photos to label is not found: {folder}")
     settings = _no_flips(Extractor.from_meta(read_meta(store), weights).settings)
     with tempfile.TemporaryDirectory(prefix="featx-suggest-") as root:
         (Path(root) / PSEUDO_CLASS).symlink_to(folder.resolve(), target_is_directory=True)
@@ -200,7 +200,7 @@ def suggest(store: str | os.PathLike, folder: str | os.PathLike, n: int = 50,
     make_head(clf, **params)
     folder = Path(folder)
     if not folder.is_dir():
-        raise FeatxError(f"`folder` not found: {folder}")
+        raise FeatxError(f"the folder of photos to label is not found: {folder}")
     unlabelled_store = Path(unlabelled_store or default_unlabelled_store(store, folder))
     if out_dir is not None:
         check_output(out_dir, "the suggestions", folder=True)
