@@ -324,18 +324,15 @@ def fit_curve(points: list[dict[str, Any]], at: float, key: str = "accuracy", n_
 
 def _bootstrap(points, model: str, key: str, n_test: int, at: float, p0: np.ndarray, seed: int,
                reps: int = BOOTSTRAP) -> tuple[list[float], list[float]]:
-    """Doubling gains and ceilings of the curve refitted on resampled draws (per size)."""
+    """Doubling gains and ceilings of the curve refitted on noisy copies of the size means (a
+    parametric bootstrap: each mean moved by a normal draw of its own sigma, the draws' standard
+    error or, for a size with one draw, half a test photo)."""
     rng = np.random.default_rng(seed)
-    by_size: dict[float, list[dict]] = {}
-    for p in points:
-        by_size.setdefault(p["photos_per_class"], []).append(p)
+    x, y, sigma = size_means(points, key, n_test)
     f = MODELS[model][0]
     gains, ceilings = [], []
     for _ in range(reps):
-        sample = [group[i] for group in by_size.values()
-                  for i in rng.integers(0, len(group), len(group))]
-        x, y, sigma = size_means(sample, key, n_test)
-        p = _fit_model(model, x, y, sigma, p0)
+        p = _fit_model(model, x, y + rng.normal(0.0, sigma), sigma, p0)
         if p is not None:
             gains.append(float(f(2 * at, *p) - f(at, *p)))
             ceilings.append(float(p[0]))
@@ -393,9 +390,10 @@ class CurveResult:
         if c is None:
             lines.append("too few sizes to fit a curve (it takes three)")
             return lines
-        words = f"twice as many photos: about {100 * c.gain:+.1f} points (± {100 * c.gain_spread:.1f})"
+        words = f"twice as many photos: about {100 * c.gain:+.1f} points (± {100 * c.gain_spread:.2f})"
         if c.ceiling is not None:
-            words += f"; the curve flattens near {100 * c.ceiling:.1f}%"
+            words += (f"; the curve flattens near {100 * c.ceiling:.1f}% "
+                      f"(± {100 * (c.ceiling_spread or 0):.1f})")
         if c.flat_from is not None:
             words += (f", doubling gains under {100 * FLAT_GAIN:.1f} points from about "
                       f"{_n(c.flat_from)} a class")
@@ -432,7 +430,8 @@ class CurveResult:
 
 
 def _n(v: float) -> str:
-    return f"{v:,.0f}"
+    """A count of photos as said: 700, 1,500 (two significant digits from 1,000 on)."""
+    return f"{float(f'{v:.2g}') if v >= 1000 else round(v):,.0f}"
 
 
 def default_output(store: str | os.PathLike) -> Path:

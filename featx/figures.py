@@ -186,7 +186,7 @@ def plot_photos_curve(curve: dict[str, Any], out: str | os.PathLike, title: str)
         ax.plot([check["at"]], [100 * check["predicted"]], "x", color="tab:red", markersize=9,
                 label=f"predicted from sizes up to {check['fitted_upto']:g} alone")
     ax.set_xscale("log")
-    ax.set_xticks(sizes, [f"{v:g}" for v in sizes], fontsize=8)
+    ax.set_xticks(sizes, [f"{v:.0f}" for v in sizes], fontsize=8)
     ax.minorticks_off()
     ax.set_xlabel("training photos per class (log scale)")
     ax.set_ylabel("test accuracy (%)")

@@ -41,12 +41,22 @@ def subset_store(store: Path, per_class: int, out: Path, seed: int = 0) -> Path:
 def run_curve(store: Path, choose: str, out: Path, extra: list[str]) -> tuple[float, dict]:
     cmd = [sys.executable, "-c", "from featx.cli import main; main()", "curve", str(store),
            "--choose", choose, "-o", str(out), "--json", *extra]
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), _children_cpu()
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - start
     if res.returncode:
         raise SystemExit(res.stderr)
-    return wall, json.loads(res.stdout)
+    doc = json.loads(res.stdout)
+    doc["cpu_seconds"] = _children_cpu() - cpu0
+    return wall, doc
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of finished child processes (less sensitive to load than wall)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def row(name: str, choose: str, wall: float, doc: dict) -> dict:
@@ -54,6 +64,7 @@ def row(name: str, choose: str, wall: float, doc: dict) -> dict:
     full = [p["accuracy"] for p in doc["points"] if p["photos_per_class"] == doc["full"]][0]
     se = float(np.sqrt(max(full * (1 - full), 0.25 / doc["n_test"]) / doc["n_test"]))
     return {"store": name, "choose": choose, "seconds": round(wall, 1),
+            "cpu_seconds": round(doc["cpu_seconds"], 1),
             "fits": len(doc["points"]), "full": doc["full"], "n_test": doc["n_test"],
             "measured": full, "test_se": se, "model": fit["model"] if fit else None,
             "gain_doubling": fit["gain"] if fit else None,
@@ -84,7 +95,8 @@ def main() -> None:
                 wall, doc = run_curve(store, choose, Path(tmp) / f"{name}-{choose}", args.extra.split())
                 rows.append(row(name, choose, wall, doc))
                 r = rows[-1]
-                print(f"{name} --choose {choose}: {r['seconds']} s, {r['fits']} fits; at "
+                print(f"{name} --choose {choose}: {r['seconds']} s ({r['cpu_seconds']} s CPU), "
+                      f"{r['fits']} fits; at "
                       f"{r['full']:g} a class {100 * r['measured']:.1f}% (se {100 * r['test_se']:.1f}); "
                       f"from sizes <= {r['check_upto']}: predicted {100 * (r['check_predicted'] or 0):.1f}% "
                       f"({100 * (r['check_error'] or 0):+.1f} points, within: {r['within']}); "
