@@ -485,7 +485,7 @@ def learning_curve(store: str | os.PathLike, clf: str = "logreg", sizes: list[in
                        exclude_from_test=exclude_from_test, train_flips=train_flips, tta=tta)
     names = list(split.feats.class_names)
     train = split.rows["train"]
-    labels, hashes = split.feats.labels[train], np.asarray(split.feats.hashes)[train]
+    labels, hashes = split.y("train"), split.pool("train")[2]  # labels in force, groups
     counts = {names[c]: int(len(np.unique(hashes[labels == c]))) for c in np.unique(labels)}
     sizes = check_sizes(sizes, counts)
     if not split.n("test"):

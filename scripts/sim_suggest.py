@@ -31,7 +31,7 @@ def simulate(store: Path, strategy: str, repeat: int, start: int, step: int, rou
     """Test accuracy after each round (round 0: the starting photos only)."""
     split = load_split(store)
     train = split.rows["train"]
-    labels, hashes = split.feats.labels[train], np.asarray(split.feats.hashes)[train]
+    labels, hashes = split.y("train"), split.pool("train")[2]  # labels in force, groups
     orders = [[train[g] for g in groups] for groups in class_orders(labels, hashes, 1000 + repeat)]
     labelled = draw(orders, start)
     pool = np.setdiff1d(train, labelled)
