@@ -1,11 +1,11 @@
 """curve: test accuracy against photos per class (a learning curve), and what more photos would give.
 
 :func:`learning_curve` trains ``featx fit``'s head (:func:`featx.fit.fit_split`, the automatic choice
-of ``C`` and ``scale`` of :func:`featx.sweep.choose_params`) on seeded draws of the train part of
+of ``C`` and ``scale`` of :func:`featx.selection.choose_params`) on seeded draws of the train part of
 log-spaced sizes (5, 10, 20, 50, ... photos a class, and all of it), and scores every draw on the one
 fixed test part, so the points compare. Draws are nested (a seed's 20 photos of a class hold its
 10) and made over distinct contents, so a duplicate never counts twice; the rows come from
-:func:`featx.fit.load_split`, so exclusions and flips apply as in ``featx fit``.
+:func:`featx.split.load_split`, so corrections, exclusions and flips apply as in ``featx fit``.
 
 :func:`fit_curve` fits saturating curves to the mean accuracy per size (weighted by the spread of the
 draws), picks the one that predicts held-back larger sizes best, and says where it flattens and
@@ -29,7 +29,7 @@ import numpy as np
 from featx.errors import FeatxError
 from featx.files import check_output, write_text
 from featx.heads import DEFAULTS, make_head
-from featx.split import DEFAULT_FRACTIONS
+from featx.split import DEFAULT_FRACTIONS, EXCLUDE_FINDINGS
 
 SEEDS = 5
 LADDER = (1, 2, 5)  # sizes 5, 10, 20, 50, 100, 200, 500, 1000, ...
@@ -163,7 +163,7 @@ def draw(orders: list[list[np.ndarray]], n: int) -> np.ndarray:
 def pick_params(split, clf: str, params: dict[str, Any], choose_folds: int = 3
                 ) -> tuple[dict, dict | None]:
     """``params`` with the free ``C`` / ``scale`` picked as ``featx fit`` does, and the choice."""
-    from featx.sweep import choose_params
+    from featx.selection import choose_params
 
     free = [k for k in ("C", "scale") if params.get(k) is None]
     if not free:
@@ -457,7 +457,8 @@ def learning_curve(store: str | os.PathLike, clf: str = "logreg", sizes: list[in
                    seeds: int = SEEDS, choose: str = "once", choose_folds: int = 3,
                    fractions=DEFAULT_FRACTIONS, split_seed: int = 0, exclude=None,
                    exclude_from_test: bool = False, train_flips: bool | None = None,
-                   tta: bool | None = None, n_jobs: int = 2, model: str | None = None,
+                   tta: bool | None = None, corrections: bool = True,
+                   exclude_findings=EXCLUDE_FINDINGS, n_jobs: int = 2, model: str | None = None,
                    out_dir: str | os.PathLike | None = None, on_point: Callable[[int, int], None] | None = None,
                    **params: Any) -> CurveResult:
     """Test accuracy of ``clf`` trained on ``seeds`` draws of each size of photos a class.
@@ -465,11 +466,11 @@ def learning_curve(store: str | os.PathLike, clf: str = "logreg", sizes: list[in
     ``C`` / ``scale`` left None are picked by ``featx fit``'s cross-validation: ``choose="once"``
     on the whole train part (then used at every size), ``"size"`` on each size's first draw,
     ``"point"`` on every draw. ``model``: the curve to fit (:data:`MODELS`; None: the best at
-    predicting held-back sizes). ``exclude``, ``train_flips``, ``tta``: see
-    :func:`featx.fit.load_split`. ``on_point(done, total)`` is called as draws finish.
+    predicting held-back sizes). ``exclude``, ``exclude_findings``, ``corrections``,
+    ``train_flips``, ``tta``: see :func:`featx.split.load_split`. ``on_point(done, total)`` is called as draws finish.
     ``out_dir``: where :func:`write_curve` writes the JSON, the points and the picture.
     """
-    from featx.fit import load_split
+    from featx.split import load_split
 
     start = time.perf_counter()
     make_head(clf, **params)  # the name and parameters, before loading any data
@@ -482,7 +483,8 @@ def learning_curve(store: str | os.PathLike, clf: str = "logreg", sizes: list[in
     if out_dir is not None:
         check_output(out_dir, "the curve", folder=True)
     split = load_split(store, fractions, split_seed, exclude=exclude,
-                       exclude_from_test=exclude_from_test, train_flips=train_flips, tta=tta)
+                       exclude_from_test=exclude_from_test, train_flips=train_flips, tta=tta,
+                       corrections=corrections, exclude_findings=exclude_findings)
     names = list(split.feats.class_names)
     train = split.rows["train"]
     labels, hashes = split.y("train"), split.pool("train")[2]  # labels in force, groups

@@ -3,7 +3,7 @@
 :func:`suggest` embeds a folder of unlabelled photos into a store of its own with the labelled
 store's extractor settings (``featx extract``'s loop, so reruns reuse the vectors), fits ``featx
 fit``'s head on the labelled store's train part (its automatic choice of ``C`` and ``scale``,
-exclusions and flips included), and ranks the photos with :func:`rank`:
+corrections, exclusions and flips included), and ranks the photos with :func:`rank`:
 
 * **uncertainty**: the margin between the head's two most probable classes (small: the head is
   torn, so the label teaches it the most);
@@ -34,7 +34,7 @@ import numpy as np
 
 from featx.errors import FeatxError
 from featx.files import check_output, write_text
-from featx.split import DEFAULT_FRACTIONS
+from featx.split import DEFAULT_FRACTIONS, EXCLUDE_FINDINGS
 
 STRATEGIES = ("margin-diverse", "margin", "entropy", "random")
 DEFAULT_STRATEGY = "margin-diverse"
@@ -183,7 +183,8 @@ def suggest(store: str | os.PathLike, folder: str | os.PathLike, n: int = 50,
             clf: str = "logreg", strategy: str = DEFAULT_STRATEGY,
             out_dir: str | os.PathLike | None = None,
             unlabelled_store: str | os.PathLike | None = None, fractions=DEFAULT_FRACTIONS,
-            split_seed: int = 0, exclude=None, train_flips: bool | None = None,
+            split_seed: int = 0, exclude=None, exclude_findings=EXCLUDE_FINDINGS,
+            corrections: bool = True, train_flips: bool | None = None,
             batch_size: int = 32, workers: int = 2, weights: str | None = None, n_jobs: int = 2,
             on_progress: Callable[[str, int, int], None] | None = None,
             **params: Any) -> Suggestions:
@@ -206,6 +207,7 @@ def suggest(store: str | os.PathLike, folder: str | os.PathLike, n: int = 50,
         check_output(out_dir, "the suggestions", folder=True)
     check_output(unlabelled_store, "the unlabelled photos' store")
     fitted = fit_store(store, clf, fractions, split_seed, exclude=exclude,
+                       exclude_findings=exclude_findings, corrections=corrections,
                        train_flips=train_flips, tta=False, n_jobs=n_jobs, **params)
     report = embed_folder(store, folder, unlabelled_store, batch_size, workers, weights,
                           on_progress)

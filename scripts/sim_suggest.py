@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from featx.curve import class_orders, draw, pick_params
-from featx.fit import evaluate, fit_split, load_split
+from featx.fit import evaluate, fit_split
+from featx.split import load_split
 from featx.suggest import STRATEGIES, rank
 
 

@@ -103,6 +103,25 @@ def test_exclusions_leave_the_draws_and_the_test_part_as_fit_sees_them(store: Pa
     assert r.split["excluded"]["train"] == 10
 
 
+def test_corrections_relabel_the_photos_the_curve_draws(store: Path, tmp_path):
+    from featx import corrections
+
+    copy = tmp_path / "corrected.h5"
+    shutil.copyfile(store, copy)
+    feats = load_features(copy)
+    train = load_split(copy).rows["train"]
+    moved = [i for i in train if feats.labels[i] == 0 and i > 1][:12]  # 12 photos to class1
+    distinct0 = len({feats.hashes[i] for i in train if feats.labels[i] == 0})  # 41: a duplicate
+    for i in moved:
+        corrections.record(copy, feats.hashes[i], feats.paths[i], "class0", "class1")
+    r = learning_curve(copy, sizes=[5, 54], seeds=1, n_jobs=1, **FIXED)
+    assert r.split["corrections"]["relabelled"] == 12
+    assert max(p["photos_per_class"] for p in r.points) == pytest.approx(
+        (distinct0 - 12 + 54 + 42) / 3, abs=1e-3)
+    plain = learning_curve(copy, sizes=[5, 42], seeds=1, n_jobs=1, corrections=False, **FIXED)
+    assert "corrections" not in plain.split
+
+
 def test_flips_are_trained_on_and_averaged_like_fit(store: Path, tmp_path):
     feats = load_features(store)
     rng = np.random.default_rng(1)

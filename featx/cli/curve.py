@@ -8,8 +8,10 @@ from typing import Optional
 import typer
 
 from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
-from featx.cli.fit import (EXCLUDE_OPTION, EXCLUDE_TEST_OPTION, SPLIT_OPTION, SPLIT_SEED_OPTION,
-                           TRAIN_FLIPS_OPTION, TTA_OPTION, parse_tta)
+from featx.cli.fit import (EXCLUDE_OPTION, EXCLUDE_OUTLIERS_OPTION, EXCLUDE_TEST_OPTION,
+                           NO_CORRECTIONS_OPTION, SPLIT_OPTION, SPLIT_SEED_OPTION,
+                           TRAIN_FLIPS_OPTION, TTA_OPTION, _print_excluded, _print_flips,
+                           exclusion_findings, parse_tta)
 
 CLF_OPTION = typer.Option("logreg", "--clf", help="logreg, svm, linear-svm or softmax.")
 C_OPTION = typer.Option(None, "--C", help="Inverse L2 strength [picked as featx fit does].")
@@ -38,8 +40,10 @@ def curve(
     split_seed: int = SPLIT_SEED_OPTION,
     exclude: Optional[Path] = EXCLUDE_OPTION,
     exclude_from_test: bool = EXCLUDE_TEST_OPTION,
+    exclude_outliers: bool = EXCLUDE_OUTLIERS_OPTION,
     train_flips: Optional[bool] = TRAIN_FLIPS_OPTION,
     tta: Optional[str] = TTA_OPTION,
+    no_corrections: bool = NO_CORRECTIONS_OPTION,
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Folder for curve.json, points.csv and curve.png "
         "[default: reports/<store>_curve/]."),
@@ -52,7 +56,10 @@ def curve(
     result = learning_curve(store, clf, parse_sizes(sizes), seeds=seeds, choose=choose,
                             fractions=parse_fractions(split), split_seed=split_seed,
                             exclude=exclude, exclude_from_test=exclude_from_test,
-                            train_flips=train_flips, tta=parse_tta(tta), n_jobs=jobs, model=model,
+                            train_flips=train_flips, tta=parse_tta(tta),
+                            corrections=not no_corrections,
+                            exclude_findings=exclusion_findings(exclude_outliers), n_jobs=jobs,
+                            model=model,
                             out_dir=output or default_output(store), C=C, scale=scale, seed=seed)
     emit(result.as_dict(), as_json, lambda: _print_curve(result))
 
@@ -61,6 +68,8 @@ def _print_curve(r) -> None:
     out.print(f"{r.clf} on {r.store}: {len(r.points)} fits ({r.seeds} seeded draws at each of "
               f"{len(r.sizes)} sizes), scored on one test part of {r.n_test}; {r.seconds:.1f} s",
               markup=False)
+    _print_excluded(r.split)
+    _print_flips(r.split)
     sizes = sorted({p["photos_per_class"] for p in r.points})
     for n in sizes:
         mean, std = r.measured(n)
@@ -86,7 +95,9 @@ def suggest(
     split: str = SPLIT_OPTION,
     split_seed: int = SPLIT_SEED_OPTION,
     exclude: Optional[Path] = EXCLUDE_OPTION,
+    exclude_outliers: bool = EXCLUDE_OUTLIERS_OPTION,
     train_flips: Optional[bool] = TRAIN_FLIPS_OPTION,
+    no_corrections: bool = NO_CORRECTIONS_OPTION,
     unlabelled_store: Optional[Path] = typer.Option(
         None, "--unlabelled-store", help="Store of the unlabelled photos' vectors [features/"
         "<folder>_<the store's settings>.h5]."),
@@ -108,7 +119,9 @@ def suggest(
         result = run_suggest(store, unlabelled_dir, n, clf, strategy,
                              out_dir=output or default_output(unlabelled_dir),
                              unlabelled_store=unlabelled_store, fractions=parse_fractions(split),
-                             split_seed=split_seed, exclude=exclude, train_flips=train_flips,
+                             split_seed=split_seed, exclude=exclude,
+                             exclude_findings=exclusion_findings(exclude_outliers),
+                             corrections=not no_corrections, train_flips=train_flips,
                              batch_size=batch_size, workers=workers, weights=weights,
                              n_jobs=jobs, on_progress=bar, C=C, scale=scale, seed=seed)
     emit(result.as_dict(), as_json, lambda: _print_suggest(result))
