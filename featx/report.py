@@ -98,11 +98,12 @@ class Report:
     curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    photos: list[str] = field(default_factory=list)  # featx curve's summary, when it was run
 
     def as_dict(self) -> dict[str, Any]:
         return {"store": str(self.store), "data_dir": self.data_dir, "out_dir": str(self.out_dir),
                 "table": self.table, "chosen": self.chosen, "curves": self.curves,
-                "files": self.files, "notes": self.notes}
+                "files": self.files, "notes": self.notes, "photos": self.photos}
 
 
 # --- finding the bundles ------------------------------------------------------------------------
@@ -165,7 +166,7 @@ def predictions_on_test(entry: Entry, store: str | os.PathLike) -> dict[str, Any
                 "proba": np.asarray(p["proba"], dtype=np.float64).reshape(len(p["paths"]), -1),
                 "class_names": entry.info["class_names"]}
     from featx.bundle import load_bundle
-    from featx.split import split_indices
+    from featx.split import replay
     from featx.store import FLIPPED, fingerprint, open_store, read_attrs, read_rows, strings
 
     own = (entry.info.get("store") or {}).get("path")
@@ -178,10 +179,8 @@ def predictions_on_test(entry: Entry, store: str | os.PathLike) -> dict[str, Any
             raise FeatxError(f"{entry.name} was fitted on other vectors than {source} "
                              f"({want} vs {have}); pass its own store")
         rows, class_names = read_rows(f), strings(f["class_names"])
-        labels = np.asarray(rows.labels, dtype=np.int64)
-        split = entry.info.get("split") or {}
-        test = split_indices(rows.hashes, labels, tuple(split.get("fractions", (0.7, 0.15, 0.15))),
-                             int(split.get("seed", 0)))["test"]
+        parts, labels = replay(rows.hashes, rows.labels, entry.info.get("split") or {})
+        test = parts["test"]  # the rows it was scored on: exclusions and corrections included
         names = ["features"]
         if bundle.tta:  # scored as it was fitted: the mean over each image and its mirror
             if FLIPPED not in f:
@@ -239,6 +238,7 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
     ``sweep``: a sweep's ``results.json``; by default the one ``featx sweep`` writes for this store
     (:func:`featx.sweep.default_output`), when it exists.
     """
+    from featx.selection import point_label
     from featx.sweep import default_output as sweep_output
 
     from featx.store import open_store, read_meta, read_rows, strings
@@ -323,12 +323,27 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
         report.files["sweep"] = str(plot_sweep(
             result.get("rows", []), out_dir / "sweep.png",
             f"{dataset} sweep: {result.get('n_done', len(result.get('rows', [])))} points, "
-            f"selected on the validation part (best in orange){test}"))
+            f"selected on the validation part (best in orange){test}", point_label))
     elif sweep:
         report.notes.append(f"no sweep results at {sweep}")
+    _photos_curve(report, store, dataset)
 
     _write_pages(report, dataset, chosen)
     return report
+
+
+def _photos_curve(report: Report, store: Path, dataset: str) -> None:
+    """The learning curve of ``featx curve`` (reports/<store>_curve/curve.json), when it exists."""
+    from featx.curve import CURVE_FILE, default_output as curve_output
+    from featx.figures import plot_photos_curve
+
+    found = curve_output(store) / CURVE_FILE
+    if found.is_file():
+        curve = json.loads(found.read_text())
+        report.files["photos"] = str(plot_photos_curve(
+            curve, report.out_dir / "photos.png", f"{dataset}: {curve['clf']}, test accuracy "
+            f"against training photos a class\n" + "\n".join(curve["summary"][:2])))
+        report.photos = curve["summary"]
 
 
 def _curves_title(drawn: list[Entry]) -> str:
@@ -348,6 +363,7 @@ CAPTIONS = {
     "samples": "Sample images per class.",
     "mistakes": "The most confident mistakes on the test part: predicted (probability) and true label.",
     "sweep": "Validation accuracy of every sweep point.",
+    "photos": "How many more photos (featx curve): test accuracy against training photos a class.",
 }
 
 
@@ -390,12 +406,15 @@ def _write_pages(report: Report, dataset: str, chosen: Entry) -> None:
         md += ["", f"> note: {note}"]
     for key, p in figures:
         md += ["", f"## {key}", "", CAPTIONS[key], "", f"![{key}]({p.name})"]
+        md += [f"- {line}" for line in (report.photos if key == "photos" else [])]
     write_text(out / "report.md", "\n".join(md) + "\n", "the report page")
     report.files["markdown"] = str(out / "report.md")
 
     e = html.escape
     rows = "\n".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body)
     figs = "\n".join(f'<h2>{e(key)}</h2><p>{e(CAPTIONS[key])}</p>{inline_png(p, key)}'
+                     + "".join(f"<p>{e(line)}</p>" for line in
+                               (report.photos if key == "photos" else []))
                      for key, p in figures)
     notes = "".join(f"<p class=note>note: {_inline_html(n)}</p>" for n in report.notes)
     intro_html = _inline_html(intro)
