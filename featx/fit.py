@@ -175,6 +175,7 @@ class FitResult:
     selection: dict[str, Any] | None = None  # how C / scale were picked, when they were
     extra: dict[str, Any] = field(default_factory=dict)
     bundle: Path | None = None  # where it was saved, if it was
+    familiar: Any = None  # the training photos' record (featx.familiar.Record), if any
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -190,6 +191,7 @@ class FitResult:
             "n_test": self.split["n_test"], "fit_seconds": round(self.fit_seconds, 4),
             "class_names": self.class_names, "split": self.split,
             "val": self.val, "test": self.test, "selection": self.selection, **self.extra,
+            "familiar": self.familiar.as_dict() if self.familiar is not None else None,
             "bundle": str(self.bundle) if self.bundle else None,
         }
 
@@ -213,6 +215,7 @@ def fit_store(store: str | os.PathLike, clf: str = "logreg", fractions=DEFAULT_F
     ``C`` or ``scale`` left None are picked by cross-validation on the train part
     (:func:`featx.sweep.choose_params`, ``n_jobs`` in parallel); the choice is in ``selection``.
     """
+    from featx.familiar import from_split
     from featx.sweep import choose_params
 
     make_head(clf, **params)  # validate the name and parameters before loading any data
@@ -239,9 +242,11 @@ def fit_store(store: str | os.PathLike, clf: str = "logreg", fractions=DEFAULT_F
         store=Path(store), store_meta=split.feats.meta, split=split.info,
         val=evaluate(head, split, "val"), test=evaluate(head, split, "test"),
         fit_seconds=seconds, history=head.history, selection=selection, extra=extra,
+        familiar=from_split(split),
     )
     if out is not None:
         result.bundle = save_bundle(out, head, result.class_names, result.store_meta, store=store,
                                     split=result.split, metrics=result.metrics,
-                                    extra={"selection": selection} if selection else None)
+                                    extra={"selection": selection} if selection else None,
+                                    familiar=result.familiar)
     return result

@@ -3,6 +3,8 @@
 Images are embedded exactly as the bundle's store was built (``Extractor.from_meta`` on the
 bundle's extractor settings: same backbone, layer, pooling, weights identity, precision, decode and
 ``preprocess_input``). A file that cannot be read gets a per-file error; the others are predicted.
+Each photo also gets an unfamiliarity score and flag from the bundle's record of its training
+photos (:mod:`featx.familiar`); ``reject`` answers ``none`` for the unfamiliar ones.
 """
 
 from __future__ import annotations
@@ -19,19 +21,26 @@ from featx.discover import SYSTEM_FILES, is_image_name
 from featx.errors import FeatxError
 
 
+REJECTED = "none"  # the answer for an unfamiliar photo with ``reject``
+
+
 @dataclass
 class Prediction:
     path: str
     probabilities: dict[str, float]
     top_k: list[tuple[str, float]]
+    unfamiliar: bool | None = None  # None: the bundle cannot tell (no record)
+    score: float | None = None  # unfamiliarity (higher: less like the training photos)
+    rejected: bool = False  # answered "none" (``reject`` and unfamiliar)
 
     @property
     def label(self) -> str:
-        return self.top_k[0][0]
+        return REJECTED if self.rejected else self.top_k[0][0]
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "label": self.label, "probabilities": self.probabilities,
-                "top_k": [{"class": c, "probability": p} for c, p in self.top_k]}
+                "top_k": [{"class": c, "probability": p} for c, p in self.top_k],
+                "unfamiliar": self.unfamiliar, "unfamiliar_score": self.score}
 
 
 @dataclass
@@ -40,12 +49,27 @@ class PredictReport:
     class_names: list[str]
     predictions: list[Prediction] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    familiar: dict[str, Any] | None = None  # method, threshold and where it came from
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_unfamiliar(self) -> int | None:
+        return None if self.familiar is None else sum(bool(p.unfamiliar) for p in self.predictions)
+
+    def summary_line(self) -> str | None:
+        """``3 of 40 photos look unlike the training photos`` (None: the bundle cannot tell)."""
+        if self.familiar is None:
+            return None
+        n = len(self.predictions)
+        return f"{self.n_unfamiliar} of {n} photo{'s' if n != 1 else ''} look unlike the training photos"
 
     def as_dict(self) -> dict[str, Any]:
         return {"bundle": str(self.bundle), "class_names": self.class_names,
                 "n_predicted": len(self.predictions), "n_errors": len(self.errors),
+                "n_unfamiliar": self.n_unfamiliar, "familiar": self.familiar,
                 "predictions": [p.as_dict() for p in self.predictions],
-                "errors": [{"path": p, "reason": r} for p, r in self.errors]}
+                "errors": [{"path": p, "reason": r} for p, r in self.errors],
+                "notes": self.notes}
 
 
 def expand_inputs(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -73,23 +97,27 @@ def top_k(proba: np.ndarray, class_names: list[str], k: int) -> list[tuple[str, 
 
 def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike], k: int = 3,
             weights: str | None = None, batch_size: int = 32, extractor=None,
-            tta: bool | None = None,
+            tta: bool | None = None, reject: bool = False, unfamiliar_at: float | None = None,
             progress: Callable[[str, int, int], None] | None = None) -> PredictReport:
     """Predict every image in ``inputs`` (files and folders) with a bundle.
 
     ``weights`` overrides the weights path recorded in the bundle (its identity must still
     match); ``extractor`` may pass a ready reader (``Bundle.reader()``) to reuse across calls;
     ``tta``: average the probabilities over each image and its mirror image (None: as the
-    bundle's test part was scored, :attr:`Bundle.tta`); ``progress(stage, done, total)`` is called
+    bundle's test part was scored, :attr:`Bundle.tta`); ``reject``: answer ``none`` for photos
+    unlike the training photos (score above the bundle's threshold, or ``unfamiliar_at``; the
+    score is of the photo itself, not its mirror); ``progress(stage, done, total)`` is called
     after every batch (stage ``"predict"``).
     """
     if batch_size < 1:
         raise FeatxError(f"`batch_size` must be at least 1, got {batch_size}")
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    threshold, familiar, notes = unfamiliar_threshold(b, unfamiliar_at)
     files, errors = expand_inputs(inputs)
     if not files and not errors:
         raise FeatxError("no image files found in the given paths")
-    report = PredictReport(bundle=b.path, class_names=b.class_names, errors=errors)
+    report = PredictReport(bundle=b.path, class_names=b.class_names, errors=errors,
+                           familiar=familiar, notes=notes)
     if not files:
         return report
     extractor = extractor or b.reader(weights)  # image files -> what the model takes
@@ -102,15 +130,41 @@ def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike],
         report.errors.extend(failures)
         if not ok:
             continue
-        proba = b.predict_proba(vectors)
+        proba, scores = b.predict_scored(vectors)
         if tta:  # the same files decode alike: the mirrored batch has the same rows
             proba = (proba + b.predict_proba(extractor.embed_files(chunk, batch_size, flip=True)[0])) / 2
         for row, i in enumerate(ok):
             p = proba[row]
+            score = None if scores is None else float(scores[row])
+            flag = None if score is None else bool(score > threshold)
             report.predictions.append(Prediction(
                 path=str(chunk[i]),
                 probabilities={c: round(float(v), 6) for c, v in zip(b.class_names, p)},
-                top_k=top_k(p, b.class_names, k)))
+                top_k=top_k(p, b.class_names, k), unfamiliar=flag,
+                score=None if score is None else round(score, 6), rejected=bool(reject and flag)))
     if progress:
         progress("predict", len(files), len(files))
     return report
+
+
+NO_RECORD = ("this bundle cannot tell photos unlike its training photos (it was made before "
+             "featx recorded them); fit it again to add that")
+
+
+def unfamiliar_threshold(b: Bundle, unfamiliar_at: float | None
+                         ) -> tuple[float, dict[str, Any] | None, list[str]]:
+    """(threshold, what ``PredictReport.familiar`` says, notes) of a bundle; ``unfamiliar_at``
+    overrides the calibrated threshold."""
+    record = b.familiar
+    if record is None:
+        if unfamiliar_at is not None:
+            raise FeatxError(f"`unfamiliar_at` needs a bundle that records its training photos; "
+                             f"{b.path} does not: fit it again")
+        return float("inf"), None, [NO_RECORD]
+    cal = record.calibration
+    threshold = record.threshold if unfamiliar_at is None else float(unfamiliar_at)
+    return threshold, {"method": record.method, "threshold": threshold,
+                       "set_by": "bundle" if unfamiliar_at is None else "unfamiliar_at",
+                       "calibrated_threshold": record.threshold,
+                       "target_pass": cal.get("target_pass"),
+                       "val_flagged": cal.get("val_flagged")}, []

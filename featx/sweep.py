@@ -343,6 +343,7 @@ def run_sweep(store: str | os.PathLike, clfs: list[str], grid: dict[str, list[An
     ``exclude``, ``train_flips``, ``tta``: see :func:`featx.fit.load_split`.
     """
     from featx.bundle import check_bundle_output, save_bundle
+    from featx.familiar import from_split
     from featx.fit import evaluate, fit_split, load_split
 
     check_backend(backend)
@@ -393,7 +394,8 @@ def run_sweep(store: str | os.PathLike, clfs: list[str], grid: dict[str, list[An
             result.files["bundle"] = str(save_bundle(
                 bundle, head, split.feats.class_names, split.feats.meta, store=store,
                 split=split.info, metrics={"val": val, "test": test, "fit_seconds": seconds},
-                extra={"selection": {"by": result.selection, "score": score_of(top)}}))
+                extra={"selection": {"by": result.selection, "score": score_of(top)}},
+                familiar=from_split(split)))
     if out:
         result.files["json"] = str(write_text(
             out / "results.json", json.dumps(result.as_dict(), indent=2, default=str) + "\n",
