@@ -340,6 +340,8 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
 def _unfamiliar(report: Report, chosen: Entry, pred: dict[str, Any], out_dir: Path) -> None:
     """The share of the test part flagged as unlike the training photos, and its histogram."""
     record, scores = pred.get("familiar"), pred.get("scores")
+    if chosen.kind == "cnn":  # the scratch CNN keeps no record of its training photos
+        return
     if record is None or scores is None:
         report.notes.append(f"{chosen.name} cannot tell photos unlike its training photos (made "
                             "before featx recorded them); fit it again to add that")

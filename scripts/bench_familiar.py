@@ -1,7 +1,7 @@
 """Photos unlike the training photos: every detector side by side, on the same photos.
 
     nice -n 10 python3 scripts/bench_familiar.py /work/stores/pets-dev.h5 /work/stores/flowers5.h5 \
-        [--per-set 40] [--cache reports/bench_familiar_vectors.npz] [--json OUT.json]
+        [--per-set 30] [--cache reports/bench_familiar] [--json OUT.json]
 
 For each store A of the two (the other, B, is the unfamiliar photo set), on A's derived 70/15/15
 split (seed 0), the head ``featx fit`` would train (C and scale picked by CV on train):
@@ -18,7 +18,8 @@ split (seed 0), the head ``featx fit`` would train (C and scale picked by CV on 
 
 The generated and changed photos are embedded with the store's own extractor (its weights and
 precision): ``--per-set`` test photos x 5 changes per store and 3 x ``--per-set`` generated images;
-their vectors are cached in ``--cache`` so a rerun costs no model time.
+their vectors are cached in ``--cache`` (a folder, one file a group) so a rerun costs no model
+time.
 """
 
 from __future__ import annotations
@@ -112,41 +113,64 @@ def embed(extractor, paths: list[Path]) -> np.ndarray:
     return vectors
 
 
-def embedded_sets(stores: dict[str, Path], per_set: int, cache: Path | None) -> dict[str, np.ndarray]:
-    """{"generated/noise", ..., "<store>/crop", ...}: vectors (cached in ``cache``)."""
-    if cache and cache.is_file():
-        with np.load(cache) as f:
-            return {k: f[k] for k in f.files}
+def embedded_sets(stores: dict[str, Path], per_set: int, cache: Path,
+                  data_root: Path) -> dict[str, np.ndarray]:
+    """{"generated/noise", ..., "<store>/crop", ...}: vectors, cached per group in ``cache``
+    (a folder: generated.npz, <store>.npz), so each group is embedded once."""
+    out: dict[str, np.ndarray] = {}
+    cache.mkdir(parents=True, exist_ok=True)
+    groups = {"generated": None, **stores}
+    for group, store in groups.items():
+        path = cache / f"{group}.npz"
+        if not path.is_file():
+            t0 = time.perf_counter()
+            vectors = _embed_group(group, store, stores, per_set, data_root)
+            np.savez(path, **vectors)
+            print(f"{group}: embedded {sum(len(v) for k, v in vectors.items() if 'files' not in k)}"
+                  f" images in {time.perf_counter() - t0:.0f} s", flush=True)
+        with np.load(path) as f:
+            out.update({k: f[k] for k in f.files})
+    return out
+
+
+def _embed_group(group: str, store: Path | None, stores: dict[str, Path], per_set: int,
+                 data_root: Path) -> dict[str, np.ndarray]:
     from featx.embed import Extractor
-    from featx.fit import load_split
     from featx.store import read_meta
 
-    metas = {name: read_meta(p) for name, p in stores.items()}
-    extractor = Extractor.from_meta(next(iter(metas.values())))
+    meta = read_meta(next(p for p in stores.values() if p.is_file()))
+    extractor = Extractor.from_meta(meta)
     out: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        gen = generated_images(tmp, per_set)
-        t0 = time.perf_counter()
-        X = embed(extractor, gen)
-        for kind in ("noise", "flat", "text"):
-            out[f"generated/{kind}"] = X[[i for i, p in enumerate(gen) if p.name.startswith(kind)]]
-        for name, store in stores.items():
-            split = load_split(store)
-            test = split.rows["test"]
-            pick = test[np.linspace(0, len(test) - 1, per_set).round().astype(int)]
-            data = Path(metas[name]["data_dir"])
-            files = [data / split.feats.paths[i] for i in pick]
-            (tmp / name).mkdir()
-            out[f"{name}/rows"] = pick
-            for change, paths in changed_photos(files, tmp / name).items():
-                out[f"{name}/{change}"] = embed(extractor, paths)
-        print(f"embedded {sum(len(v) for k, v in out.items() if not k.endswith('rows'))} images "
-              f"in {time.perf_counter() - t0:.0f} s", flush=True)
-    if cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, **out)
+        if store is None:
+            gen = generated_images(tmp, per_set)
+            X = embed(extractor, gen)
+            for kind in ("noise", "flat", "text"):
+                out[f"generated/{kind}"] = X[[i for i, p in enumerate(gen) if p.name.startswith(kind)]]
+            return out
+        files = test_files(data_root / group, per_set)
+        out[f"{group}/files"] = np.array([str(f) for f in files])
+        for change, paths in changed_photos(files, tmp).items():
+            out[f"{group}/{change}"] = embed(extractor, paths)
     return out
+
+
+def test_files(data: Path, n: int) -> list[Path]:
+    """``n`` photos of the test part of the store of ``data`` (the split derives from the content
+    hashes alone, so the store itself is not needed), spread evenly over it."""
+    from featx.reader import scan
+    from featx.split import split_indices
+
+    found = scan(data)
+    first: dict[str, int] = {}
+    for i, h in enumerate(found.hashes):
+        first.setdefault(h, i)
+    rows = np.array(sorted(first.values()))
+    labels = np.asarray(found.dataset.labels)[rows]
+    test = split_indices(np.array([found.hashes[i] for i in rows]), labels)["test"]
+    pick = np.sort(test)[np.linspace(0, len(test) - 1, n).round().astype(int)]
+    return [data / found.dataset.paths[rows[i]] for i in pick]
 
 
 # --- detectors ----------------------------------------------------------------------------------
@@ -193,14 +217,13 @@ def metrics(familiar: np.ndarray, unfamiliar: np.ndarray) -> dict[str, float]:
             "fpr95": float(np.mean(unfamiliar <= threshold))}
 
 
-def bench_store(name: str, store: Path, other: str, other_store: Path,
+def bench_store(name: str, store: Path, other: str, B: np.ndarray,
                 sets: dict[str, np.ndarray]) -> dict:
+    """Every detector of a model on ``store``, with ``B`` (vectors) as the unfamiliar photos."""
     from featx.fit import fit_store, load_split
-    from featx.store import load_features
 
     split = load_split(store)
     fit = fit_store(store, split=split)
-    B = load_features(other_store).features
     gen = np.concatenate([sets[f"generated/{k}"] for k in ("noise", "flat", "text")])
     rows = []
     for det, score in detectors(split, fit.head).items():
@@ -217,7 +240,7 @@ def bench_store(name: str, store: Path, other: str, other_store: Path,
                               for c in CHANGES}}}
         row["seconds"] = round(time.perf_counter() - t0, 2)
         rows.append(row)
-    return {"store": str(store), "unfamiliar": str(other_store), "params": fit.params,
+    return {"store": str(store), "unfamiliar": other, "params": fit.params,
             "test_accuracy": fit.test["accuracy"], "n": {p: split.n(p) for p in ("train", "val", "test")},
             "n_unfamiliar": int(len(B)), "n_generated": int(len(gen)),
             "n_changed": int(len(sets[f"{name}/crop"])), "rows": rows}
@@ -226,20 +249,33 @@ def bench_store(name: str, store: Path, other: str, other_store: Path,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("stores", nargs=2, type=Path)
-    ap.add_argument("--per-set", type=int, default=40)
-    ap.add_argument("--cache", type=Path, default=Path("reports/bench_familiar_vectors.npz"))
+    ap.add_argument("--per-set", type=int, default=30)
+    ap.add_argument("--cache", type=Path, default=Path("reports/bench_familiar"))
+    ap.add_argument("--embed-only", action="store_true", help="Embed (and cache) the sets, stop.")
+    ap.add_argument("--data-root", type=Path, default=Path("/work/shared/data"),
+                    help="Where each store's photos are: DATA_ROOT/<store stem>/.")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     from featx.backbones import cpu_description
 
     names = {p.stem: p for p in args.stores}
-    sets = embedded_sets(names, args.per_set, args.cache)
+    sets = embedded_sets(names, args.per_set, args.cache, args.data_root)
+    if args.embed_only:
+        return
+    from featx.store import load_features
+
     (a, pa), (b, pb) = names.items()
-    results = [bench_store(a, pa, b, pb, sets), bench_store(b, pb, a, pa, sets)]
+    results = [bench_store(a, pa, b, load_features(pb).features, sets),
+               bench_store(b, pb, a, load_features(pa).features, sets)]
     print(f"CPU: {cpu_description()}")
+    report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def report(results: list[dict]) -> None:
     for r in results:
-        name = Path(r["store"]).stem
-        other = Path(r["unfamiliar"]).stem
+        name, other = Path(r["store"]).stem, r["unfamiliar"]
         print(f"\n{name} model (test {r['test_accuracy']:.3f}, {r['params'].get('scale')} C="
               f"{r['params'].get('C')}; train/val/test {r['n']}), unfamiliar: {other} "
               f"({r['n_unfamiliar']}), generated ({r['n_generated']}), changed test photos "
@@ -253,8 +289,6 @@ def main() -> None:
                   f"{f['test']:5.3f} {f[other]:7.3f} {f['generated noise']:5.2f} "
                   f"{f['generated flat']:5.2f} {f['generated text']:5.2f} | "
                   + " ".join(f"{f[c]:6.3f}" for c in CHANGES))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
