@@ -95,6 +95,30 @@ def top_k(proba: np.ndarray, class_names: list[str], k: int) -> list[tuple[str, 
     return [(class_names[i], round(float(proba[i]), 6)) for i in order]
 
 
+def predictions_of(b: Bundle, x: np.ndarray, paths: list[str], k: int = 3,
+                   x_flipped: np.ndarray | None = None, threshold: float | None = None,
+                   reject: bool = False) -> list[Prediction]:
+    """One :class:`Prediction` per row of the model's input ``x`` (vectors or pixels), averaged
+    with the mirror images' ``x_flipped`` when given: the one place a prediction is built
+    (``featx predict`` and ``featx serve``). Each is scored for unfamiliarity when the bundle
+    keeps a record of its training photos (of ``x`` itself, not the mirror), flagged above
+    ``threshold`` (None: the bundle's), and answered ``none`` with ``reject``."""
+    proba, scores = b.predict_scored(x)
+    if x_flipped is not None:
+        proba = (proba + b.predict_proba(x_flipped)) / 2
+    if threshold is None and b.familiar is not None:
+        threshold = b.familiar.threshold
+    out = []
+    for row, (path, p) in enumerate(zip(paths, proba)):
+        score = None if scores is None else round(float(scores[row]), 6)
+        flag = None if score is None else bool(score > threshold)
+        out.append(Prediction(
+            path=path, probabilities={c: round(float(v), 6) for c, v in zip(b.class_names, p)},
+            top_k=top_k(p, b.class_names, k), unfamiliar=flag, score=score,
+            rejected=bool(reject and flag)))
+    return out
+
+
 def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike], k: int = 3,
             weights: str | None = None, batch_size: int = 32, extractor=None,
             tta: bool | None = None, reject: bool = False, unfamiliar_at: float | None = None,
@@ -130,18 +154,10 @@ def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike],
         report.errors.extend(failures)
         if not ok:
             continue
-        proba, scores = b.predict_scored(vectors)
-        if tta:  # the same files decode alike: the mirrored batch has the same rows
-            proba = (proba + b.predict_proba(extractor.embed_files(chunk, batch_size, flip=True)[0])) / 2
-        for row, i in enumerate(ok):
-            p = proba[row]
-            score = None if scores is None else float(scores[row])
-            flag = None if score is None else bool(score > threshold)
-            report.predictions.append(Prediction(
-                path=str(chunk[i]),
-                probabilities={c: round(float(v), 6) for c, v in zip(b.class_names, p)},
-                top_k=top_k(p, b.class_names, k), unfamiliar=flag,
-                score=None if score is None else round(score, 6), rejected=bool(reject and flag)))
+        # the same files decode alike: the mirrored batch has the same rows
+        flipped = extractor.embed_files(chunk, batch_size, flip=True)[0] if tta else None
+        report.predictions.extend(predictions_of(b, vectors, [str(chunk[i]) for i in ok], k,
+                                                 flipped, threshold, reject))
     if progress:
         progress("predict", len(files), len(files))
     return report
