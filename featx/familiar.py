@@ -25,6 +25,8 @@ Detectors (``method``), each a pure function of one vector, numpy here and ``ker
 
 The record lives in the bundle: its description in ``bundle.json`` (``familiar``) and its arrays
 in ``familiar.npz``; :func:`from_bundle` reads it back (None for bundles made before it existed).
+An exported model can carry the score as a second output: :func:`keras_outputs` (for
+``featx.export_model``'s ``extra_outputs``), :func:`keras_score` or :func:`keras_layer`.
 """
 
 from __future__ import annotations
@@ -271,6 +273,23 @@ def keras_ops_score(method: str, params: dict[str, Any], arrays: dict[str, Any],
     d2 = (ops.sum(z * z, axis=1, keepdims=True) - 2.0 * ops.matmul(z, ops.transpose(m))
           + ops.sum(m * m, axis=1)[None, :])
     return ops.min(d2, axis=1)
+
+
+def keras_outputs(bundle, name: str = "unfamiliarity") -> Callable | None:
+    """``f(vectors tensor) -> {name: scores (N,)}``: a bundle's score as an exported model's
+    second output, from what its head takes (a fine-tuned bundle's maps go through its block5
+    to the pooled vectors first); None for a bundle without a record."""
+    record = bundle.familiar
+    if record is None:
+        return None
+    score = keras_score(record)
+    if bundle.clf == "finetune":
+        import keras
+
+        model = bundle.head.model
+        pooled = keras.Model(model.inputs, model.get_layer("avg_pool").output)
+        return lambda v: {name: score(pooled(v))}
+    return lambda v: {name: score(v)}
 
 
 def keras_layer(record: Record):

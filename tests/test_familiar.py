@@ -94,6 +94,11 @@ def test_keras_score_equals_numpy(method, params):
                                atol=1e-5)
     np.testing.assert_allclose(ops.convert_to_numpy(fm.keras_layer(rec)(Z)), want, rtol=1e-4,
                                atol=1e-5)
+    import keras
+
+    inputs = keras.Input((8,))
+    graph = keras.Model(inputs, fm.keras_score(rec)(inputs))  # as an exported model's output
+    np.testing.assert_allclose(graph.predict(Z, verbose=0), want, rtol=1e-4, atol=1e-5)
 
 
 def test_mahalanobis_finds_what_knn_finds_off_the_classes():
