@@ -184,6 +184,45 @@ def plot_scores(scores: np.ndarray, threshold: float, val_histogram: dict[str, l
     return save(fig, out)
 
 
+def plot_photos_curve(curve: dict[str, Any], out: str | os.PathLike, title: str) -> Path:
+    """Test accuracy against photos a class (log axis) of ``featx curve``'s JSON document: every
+    draw as a dot, each size's mean and standard deviation, the fitted curve (dashed beyond the
+    train part) and its ceiling (dotted), and the curve fitted on the smaller half of the sizes."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.8), layout="constrained")
+    pts = curve["points"]
+    x = np.array([p["photos_per_class"] for p in pts], float)
+    y = 100 * np.array([p["accuracy"] for p in pts], float)
+    ax.plot(x, y, "o", color="tab:blue", alpha=0.35, markersize=4, label="one seeded draw")
+    sizes = sorted(set(x.tolist()))
+    means = [y[x == v].mean() for v in sizes]
+    stds = [y[x == v].std(ddof=1) if (x == v).sum() > 1 else 0.0 for v in sizes]
+    ax.errorbar(sizes, means, yerr=stds, fmt="s", color="tab:blue", capsize=3, markersize=5,
+                label="mean ± standard deviation")
+    drawn, fit = curve.get("curve"), curve.get("fit")
+    if drawn:
+        cx, cy = np.array(drawn["photos_per_class"]), 100 * np.array(drawn["accuracy"])
+        inside = cx <= curve["full"]
+        ax.plot(cx[inside], cy[inside], "-", color="tab:orange", label=f"fitted ({fit['formula']})")
+        ax.plot(cx[~inside], cy[~inside], "--", color="tab:orange", label="extrapolated")
+        if fit.get("ceiling") is not None:
+            ax.axhline(100 * fit["ceiling"], color="tab:orange", linestyle=":", linewidth=1,
+                       label=f"ceiling {100 * fit['ceiling']:.1f}%")
+    check = curve.get("check")
+    if check:
+        ax.plot([check["at"]], [100 * check["predicted"]], "x", color="tab:red", markersize=9,
+                label=f"predicted from sizes up to {check['fitted_upto']:g} alone")
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [f"{v:.0f}" for v in sizes], fontsize=8)
+    ax.minorticks_off()
+    ax.set_xlabel("training photos per class (log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("\n".join(textwrap.fill(t, 100) for t in title.split("\n")), fontsize=9)
+    return save(fig, out)
+
+
 # --- maps ---------------------------------------------------------------------------------------
 
 

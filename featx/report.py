@@ -98,11 +98,12 @@ class Report:
     curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    photos: list[str] = field(default_factory=list)  # featx curve's summary, when it was run
 
     def as_dict(self) -> dict[str, Any]:
         return {"store": str(self.store), "data_dir": self.data_dir, "out_dir": str(self.out_dir),
                 "table": self.table, "chosen": self.chosen, "curves": self.curves,
-                "files": self.files, "notes": self.notes}
+                "files": self.files, "notes": self.notes, "photos": self.photos}
 
 
 # --- finding the bundles ------------------------------------------------------------------------
@@ -331,6 +332,7 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
             f"selected on the validation part (best in orange){test}", point_label))
     elif sweep:
         report.notes.append(f"no sweep results at {sweep}")
+    _photos_curve(report, store, dataset)
 
     _write_pages(report, dataset, chosen)
     return report
@@ -364,6 +366,20 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1%}"
 
 
+def _photos_curve(report: Report, store: Path, dataset: str) -> None:
+    """The learning curve of ``featx curve`` (reports/<store>_curve/curve.json), when it exists."""
+    from featx.curve import CURVE_FILE, default_output as curve_output
+    from featx.figures import plot_photos_curve
+
+    found = curve_output(store) / CURVE_FILE
+    if found.is_file():
+        curve = json.loads(found.read_text())
+        report.files["photos"] = str(plot_photos_curve(
+            curve, report.out_dir / "photos.png", f"{dataset}: {curve['clf']}, test accuracy "
+            f"against training photos a class\n" + "\n".join(curve["summary"][:2])))
+        report.photos = curve["summary"]
+
+
 def _curves_title(drawn: list[Entry]) -> str:
     """What the curves compare: the scratch CNN against transfer learning, or what there is."""
     cnn = any(e.kind == "cnn" for e in drawn)
@@ -383,6 +399,7 @@ CAPTIONS = {
     "sweep": "Validation accuracy of every sweep point.",
     "unfamiliar": "Unfamiliarity scores of the test part (bars) and of the validation part the "
                   "threshold was calibrated on (line); photos above the threshold are flagged.",
+    "photos": "How many more photos (featx curve): test accuracy against training photos a class.",
 }
 
 
@@ -425,12 +442,15 @@ def _write_pages(report: Report, dataset: str, chosen: Entry) -> None:
         md += ["", f"> note: {note}"]
     for key, p in figures:
         md += ["", f"## {key}", "", CAPTIONS[key], "", f"![{key}]({p.name})"]
+        md += [f"- {line}" for line in (report.photos if key == "photos" else [])]
     write_text(out / "report.md", "\n".join(md) + "\n", "the report page")
     report.files["markdown"] = str(out / "report.md")
 
     e = html.escape
     rows = "\n".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body)
     figs = "\n".join(f'<h2>{e(key)}</h2><p>{e(CAPTIONS[key])}</p>{inline_png(p, key)}'
+                     + "".join(f"<p>{e(line)}</p>" for line in
+                               (report.photos if key == "photos" else []))
                      for key, p in figures)
     notes = "".join(f"<p class=note>note: {_inline_html(n)}</p>" for n in report.notes)
     intro_html = _inline_html(intro)

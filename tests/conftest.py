@@ -307,3 +307,44 @@ def screenshot(page, name: str) -> Path:
     path = ARTEFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# --- review: a store with planted label errors --------------------------------------------------
+
+
+def planted_store(root: Path, counts: dict[str, int], planted: int, dim: int = 32,
+                  sep: float = 3.0, seed: int = 0, twins: int = 0) -> tuple[Path, list[str]]:
+    """A store of made-up vectors (Gaussian blobs, one a class) over generated photos in
+    ``root/data`` (each class its own hue), with ``planted`` photos moved into another class's
+    folder: their label (the folder) is wrong, their vector and picture are of their true class.
+    ``twins``: that many near-copies of the first photos added (``twin_...``, a new hash each).
+    Returns the store and the planted photos' stored paths."""
+    from featx.store import Features, save_features
+
+    data = make_images(root / "data", counts, seed=seed)
+    names = sorted(counts)
+    rng = np.random.default_rng(seed)
+    true = np.concatenate([np.full(counts[c], k) for k, c in enumerate(names)])
+    files = [f"{c}/{c}_{i:03d}.jpg" for c in names for i in range(counts[c])]
+    labels = true.copy()
+    moved = rng.choice(len(files), planted, replace=False)
+    planted_paths = []
+    for i in moved:
+        labels[i] = (true[i] + 1 + rng.integers(len(names) - 1)) % len(names)
+        new = f"{names[labels[i]]}/planted_{Path(files[i]).name}"
+        (data / files[i]).rename(data / new)
+        files[i] = new
+        planted_paths.append(new)
+    centres = rng.normal(size=(len(names), dim)) * sep
+    X = (centres[true] + rng.normal(size=(len(true), dim))).astype(np.float32)
+    for i in range(twins):
+        twin = f"{Path(files[i]).parent}/twin_{Path(files[i]).name}"
+        (data / twin).write_bytes((data / files[i]).read_bytes())
+        files.append(twin)
+    X = np.concatenate([X, X[:twins] + 0.01 * rng.normal(size=(twins, dim)).astype(np.float32)])
+    labels, true = np.concatenate([labels, labels[:twins]]), np.concatenate([true, true[:twins]])
+    hashes = np.array([f"{rng.integers(2**63):016x}{i:048x}" for i in range(len(true))])
+    store = root / "planted.h5"
+    save_features(store, Features(X, labels, files, hashes, names,
+                                  {**META, "data_dir": str(data.resolve())}))
+    return store, planted_paths
