@@ -88,6 +88,9 @@ def same(answer: dict, expected: dict) -> None:
     for c, p in expected["probabilities"].items():
         assert answer["probabilities"][c] == pytest.approx(p, abs=2e-6)
     assert set(expected) <= set(answer)  # every field of predict's (e.g. unfamiliar) comes along
+    if expected.get("unfamiliar_score") is not None:  # "none of these": the same score and flag
+        assert answer["unfamiliar_score"] == pytest.approx(expected["unfamiliar_score"], abs=1e-4)
+        assert answer["unfamiliar"] == expected["unfamiliar"]
 
 
 def test_health_info_and_the_predict_json(client, photos, reference, tiny_bundle):
