@@ -105,6 +105,7 @@ def extract(
     address: str | None = None,
     num_workers: int | None = None,
     gpus_per_worker: float | None = None,
+    min_classes: int = 2,
 ) -> ExtractReport:
     """Embed every image under ``data_dir`` into the store ``out``, resuming where it stands.
 
@@ -114,6 +115,7 @@ def extract(
 
     ``engine="ray"`` decodes and embeds on Ray (the cluster at ``address``, else a local instance)
     with ``num_workers`` model actors of ``gpus_per_worker`` GPUs each (default: one per GPU).
+    ``min_classes``: class folders ``data_dir`` must have (1 for photos to be labelled).
     """
     for name, value in (("batch_size", batch_size), ("workers", workers),
                         ("commit_every", commit_every), ("num_workers", num_workers or 1)):
@@ -123,7 +125,7 @@ def extract(
     progress = on_progress or (lambda stage, done, total: None)
     extractor = Extractor(settings)
     t_start = time.perf_counter()
-    dataset = discover(data_dir, unlabelled=True)
+    dataset = discover(data_dir, min_classes, unlabelled=True)
     if not dataset.labelled and on_warning:
         on_warning(f"{dataset.root} has no class subfolders: an unlabelled store of its "
                    f"{len(dataset.paths)} images (neighbors, map, duplicates and export work on "
