@@ -112,6 +112,7 @@ def test_predict_writes_a_csv_and_sorts_into_class_folders(tiny_store, tiny_bund
     for p in result["predictions"]:
         row = by_path[p["path"]]
         assert row["label"] == p["label"] and float(row["probability"]) == p["top_k"][0]["probability"]
+        assert row["unfamiliar"] == str(p["unfamiliar"]).lower()
         assert float(row[p["label"]]) == p["probabilities"][p["label"]]
     assert by_path[str(photos / "broken.jpg")]["error"] and not by_path[str(photos / "broken.jpg")]["label"]
     placed = {t: s for s, t in ((d["path"], d["to"]) for d in result["sorted"]["placed"])}
@@ -119,8 +120,8 @@ def test_predict_writes_a_csv_and_sorts_into_class_folders(tiny_store, tiny_bund
     for target, source in placed.items():
         target = Path(target)
         assert target.is_symlink() and target.resolve() == Path(source).resolve()
-        label = next(p["label"] for p in result["predictions"] if p["path"] == source)
-        assert target.parent.name == label
+        pred = next(p for p in result["predictions"] if p["path"] == source)
+        assert target.parent.name == ("unfamiliar" if pred["unfamiliar"] else pred["label"])
     assert mine.read_bytes() == b"the user's own file"
     assert {f.name: f.read_bytes() for f in photos.iterdir()} == before  # nothing moved
     code, out, _ = run_cli(capsys, "predict", tiny_bundle, photos, "--sort-into", dest)
@@ -129,6 +130,9 @@ def test_predict_writes_a_csv_and_sorts_into_class_folders(tiny_store, tiny_bund
                            tmp_path / "copies", "--copy", "--json")
     copies = [Path(d["to"]) for d in json.loads(out)["sorted"]["placed"]]
     assert copies and all(c.is_file() and not c.is_symlink() for c in copies)
+    code, out, _ = run_cli(capsys, "predict", tiny_bundle, photos, "--sort-into",
+                           tmp_path / "odd", "--unfamiliar-at", "-1e9", "--json")
+    assert {Path(d["to"]).parent.name for d in json.loads(out)["sorted"]["placed"]} == {"unfamiliar"}
     code, _, err = run_cli(capsys, "predict", tiny_bundle, photos, "--sort-into", photos / "in")
     assert code == 2 and "is inside the input folder" in err and not (photos / "in").exists()
     code, _, err = run_cli(capsys, "predict", tiny_bundle, photos, "--copy")
