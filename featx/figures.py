@@ -159,6 +159,31 @@ def plot_sweep(rows: list[dict[str, Any]], out: str | os.PathLike, title: str,
     return save(fig, out)
 
 
+def plot_scores(scores: np.ndarray, threshold: float, val_histogram: dict[str, list] | None,
+                out: str | os.PathLike, title: str):
+    """A histogram of unfamiliarity scores (bars) with the threshold, and the validation part's
+    stored histogram (a step line, scaled to the same count) when given."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
+    edges = np.asarray(val_histogram["edges"]) if val_histogram else None
+    lo = min(float(np.min(scores)) if len(scores) else threshold, threshold,
+             float(edges[0]) if edges is not None else threshold)
+    hi = max(float(np.max(scores)) if len(scores) else threshold, threshold,
+             float(edges[-1]) if edges is not None else threshold)
+    bins = np.linspace(lo, hi + 1e-12, 31)
+    ax.hist(scores, bins=bins, color="tab:blue", alpha=0.7, label=f"test ({len(scores)})")
+    if edges is not None:
+        counts = np.asarray(val_histogram["counts"], dtype=float)
+        scale = len(scores) / max(counts.sum(), 1) * (bins[1] - bins[0]) / (edges[1] - edges[0])
+        ax.stairs(counts * scale, edges, color="tab:green", label="validation (scaled)")
+    ax.axvline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold:.4f}")
+    ax.set_xlabel("unfamiliarity score (higher: less like the training photos)")
+    ax.set_ylabel("photos")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return save(fig, out)
+
+
 def plot_photos_curve(curve: dict[str, Any], out: str | os.PathLike, title: str) -> Path:
     """Test accuracy against photos a class (log axis) of ``featx curve``'s JSON document: every
     draw as a dot, each size's mean and standard deviation, the fitted curve (dashed beyond the

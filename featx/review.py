@@ -592,7 +592,8 @@ class Review:
         """The map's points (row, x, y, label in force), or its status while it is computed."""
         m = self.map
         if m is None:
-            return {"status": self.status["map"], "points": None}
+            return {"status": self.status["map"], "method": self.settings.map_method,
+                    "points": None}
         in_force = self.in_force
         return {"status": "ready", "method": m["method"], "n_total": m["n_total"],
                 "class_names": self.feats.class_names,

@@ -309,6 +309,14 @@ def screenshot(page, name: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_store, tmp_path_factory) -> Path:
+    """A logreg bundle fitted on ``tiny_store`` (VGG16 32x32, random weights)."""
+    from featx.fit import fit_store
+
+    return fit_store(tiny_store, "logreg", out=tmp_path_factory.mktemp("bundle") / "b", n_jobs=1).bundle
+
+
 # --- review: a store with planted label errors --------------------------------------------------
 
 

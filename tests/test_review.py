@@ -121,14 +121,19 @@ def test_the_audit_and_the_head_are_cached_beside_the_store(review, store, monke
     import featx.review as rv
 
     assert (rv.cache_dir(store[0]) / "audit.npz").is_file()
+    review.compute_map()
     monkeypatch.setattr(rv, "rank_labels", lambda *a, **k: pytest.fail("the audit was not cached"))
     monkeypatch.setattr("featx.selection.choose_params", lambda *a, **k: pytest.fail("C was not cached"))
     monkeypatch.setattr(rv, "find_leaks", lambda *a, **k: pytest.fail("the leaks were not cached"))
+    monkeypatch.setattr("featx.maps.make_map", lambda *a, **k: pytest.fail("the map was not cached"))
     again = rv.Review(store[0], review.settings)
     again.prepare()
     assert np.array_equal(again.ranking.issues, review.ranking.issues)
     assert again.head.params == review.head.params
     assert again.leaks() == review.leaks()
+    again.compute_map()
+    assert again.map_points()["points"] == review.map_points()["points"]
+    assert len(again.map_points()["points"]) == sum(COUNTS.values())
 
 
 def test_a_corrections_file_of_another_store_is_refused(review, store, tmp_path):

@@ -135,6 +135,7 @@ def _print_fit(s: dict[str, Any]) -> None:
         out.print(f"  did not converge: {_budget_note(s)}")
     _print_excluded(s["split"])
     _print_flips(s["split"])
+    _print_familiar(s.get("familiar"))
     ref = s["reference"]
     out.print(f"  val accuracy {acc('val')}, test accuracy {acc('test')} (chance {ref['chance']:.3f}; "
               f"always '{ref['majority_class']}': val {_share(ref['majority_val'])}, "
@@ -148,6 +149,18 @@ def _print_fit(s: dict[str, Any]) -> None:
         out.print("  confusion matrix: rows are true classes, columns predicted")
         out.print(table)
     out.print(f"  bundle: {s['bundle']}")
+
+
+def _print_familiar(f: dict[str, Any] | None) -> None:
+    """The unfamiliar-photo calibration: threshold and the share of validation flagged."""
+    if not f:
+        out.print("  unfamiliar photos: not recorded (the validation part is empty)")
+        return
+    c = f["calibration"]
+    out.print(f"  unfamiliar photos: {f['method']} score above {f['threshold']:.4f} flags "
+              f"{c['val_flagged']:.1%} of validation ({round(c['val_flagged'] * c['n_val'])} of "
+              f"{c['n_val']}; target {1 - c['target_pass']:.0%}); keeps {f['stores']}",
+              markup=False)
 
 
 def _print_excluded(split: dict[str, Any]) -> None:
@@ -303,9 +316,15 @@ def predict(
     tta: Optional[str] = typer.Option(
         None, "--tta", help="flip: average over each image and its mirror (twice the model time); "
         "none [as the bundle was evaluated]."),
+    reject: bool = typer.Option(
+        False, "--reject", help="Answer none for photos unlike the training photos."),
+    unfamiliar_at: Optional[float] = typer.Option(
+        None, "--unfamiliar-at", help="Flag photos scoring above this [the bundle's threshold, "
+        "calibrated so that 95% of validation photos pass]."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Class probabilities for new images, embedded exactly as the bundle's store was.
+    """Class probabilities for new images, embedded exactly as the bundle's store was; each
+    photo is also flagged when it looks unlike the training photos.
 
     Exit code 3 when any input could not be predicted (each has its own line on stderr; the
     others are still predicted), 2 on bad input such as a missing bundle.
@@ -314,8 +333,11 @@ def predict(
 
     with progress_bar(not as_json) as bar:
         report = run_predict(bundle, images, k=top_k, weights=weights, batch_size=batch_size,
-                             tta=parse_tta(tta), progress=bar)
+                             tta=parse_tta(tta), reject=reject, unfamiliar_at=unfamiliar_at,
+                             progress=bar)
     emit(report.as_dict(), as_json, lambda: _print_predict(report))
+    for note in report.notes:  # said once, also with --json
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     for path, reason in report.errors:  # per-file errors on stderr, also with --json
         err.print(f"featx: error: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
     if report.errors:
@@ -325,4 +347,12 @@ def predict(
 def _print_predict(r) -> None:
     for p in r.predictions:
         tops = ", ".join(f"{c} {v:.3f}" for c, v in p.top_k)
-        out.print(f"{p.path}: {p.label}  ({tops})", markup=False)
+        flag = "" if p.unfamiliar is None else \
+            f"  unfamiliar: {str(p.unfamiliar).lower()} (score {p.score:.4f})"
+        out.print(f"{p.path}: {p.label}  ({tops}){flag}", markup=False)
+    line = r.summary_line()
+    if line:
+        f = r.familiar
+        by = ("--unfamiliar-at" if f["set_by"] != "bundle" else
+              f"the bundle's, passing {f['target_pass']:.0%} of validation photos")
+        out.print(f"{line} (score above {f['threshold']:.4f}: {by})", markup=False)
