@@ -251,19 +251,16 @@ def _embedding(b: Bundle, head):
 
 def unfamiliar_output(b: Bundle) -> Outputs | None:
     """The bundle's unfamiliarity score (:mod:`featx.familiar`) as a second output
-    ``unfamiliarity``, where the bundle has a record and featx has the module; else None."""
-    from importlib.util import find_spec
+    ``unfamiliarity``, where the bundle keeps a record of its training photos; else None. The
+    record's arrays go in as numpy constants (eager tensors would become ONNX graph inputs)."""
+    from featx.familiar import keras_ops_score
 
-    if b.kind == "cnn" or find_spec("featx.familiar") is None:
-        return None
-    from featx import familiar
-
-    record = familiar.from_bundle(b.info, b.path)
+    record = None if b.kind == "cnn" else b.familiar
     if record is None:
         return None
-    arrays = {k: np.asarray(v, np.float32) for k, v in record.arrays.items()}  # constants
-    return lambda vectors: {UNFAMILIAR_NAME: familiar.keras_ops_score(
-        record.method, record.params, arrays, vectors)}
+    arrays = {k: np.asarray(v, np.float32) for k, v in record.arrays.items()}
+    return lambda vectors: {UNFAMILIAR_NAME: keras_ops_score(record.method, record.params,
+                                                             arrays, vectors)}
 
 
 def head_model(b: Bundle):

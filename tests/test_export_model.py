@@ -201,9 +201,12 @@ def runtime_output(exported, fmt: str) -> dict[str, np.ndarray]:
 def test_each_runtime_gives_predicts_probabilities(tiny, exported, fmt):
     want = predicted(tiny["bundles"]["linear-svm"], tiny["files"], tta=True)
     got = runtime_output(exported, fmt)
-    assert list(got) == ["probabilities"]
+    assert sorted(got) == ["probabilities", "unfamiliarity"]  # fit keeps a familiar record
     assert got["probabilities"].shape == want.shape == (len(tiny["files"]), 3)
     np.testing.assert_allclose(got["probabilities"], want, rtol=0, atol=1e-5)
+    report = predict(tiny["bundles"]["linear-svm"], tiny["files"], tta=True)
+    scores = [p.score for p in report.predictions]  # of each photo itself, as predict scores it
+    np.testing.assert_allclose(got["unfamiliarity"], scores, rtol=0, atol=1e-5)
     unflipped = predicted(tiny["bundles"]["linear-svm"], tiny["files"], tta=False)
     assert np.abs(unflipped - want).max() > 1e-3  # the flips are in the model, and they matter
 
@@ -311,7 +314,8 @@ def test_a_moved_weights_file_is_named_and_found_with_weights(tiny, tmp_path, ca
               "-o", str(tmp_path / "w.keras"), "--json"])
     assert e.value.code == 0
     doc = json.loads(capsys.readouterr().out)  # one JSON document on stdout, nothing else
-    assert doc["path"] == str(tmp_path / "w.keras") and doc["outputs"] == ["probabilities"]
+    assert doc["path"] == str(tmp_path / "w.keras")
+    assert sorted(doc["outputs"]) == ["probabilities", "unfamiliarity"]
     import keras
 
     model = keras.saving.load_model(doc["path"])
@@ -383,26 +387,16 @@ def test_readme_example_runs_without_featx_and_names_predicts_class(tiny, export
         assert float(probability) == pytest.approx(row.max(), abs=1e-5)
 
 
-def test_unfamiliarity_travels_as_a_second_output(tiny, tmp_path):
-    """Where featx has the familiar module (#23), a bundle's unfamiliarity score becomes the
-    exported model's second output, equal to predict's score of the photo itself."""
-    import shutil
-
-    familiar = pytest.importorskip("featx.familiar")
+def test_unfamiliarity_travels_as_a_second_output(tiny):
+    """A bundle's unfamiliarity score (#23) is the exported model's second output, equal to
+    predict's score of the photo itself (not its mirror); the scratch CNN has none."""
     from featx.export_model import UNFAMILIAR_NAME, unfamiliar_output
-    from featx.split import load_split
 
-    bundle = Path(shutil.copytree(tiny["bundles"]["softmax"], tmp_path / "softmax"))
-    split = load_split(tiny["store"])
-    record = familiar.fit_record(split.X("train"), split.y("train"), split.X("val"))
-    record.save(bundle)
-    info = json.loads((bundle / "bundle.json").read_text())
-    (bundle / "bundle.json").write_text(json.dumps({**info, "familiar": record.as_dict()}))
-    b = load_bundle(bundle)
+    b = load_bundle(tiny["bundles"]["softmax"])
+    assert b.familiar is not None
     out = build_pixel_model(b, flips=True, extra_outputs=unfamiliar_output(b)).predict(
         tiny["pixels"], verbose=0)
-    vectors, _, _ = b.reader().embed_files(tiny["files"])
-    np.testing.assert_allclose(out[UNFAMILIAR_NAME], record.score(vectors), rtol=0, atol=1e-5)
-    scores = [getattr(p, "score", None) for p in predict(b, tiny["files"]).predictions]
-    if all(s is not None for s in scores):  # predict scores each photo (familiar landed)
-        np.testing.assert_allclose(out[UNFAMILIAR_NAME], scores, rtol=0, atol=1e-5)
+    report = predict(b, tiny["files"], tta=True)
+    np.testing.assert_allclose(out[UNFAMILIAR_NAME], [p.score for p in report.predictions],
+                               rtol=0, atol=1e-5)
+    assert unfamiliar_output(load_bundle(tiny["bundles"]["cnn"])) is None
