@@ -251,16 +251,47 @@ def _embedding(b: Bundle, head):
 
 def unfamiliar_output(b: Bundle) -> Outputs | None:
     """The bundle's unfamiliarity score (:mod:`featx.familiar`) as a second output
-    ``unfamiliarity``, where the bundle keeps a record of its training photos; else None. The
-    record's arrays go in as numpy constants (eager tensors would become ONNX graph inputs)."""
-    from featx.familiar import keras_ops_score
+    ``unfamiliarity``, where the bundle keeps a record of its training photos; else None.
 
+    The score is :func:`featx.familiar.keras_ops_score`'s, with the record's matrices held by
+    frozen Dense layers: a constant array in ``keras.ops`` becomes an input of the ONNX graph,
+    where a layer's weights are frozen into it."""
     record = None if b.kind == "cnn" else b.familiar
     if record is None:
         return None
-    arrays = {k: np.asarray(v, np.float32) for k, v in record.arrays.items()}
-    return lambda vectors: {UNFAMILIAR_NAME: keras_ops_score(record.method, record.params,
-                                                             arrays, vectors)}
+    return lambda vectors: {UNFAMILIAR_NAME: score_layers(record, vectors)}
+
+
+def _frozen_dense(kernel: np.ndarray, bias: np.ndarray | None, name: str):
+    from keras import layers
+
+    dense = layers.Dense(kernel.shape[1], use_bias=bias is not None, trainable=False, name=name)
+    dense.build((None, kernel.shape[0]))
+    dense.set_weights([kernel.astype(np.float32)] + ([bias.astype(np.float32)] if bias is not None
+                                                     else []))
+    return dense
+
+
+def score_layers(record, x):
+    """The record's score of vectors ``x`` (N, D) -> (N,): the knn detector's 1 - k-th largest
+    cosine similarity to the bank, or the least squared Mahalanobis distance to a class mean."""
+    from keras import ops
+
+    from featx.familiar import EPS
+
+    x = ops.cast(x, "float32")
+    unit = ops.divide(x, ops.maximum(ops.sqrt(ops.sum(x * x, axis=1, keepdims=True)), EPS))
+    a = record.arrays
+    if record.method == "knn":
+        bank = np.asarray(a["bank"], np.float32)
+        k = min(int(record.params.get("k", 10)), len(bank))
+        sim = _frozen_dense(bank.T, None, "unfamiliar_bank")(unit)
+        return 1.0 - ops.top_k(sim, k, sorted=True)[0][:, k - 1]
+    z = _frozen_dense(np.asarray(a["whiten"], np.float32), None, "unfamiliar_whiten")(
+        unit if record.params.get("normalize", True) else x)
+    m = np.asarray(a["means"], np.float32)
+    cross = _frozen_dense(-2.0 * m.T, np.sum(m * m, axis=1), "unfamiliar_means")(z)
+    return ops.min(ops.sum(z * z, axis=1, keepdims=True) + cross, axis=1)
 
 
 def head_model(b: Bundle):
@@ -395,7 +426,8 @@ def metadata(b: Bundle, fmt: str, flips: bool, int8: bool, outputs: list[str]) -
         "outputs": {name: OUTPUT_DOCS.get(name, "see the bundle") for name in outputs},
         "unfamiliar_threshold": (b.info.get("familiar") or {}).get("threshold")
         if UNFAMILIAR_NAME in outputs else None,
-        "flips": flips, "precision": "float32" if not int8 else "int8 (float32 input/output)",
+        "flips": flips,
+        "precision": "int8 (uint8 pixels in, float32 outputs)" if int8 else "float32",
         "bundle": {"path": str(b.path), "created": b.info.get("created"),
                    "extractor": {k: v for k, v in b.extractor.items() if k != "keras_backend"}},
         "versions": {"featx": __version__, "keras": keras.__version__,
