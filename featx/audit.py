@@ -35,6 +35,7 @@ from featx.errors import FeatxError
 from featx.files import check_output, write_error, write_text
 from featx.heads import check_clf, make_head
 from featx.near_duplicates import DEFAULT_THRESHOLD, MAX_PAIRS, cross_pairs
+from featx.index import Index
 from featx.neighbors import normalize
 from featx.split import DEFAULT_FRACTIONS, PARTS, describe_split, split_indices
 from featx.store import Features, load_features
@@ -218,14 +219,18 @@ def find_label_issues(y: np.ndarray, proba: np.ndarray, paths: list[str],
             for i in ranked]
 
 
-def find_leaks(x: np.ndarray, hashes, labels: np.ndarray, rows: dict[str, np.ndarray],
-               threshold: float = DEFAULT_THRESHOLD, max_pairs: int = MAX_PAIRS) -> list[Leak]:
+def find_leaks(x: np.ndarray | None, hashes, labels: np.ndarray, rows: dict[str, np.ndarray],
+               threshold: float = DEFAULT_THRESHOLD, max_pairs: int = MAX_PAIRS,
+               index: Index | None = None) -> list[Leak]:
     """Near-duplicate pairs of unit vectors ``x`` across parts: test-train, val-train, test-val;
-    each group by similarity, highest first."""
+    each group by similarity, highest first. ``index``: the pairs from the store's index instead
+    (its rows being the rows here)."""
     leaks: list[Leak] = []
+    pairs = index.range_pairs(threshold, max_pairs) if index is not None else None
     for held_part, twin_part in LEAK_PARTS:
         held, twin = rows[held_part], rows[twin_part]
-        found = cross_pairs(x[held], x[twin], threshold, max_pairs)
+        found = (cross_pairs(x[held], x[twin], threshold, max_pairs) if pairs is None
+                 else _pairs_across(pairs, held, twin))
         for i, j, s in sorted(found, key=lambda t: (-t[2], t[0], t[1])):
             a, b = int(held[i]), int(twin[j])
             leaks.append(Leak(a, b, held_part, twin_part, round(s, 6),
@@ -234,17 +239,33 @@ def find_leaks(x: np.ndarray, hashes, labels: np.ndarray, rows: dict[str, np.nda
     return leaks
 
 
-def knn_distance(x: np.ndarray, labels: np.ndarray, k: int = DEFAULT_NEIGHBORS,
-                 progress: Progress | None = None) -> np.ndarray:
+def _pairs_across(pairs: list[tuple[int, int, float]], held: np.ndarray, twin: np.ndarray
+                  ) -> list[tuple[int, int, float]]:
+    """(i, j, similarity): position i in ``held`` and j in ``twin`` of each pair between them."""
+    at_held, at_twin = {int(r): i for i, r in enumerate(held)}, {int(r): j for j, r in enumerate(twin)}
+    found = []
+    for a, b, s in pairs:
+        for u, v in ((a, b), (b, a)):
+            if u in at_held and v in at_twin:
+                found.append((at_held[u], at_twin[v], s))
+    return found
+
+
+def knn_distance(x: np.ndarray | None, labels: np.ndarray, k: int = DEFAULT_NEIGHBORS,
+                 progress: Progress | None = None, index: Index | None = None) -> np.ndarray:
     """Mean cosine distance of every row of unit vectors ``x`` to its ``k`` nearest rows of the
-    same class (itself excluded; fewer in a class of ``k`` rows or less). Exact."""
+    same class (itself excluded; fewer in a class of ``k`` rows or less). Exact, or by the
+    store's ``index`` (its rows being the rows here)."""
     if k < 1:
         raise FeatxError(f"`neighbors` must be at least 1, got {k}")
-    distance = np.zeros(len(x))
+    distance = np.zeros(len(labels))
     classes = np.unique(labels)
     for done, c in enumerate(classes, 1):
         members = np.flatnonzero(labels == c)
-        best = top_similarities(x[members], min(k, len(members) - 1))
+        if index is not None:
+            best = index.self_join(min(k, len(members) - 1), among=labels == c)[1]
+        else:
+            best = top_similarities(x[members], min(k, len(members) - 1))
         distance[members] = 1.0 - best.mean(axis=1)
         if progress:
             progress("outliers", done, len(classes))
