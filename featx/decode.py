@@ -71,6 +71,23 @@ def _open(data: bytes) -> Image.Image:
         return Image.open(io.BytesIO(data))
 
 
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open image bytes (the header only) behind the bomb guard; raise DecodeError. For callers
+    that draw the image their own way (thumbnails); the caller loads and closes it."""
+    if not data:
+        raise DecodeError("empty file")
+    try:
+        im = _open(data)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.UnidentifiedImageError) as e:
+        raise DecodeError(_reason(e)) from None
+    try:
+        _check_pixels(im, max_pixels)
+    except DecodeError:
+        im.close()
+        raise
+    return im
+
+
 def decode_file(path: str | Path, settings: DecodeSettings = DecodeSettings()) -> np.ndarray:
     """Read and decode one file (see :func:`decode_bytes`)."""
     try:

@@ -71,6 +71,20 @@ def top_k(proba: np.ndarray, class_names: list[str], k: int) -> list[tuple[str, 
     return [(class_names[i], round(float(proba[i]), 6)) for i in order]
 
 
+def predictions_of(b: Bundle, x: np.ndarray, paths: list[str], k: int = 3,
+                   x_flipped: np.ndarray | None = None) -> list[Prediction]:
+    """One :class:`Prediction` per row of the model's input ``x`` (vectors or pixels), averaged
+    with the mirror images' ``x_flipped`` when given: the one place a prediction is built
+    (``featx predict`` and ``featx serve``)."""
+    proba = b.predict_proba(x)
+    if x_flipped is not None:
+        proba = (proba + b.predict_proba(x_flipped)) / 2
+    return [Prediction(path=path,
+                       probabilities={c: round(float(v), 6) for c, v in zip(b.class_names, p)},
+                       top_k=top_k(p, b.class_names, k))
+            for path, p in zip(paths, proba)]
+
+
 def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike], k: int = 3,
             weights: str | None = None, batch_size: int = 32, extractor=None,
             tta: bool | None = None,
@@ -102,15 +116,9 @@ def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike],
         report.errors.extend(failures)
         if not ok:
             continue
-        proba = b.predict_proba(vectors)
-        if tta:  # the same files decode alike: the mirrored batch has the same rows
-            proba = (proba + b.predict_proba(extractor.embed_files(chunk, batch_size, flip=True)[0])) / 2
-        for row, i in enumerate(ok):
-            p = proba[row]
-            report.predictions.append(Prediction(
-                path=str(chunk[i]),
-                probabilities={c: round(float(v), 6) for c, v in zip(b.class_names, p)},
-                top_k=top_k(p, b.class_names, k)))
+        # the same files decode alike: the mirrored batch has the same rows
+        flipped = extractor.embed_files(chunk, batch_size, flip=True)[0] if tta else None
+        report.predictions.extend(predictions_of(b, vectors, [str(chunk[i]) for i in ok], k, flipped))
     if progress:
         progress("predict", len(files), len(files))
     return report

@@ -191,6 +191,10 @@ class PixelReader:
         return cls(DecodeSettings(size=int(model_input["input_size"]),
                                   resize=model_input.get("resize", "squash")))
 
+    def embed_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Decoded pixels are this model's input as they are (the Extractor's interface)."""
+        return pixels
+
     def embed_files(self, paths, batch_size: int = 32, flip: bool = False):
         """(pixels (N, size, size, 3) uint8 (``flip``: mirrored), indices decoded, failures)."""
         pixels, ok, failures = decode_files(paths, self.decode_settings)

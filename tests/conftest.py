@@ -227,3 +227,115 @@ def structured_store(path: Path, n: int, classes: int = 4, **kw) -> tuple[Path, 
     save_features(path, Features(x, y, [f"{names[k]}/{i}.jpg" for i, k in enumerate(y)], hashes,
                                  names, dict(META)))
     return path, twins
+
+# --- web: real server processes and a headless browser ------------------------------------------
+
+ARTEFACTS = ROOT / "reports" / "test-artefacts"  # screenshots of pages under test (not in git)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS's pick)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """A server subprocess on a loopback port: ``url``, ``stop()`` -> exit code, ``output()``."""
+
+    def __init__(self, proc, url: str, log: Path) -> None:
+        self.proc, self.url, self.log = proc, url, log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int | None = None, timeout: float = 60) -> int:
+        """Send ``sig`` (SIGTERM) and wait for the exit code (killed after ``timeout``)."""
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        return self.proc.returncode
+
+
+def wait_ready(url: str, proc=None, timeout: float = 180, path: str = "/readyz",
+               headers: dict | None = None) -> None:
+    """Poll ``url + path`` until it answers 200, the process dies, or ``timeout`` passes."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    with httpx.Client(timeout=5, headers=headers) as client:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"the server exited with code {proc.returncode} before ready")
+            try:
+                r = client.get(url + path)
+                if r.status_code == 200:
+                    return
+                last = f"{r.status_code} {r.text[:200]}"
+            except httpx.TransportError as e:
+                last = repr(e)
+            time.sleep(0.1)  # a poll interval, not synchronisation: the loop waits on the answer
+    raise TimeoutError(f"{url}{path} not ready within {timeout} s: {last}")
+
+
+def start_server(args: list[str], log: Path, timeout: float = 180, env: dict | None = None,
+                 code: str | None = None, headers: dict | None = None) -> ServerProcess:
+    """Start ``featx ARGS --port P`` (or ``python -c CODE P`` with ``code``) on a free loopback
+    port and wait for ``/readyz``; output goes to ``log``. Stop it with ``.stop()``."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    if code is None:
+        cmd = [sys.executable, "-c", "from featx.cli import main; main()", *args,
+               "--host", "127.0.0.1", "--port", str(port)]
+    else:
+        cmd = [sys.executable, "-c", code, str(port), *args]
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env,
+                                stdin=subprocess.DEVNULL)
+    server = ServerProcess(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_ready(server.url, proc, timeout, headers=headers)
+    except Exception as e:
+        server.stop(timeout=10)
+        raise RuntimeError(f"{e}\n--- server output ---\n{server.output()[-3000:]}") from None
+    return server
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian Chromium driven by Playwright (skipped without either)."""
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    exe = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(exe).exists():
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, headless=True,
+                               args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        yield b
+        b.close()
+
+
+def screenshot(page, name: str) -> Path:
+    """Save a screenshot of ``page`` as a test artefact (reports/test-artefacts/NAME.png)."""
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTEFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
