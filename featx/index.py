@@ -49,14 +49,24 @@ from featx import store as st
 
 EXACT_BELOW = 50_000  # rows from which the index is approximate (exact self-joins grow as N^2)
 PCA_DIM = 128  # dimensions the approximate index keeps (the re-scoring uses all)
-NPROBE_PAIRS = 16  # cells searched per row for range pairs (near-twins sit in the same few cells)
-NPROBE_KNN = 48  # cells searched per query for k nearest
-RESCORE = 4  # k nearest: candidates re-scored exactly per neighbour wanted (at least 40)
+NPROBE_PAIRS = 4  # cells searched per row for range pairs (near-twins share a cell or two)
+NPROBE_JOIN = 16  # cells searched per row in a self-join (the audit's outliers)
+NPROBE_KNN = 128  # cells searched per query for k nearest
+RESCORE = 10  # candidates re-scored exactly per neighbour wanted (at least 40 for a query)
 BLOCK_ROWS = 8192  # query rows per block
 REBUILD_SHARE = 0.2  # rebuild instead of masking when this share of the indexed rows is gone
 INDEX_VERSION = 1
 MAX_PAIRS = 200_000
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def _faiss():
+    """faiss, its OpenMP threads waiting passively (spinning threads cost dearly on a shared
+    machine: a single query took 40 ms instead of 1 at load 14 on 2 cores)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import faiss
+
+    return faiss
 
 
 def index_dir(store: str | os.PathLike) -> Path:
@@ -115,8 +125,9 @@ class Index:
     pca: object | None = None  # faiss.PCAMatrix
     rows: np.ndarray | None = None  # store row of each indexed vector (-1: no longer stored)
     info: dict = field(default_factory=dict)  # how it was obtained: loaded/built/extended, seconds
-    nprobe_pairs: int = NPROBE_PAIRS
     nprobe_knn: int = NPROBE_KNN
+    nprobe_pairs: int = NPROBE_PAIRS
+    nprobe_join: int = NPROBE_JOIN
 
     @property
     def n(self) -> int:
@@ -168,44 +179,38 @@ class Index:
         if self.kind == "exact":
             return _exact_topk(q, self.vectors, k, allowed)
         k = min(k, self.n if allowed is None else int(allowed.sum()))
-        got = [self._rescore(q[i:i + 1024], self._candidates(
-                   q[i:i + 1024], max(RESCORE * k, 40), self.nprobe_knn, allowed), k)
-               for i in range(0, len(q), 1024)]  # 1,024 queries' candidates at a time
+        faiss = _faiss()
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1 if len(q) <= 16 else threads)  # a few queries: no team
+        try:
+            got = [self._rescore(q[i:i + 256], self._candidates(
+                       q[i:i + 256], max(RESCORE * k, 40), self.nprobe_knn, allowed), k)
+                   for i in range(0, len(q), 256)]  # 256 queries' candidates at a time
+        finally:
+            faiss.omp_set_num_threads(threads)
         return np.concatenate([r for r, _ in got]), np.concatenate([s for _, s in got])
 
     def self_join(self, k: int, among: np.ndarray | None = None,
                   progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
         """For each row of ``among`` (all rows by default; a boolean mask or row numbers) its
         ``k`` nearest other rows of ``among``: (rows, similarities), one line per row of
-        ``among`` in store order, best first."""
+        ``among`` in store order, best first (approximate: :data:`NPROBE_JOIN` cells a row)."""
         allowed = _mask(among, self.n)
         members = np.arange(self.n) if allowed is None else np.flatnonzero(allowed)
         k = min(k, len(members) - 1)
-        out_rows = np.empty((len(members), max(k, 0)), dtype=np.int64)
-        out_sims = np.empty((len(members), max(k, 0)), dtype=np.float32)
         if k < 1:
-            return out_rows, out_sims
-        for start in range(0, len(members), BLOCK_ROWS):
-            rows = members[start:start + BLOCK_ROWS]
-            got_rows, got_sims = self.search(self.vectors[rows], k + 1, allowed)
-            for j, own in enumerate(rows):  # drop the row itself (or one exact copy of it)
-                keep = np.flatnonzero(got_rows[j] != own)[:k]
-                if len(keep) < k:
-                    keep = np.arange(1, k + 1)
-                out_rows[start + j], out_sims[start + j] = got_rows[j, keep], got_sims[j, keep]
-            if progress:
-                progress("neighbours", min(start + BLOCK_ROWS, len(members)), len(members))
-        return out_rows, out_sims
+            return np.empty((len(members), 0), np.int64), np.empty((len(members), 0), np.float32)
+        return self._join_by_search(members, k, allowed, progress)
 
     def range_pairs(self, threshold: float, max_pairs: int = MAX_PAIRS,
                     progress: Progress | None = None) -> list[tuple[int, int, float]]:
         """(a, b, similarity), a < b store rows, of every pair with cosine >= ``threshold``
-        (exact search: all; approximate: those whose cells are searched, re-scored exactly)."""
+        (exact search: all; approximate: those in the ``nprobe_pairs`` cells searched, the
+        projected distance being a contraction; re-scored exactly)."""
         if self.kind == "exact":
             x = _unit_rows(self.vectors)
             return exact_pairs(x, x, threshold, max_pairs, upper=True, progress=progress)
-        import faiss
-
+        faiss = _faiss()
         radius = 2.0 - 2.0 * threshold + 1e-4  # squared L2 between unit vectors
         params = faiss.SearchParametersIVF()
         params.nprobe = self.nprobe_pairs
@@ -229,12 +234,30 @@ class Index:
                 progress("pairs", stop, self.n)
         return [(a, b, s) for (a, b), s in sorted(found.items())]
 
+    def _join_by_search(self, members: np.ndarray, k: int, allowed: np.ndarray | None,
+                        progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+        """Each row of ``members`` searched (``k + 1``, itself dropped), a block at a time."""
+        out_rows = np.empty((len(members), k), np.int64)
+        out_sims = np.empty((len(members), k), np.float32)
+        nprobe, self.nprobe_knn = self.nprobe_knn, self.nprobe_join
+        try:
+            for start in range(0, len(members), BLOCK_ROWS):
+                rows = members[start:start + BLOCK_ROWS]
+                got = self.search(self.vectors[rows], k + 1, allowed)
+                out_rows[start:start + len(rows)], out_sims[start:start + len(rows)] = \
+                    _drop_self(rows, *got, k)
+                if progress:
+                    progress("neighbours", start + len(rows), len(members))
+        finally:
+            self.nprobe_knn = nprobe
+        return out_rows, out_sims
+
     # --- approximate internals ------------------------------------------------------------------
 
     def _candidates(self, q: np.ndarray, k: int, nprobe: int, allowed: np.ndarray | None
                     ) -> np.ndarray:
         """Store rows of up to ``k`` candidates per query (-1 pads), from the IVF."""
-        import faiss
+        faiss = _faiss()
 
         params = faiss.SearchParametersIVF()
         params.nprobe = nprobe
@@ -391,6 +414,19 @@ def _exact_topk(q: np.ndarray, vectors: np.ndarray, k: int, allowed: np.ndarray 
     return members[rows], sims
 
 
+def _drop_self(rows: np.ndarray, got_rows: np.ndarray, got_sims: np.ndarray, k: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of ``k + 1`` neighbours per row, the row itself (or one copy) dropped."""
+    out_rows = np.empty((len(rows), k), np.int64)
+    out_sims = np.empty((len(rows), k), np.float32)
+    for j, own in enumerate(rows):
+        keep = np.flatnonzero(got_rows[j] != own)[:k]
+        if len(keep) < k:
+            keep = np.arange(1, k + 1)
+        out_rows[j], out_sims[j] = got_rows[j, keep], got_sims[j, keep]
+    return out_rows, out_sims
+
+
 def _mask(among: np.ndarray | None, n: int) -> np.ndarray | None:
     if among is None:
         return None
@@ -408,7 +444,7 @@ def _mask(among: np.ndarray | None, n: int) -> np.ndarray | None:
 def build(vectors: np.ndarray, pca_dim: int = PCA_DIM, nlist: int | None = None, seed: int = 0,
           progress: Progress | None = None) -> tuple[object, object]:
     """A trained PCA and an IVF holding every row of ``vectors`` (ids = row numbers)."""
-    import faiss
+    faiss = _faiss()
 
     n, d = vectors.shape
     nlist = nlist or int(np.clip(2 * np.sqrt(n), 1, 4096))
@@ -420,7 +456,7 @@ def build(vectors: np.ndarray, pca_dim: int = PCA_DIM, nlist: int | None = None,
     pca.train(train)
     quantizer = faiss.IndexFlatL2(pca.d_out)
     ivf = faiss.IndexIVFFlat(quantizer, pca.d_out, nlist, faiss.METRIC_L2)
-    ivf.cp.seed = seed
+    ivf.cp.seed, ivf.cp.niter = seed, 10
     ivf.train(pca.apply(train[:40 * nlist]))
     _add(ivf, pca, vectors, 0, progress)
     return ivf, pca
@@ -458,7 +494,7 @@ def _sync_or_build(loaded, vectors: np.ndarray, hashes: np.ndarray, ident: dict,
 def _load(store: Path, ident: dict):
     """(ivf, pca, meta, rows) of the saved index, or None when there is none or it cannot be read
     (then it is rebuilt). ``meta["hashes"]``: the content hash of each indexed vector."""
-    import faiss
+    faiss = _faiss()
 
     folder = index_dir(store)
     try:
@@ -479,7 +515,7 @@ def _load(store: Path, ident: dict):
 
 def _save(store: Path, index: Index, ident: dict, hashes: np.ndarray) -> None:
     """Write the index whole, then swap it in for the old one (a kill -9 leaves either)."""
-    import faiss
+    faiss = _faiss()
 
     folder = index_dir(store)
     try:

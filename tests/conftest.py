@@ -228,6 +228,7 @@ def structured_store(path: Path, n: int, classes: int = 4, **kw) -> tuple[Path, 
                                  names, dict(META)))
     return path, twins
 
+
 # --- web: real server processes and a headless browser ------------------------------------------
 
 ARTEFACTS = ROOT / "reports" / "test-artefacts"  # screenshots of pages under test (not in git)
