@@ -14,7 +14,9 @@ summary            per class: images, label issues, outliers, out-of-fold recall
 
 :func:`write_audit` draws a contact sheet per finding, one HTML page, ``audit.json`` and
 ``suspects.csv`` (path, label, finding, score, suggestion): edit it, then ``featx fit --exclude``
-drops the listed paths from the training part (:func:`exclude_rows`).
+drops the listed label issues and leaks from the training part (:func:`featx.split.exclude_rows`).
+The rows are :func:`featx.split.split_rows`' (the store's corrections applied, ``exclude``-d
+images left out), as for every command.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from featx.heads import check_clf, make_head
 from featx.near_duplicates import DEFAULT_THRESHOLD, MAX_PAIRS, cross_pairs
 from featx.index import Index
 from featx.neighbors import normalize
-from featx.split import DEFAULT_FRACTIONS, PARTS, describe_split, split_indices
+from featx.split import (  # noqa: F401  read_path_list, exclude_rows lived here before
+    DEFAULT_FRACTIONS, PARTS, check_vectors, exclude_rows, read_path_list, split_rows)
 from featx.store import Features, load_features
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -342,7 +345,8 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
                 top: int = DEFAULT_TOP, *, seed: int = 0, fractions=DEFAULT_FRACTIONS,
                 split_seed: int = 0, threshold: float = DEFAULT_THRESHOLD,
                 neighbors: int = DEFAULT_NEIGHBORS, out: str | os.PathLike | None = None,
-                progress: Progress | None = None, **params: Any) -> AuditReport:
+                progress: Progress | None = None, corrections: bool = True,
+                **params: Any) -> AuditReport:
     """Audit a store: label issues, leaks across the split, the ``top`` outliers, a summary; with
     ``out``, write the sheets, the page, ``audit.json`` and ``suspects.csv`` there."""
     check_clf(clf)
@@ -356,7 +360,7 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
     if out is not None:
         check_output(out, "the audit", folder=True)
     t0 = time.perf_counter()
-    feats, y, names = load_labelled(store)
+    feats, y, names, rows, split = load_labelled(store, fractions, split_seed, corrections)
     k, note = usable_folds(feats.hashes, y, names, folds)
     seconds: dict[str, float] = {"load": time.perf_counter() - t0}
 
@@ -371,7 +375,6 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
         feats.features, y, fold, len(names), clf, progress, seed=seed, **params))
     issues = timed("label_issues", lambda: find_label_issues(y, proba, feats.paths, names))
     x = normalize(feats.features)
-    rows = split_indices(feats.hashes, y, fractions, split_seed)
     leaks = timed("leaks", lambda: find_leaks(x, feats.hashes, y, rows, threshold))
     distance = timed("outliers", lambda: knn_distance(x, y, neighbors, progress))
     pred = proba.argmax(axis=1)
@@ -387,7 +390,7 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
         settings={"clf": clf, "params": make_head(clf, seed=seed, **params).get_params(),
                   "folds": k, "seed": seed, "threshold": threshold, "neighbors": neighbors,
                   "top": top},
-        split=describe_split(rows, fractions, split_seed), label_issues=issues, leaks=leaks,
+        split=split, label_issues=issues, leaks=leaks,
         outliers=outliers, summary=summarize(y, proba, names, issues, outliers, leaks),
         notes=[note] if note else [])
     seconds["total"] = time.perf_counter() - t0
@@ -397,14 +400,36 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
     return report
 
 
-def load_labelled(store: str | os.PathLike) -> tuple[Features, np.ndarray, list[str]]:
-    """The store, its labels renumbered over the classes that have images, and those classes."""
+def load_labelled(store: str | os.PathLike, fractions=DEFAULT_FRACTIONS, split_seed: int = 0,
+                  corrections: bool = True
+                  ) -> tuple[Features, np.ndarray, list[str], dict[str, np.ndarray], dict]:
+    """The store's rows in the split (:func:`featx.split.split_rows`: corrected, the excluded
+    left out), their labels renumbered over the classes that have images, those classes, the
+    parts (indices into the rows kept) and the split's record."""
     feats = load_features(store)
-    present = np.unique(feats.labels)
+    check_vectors(feats.meta, store, "an audit")
+    got = split_rows(feats.hashes, feats.labels, feats.paths, list(feats.class_names),
+                     store=store, meta=feats.meta, fractions=fractions, seed=split_seed,
+                     corrections=corrections, purpose="an audit")
+    keep = np.sort(np.concatenate([got.rows[p] for p in PARTS]))
+    labels = got.labels
+    if len(keep) < feats.n:
+        position = np.full(feats.n, -1)
+        position[keep] = np.arange(len(keep))
+        feats = Features(feats.features[keep], labels[keep], [feats.paths[i] for i in keep],
+                         feats.hashes[keep], feats.class_names, feats.meta, feats.skipped,
+                         None if feats.flipped is None else feats.flipped[keep])
+        labels = feats.labels
+        rows = {p: position[got.rows[p]] for p in PARTS}
+    else:
+        rows = got.rows
+    present = np.unique(labels)
     if len(present) < 2:
         name = feats.class_names[present[0]] if len(present) else "none"
         raise FeatxError(f"{store} holds one class ({name}); an audit needs at least two")
-    return feats, np.searchsorted(present, feats.labels), [feats.class_names[c] for c in present]
+    info = {k: v for k, v in got.info.items() if k not in ("test_rows", "held_out_changes")}
+    return (feats, np.searchsorted(present, labels), [feats.class_names[c] for c in present],
+            rows, info)
 
 
 # --- output ---------------------------------------------------------------------------------------
@@ -538,52 +563,3 @@ suspects to review and edit: <code>suspects.csv</code>, then <code>featx fit --e
 {''.join(parts)}
 </body></html>
 """
-
-
-# --- excluding listed paths from training ---------------------------------------------------------
-
-
-def read_path_list(file: str | os.PathLike) -> list[str]:
-    """Paths from a CSV with a ``path`` column (as ``suspects.csv``) or one path a line."""
-    file = Path(file)
-    if not file.is_file():
-        raise FeatxError(f"`exclude` file not found: {file}")
-    rows = [r for r in csv.reader(file.read_text(encoding="utf-8-sig").splitlines()) if r]
-    col = 0
-    if rows and "path" in (head := [c.strip().lower() for c in rows[0]]):
-        col, rows = head.index("path"), rows[1:]
-    return [r[col].strip() for r in rows
-            if len(r) > col and r[col].strip() and not r[col].lstrip().startswith("#")]
-
-
-def exclude_rows(feats: Features, rows: dict[str, np.ndarray],
-                 exclude: str | os.PathLike | Iterable[str], from_test: bool = False
-                 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Drop the listed paths (a file for :func:`read_path_list`, or the paths) from the training
-    part only, or from every part with ``from_test``; the new rows and what was done."""
-    is_file = isinstance(exclude, (str, os.PathLike))
-    listed = list(dict.fromkeys(read_path_list(exclude) if is_file else exclude))
-    data_dir = feats.meta.get("data_dir")
-    wanted = {_stored_path(p, data_dir) for p in listed}
-    hit = np.array([p in wanted for p in feats.paths], dtype=bool)
-    known = {p for p in feats.paths if p in wanted}
-    unknown = [p for p in listed if _stored_path(p, data_dir) not in known]
-    parts = ("train", "val", "test") if from_test else ("train",)
-    new = {part: r[~hit[r]] if part in parts else r for part, r in rows.items()}
-    info = {"file": str(exclude) if is_file else None, "listed": len(listed),
-            "from_test": from_test,
-            **{part: int(len(rows[part]) - len(new[part])) for part in PARTS},
-            "kept": {part: int(hit[rows[part]].sum()) for part in PARTS if part not in parts},
-            "not_in_store": len(unknown), "not_in_store_examples": unknown[:5]}
-    return new, info
-
-
-def _stored_path(path: str, data_dir: str | None) -> str:
-    """A listed path as the store writes it: relative to the data folder, ``/`` separators."""
-    p = path.replace("\\", "/")
-    if data_dir and os.path.isabs(p):
-        try:
-            return Path(p).relative_to(data_dir).as_posix()
-        except ValueError:
-            return p
-    return p

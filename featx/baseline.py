@@ -36,7 +36,7 @@ from featx.decode import RESIZE_POLICIES, DecodeError, DecodeSettings, decode_fi
 from featx.errors import FeatxError
 from featx.heads import CnnHead
 from featx.metrics import classification_metrics
-from featx.split import DEFAULT_FRACTIONS, describe_split, split_indices
+from featx.split import DEFAULT_FRACTIONS, Rows as SplitRows, split_rows
 from featx.store import Rows, open_store, read_rows, strings
 
 PREDICTIONS_FILE = "test_predictions.json"
@@ -129,16 +129,16 @@ def images_from_folder(data_dir: str | os.PathLike, workers: int = 2,
                   f"computed from {data_dir}", skipped)
 
 
-def baseline_split(images: Images, fractions=DEFAULT_FRACTIONS,
-                   seed: int = 0) -> dict[str, np.ndarray]:
-    """Row indices of train / val / test: :func:`featx.split.split_indices` on the rows."""
-    parts = split_indices(images.hashes, images.labels, fractions, seed)
-    if len(np.unique(images.labels[parts["train"]])) < 2:
-        raise FeatxError(f"the training part has fewer than two classes ({len(parts['train'])} "
-                         "images); add images or change --split")
-    if len(parts["val"]) == 0:
-        raise FeatxError("the validation part is empty; give it a share with `fractions`")
-    return parts
+def baseline_split(images: Images, fractions=DEFAULT_FRACTIONS, seed: int = 0,
+                   store: str | os.PathLike | None = None,
+                   corrections: bool = True) -> SplitRows:
+    """The rows' parts, labels and record: :func:`featx.split.split_rows` (the corrections of
+    ``store``, when the rows are a store's), with a validation part (the CNN is validated every
+    epoch)."""
+    meta = {"data_dir": str(images.root.resolve())}
+    return split_rows(images.hashes, images.labels, images.paths, images.class_names,
+                      store=store, meta=meta, fractions=fractions, seed=seed,
+                      corrections=corrections, need_val=True, purpose="a classifier")
 
 
 # --- streaming input --------------------------------------------------------------------------
@@ -257,6 +257,7 @@ class BaselineResult:
 def train_baseline(data_dir: str | os.PathLike, settings: BaselineSettings = BaselineSettings(), *,
                    store: str | os.PathLike | None = None, fractions=DEFAULT_FRACTIONS,
                    split_seed: int = 0, out: str | os.PathLike | None = None,
+                   corrections: bool = True,
                    progress: Callable[[str, int, int], None] | None = None) -> BaselineResult:
     """Train the CNN on ``data_dir``'s train part (validated every epoch), evaluate val and test;
     with ``out``, save it there as a bundle (checked before any work).
@@ -273,14 +274,15 @@ def train_baseline(data_dir: str | os.PathLike, settings: BaselineSettings = Bas
     data_dir = Path(data_dir)
     images = images_from_store(data_dir, store) if store else images_from_folder(
         data_dir, settings.workers, progress)
-    parts = baseline_split(images, fractions, split_seed)
+    split = baseline_split(images, fractions, split_seed, store, corrections)
+    parts, labels = split.rows, split.labels
     n_classes = len(images.class_names)
     keras.utils.set_random_seed(settings.seed)
     model = build_model(settings.size, n_classes, settings.lr)
 
     def batches(part, shuffle=False, labelled=True):
         return image_batches(images.files(parts[part]),
-                             images.labels[parts[part]] if labelled else None,
+                             labels[parts[part]] if labelled else None,
                              n_classes, settings, shuffle=shuffle, seed=settings.seed)
 
     callbacks = []
@@ -298,7 +300,7 @@ def train_baseline(data_dir: str | os.PathLike, settings: BaselineSettings = Bas
 
     metrics, test_proba = {}, np.empty((0, n_classes))
     for part in ("val", "test"):
-        y = images.labels[parts[part]]
+        y = labels[parts[part]]
         proba = (np.asarray(model.predict(batches(part, labelled=False), verbose=0), np.float64)
                  if len(y) else np.empty((0, n_classes)))
         metrics[part] = classification_metrics(y, proba.argmax(axis=1), n_classes)
@@ -306,11 +308,11 @@ def train_baseline(data_dir: str | os.PathLike, settings: BaselineSettings = Bas
             test_proba = proba
     test_rows = parts["test"]
     predictions = {"paths": [images.paths[i] for i in test_rows],
-                   "labels": images.labels[test_rows].tolist(),
+                   "labels": labels[test_rows].tolist(),
                    "proba": np.round(test_proba, 6).tolist()}
     result = BaselineResult(head=head, settings=settings, class_names=images.class_names,
                             data_dir=data_dir, rows_source=images.source,
-                            split=describe_split(parts, fractions, split_seed), history=history,
+                            split=split.info, history=history,
                             val=metrics["val"], test=metrics["test"], test_predictions=predictions,
                             fit_seconds=seconds, store=str(store) if store else None)
     if out is not None:

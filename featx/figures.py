@@ -127,11 +127,13 @@ def plot_confusion(cm: np.ndarray, class_names: list[str], out: str | os.PathLik
     return save(fig, out)
 
 
-def plot_sweep(rows: list[dict[str, Any]], out: str | os.PathLike, title: str):
+def plot_sweep(rows: list[dict[str, Any]], out: str | os.PathLike, title: str,
+               point_label=None):
     """Validation accuracy of every sweep point as a dot, best first (the selected point in
-    orange). Dots, not bars: the axis spans the values, and a bar's length would mislead."""
-    from featx.sweep import point_label
-
+    orange). Dots, not bars: the axis spans the values, and a bar's length would mislead.
+    ``point_label(row)``: a point's name (:func:`featx.selection.point_label`; by default its
+    ``label`` or ``clf``)."""
+    point_label = point_label or (lambda r: str(r.get("label") or r["clf"]))
     plt = pyplot()
     ok = [r for r in rows if r.get("val_accuracy") is not None]
     ok.sort(key=lambda r: -r["val_accuracy"])

@@ -41,7 +41,7 @@ from featx.bundle import check_bundle_output, default_bundle_dir, save_bundle
 from featx.errors import FeatxError
 from featx.heads import FinetuneHead
 from featx.metrics import classification_metrics
-from featx.split import DEFAULT_FRACTIONS, describe_split, split_indices
+from featx.split import DEFAULT_FRACTIONS, Rows as SplitRows, split_rows
 from featx.store import FLIPPED, open_store, read_attrs, read_rows_of, strings
 
 MAP_LAYER = "block4_pool"  # the frozen part's output
@@ -156,21 +156,17 @@ def open_map_store(path: str | os.PathLike, augment: str = "none") -> MapStore:
         shape = check_map_store(path, meta, augment)
         store = MapStore(Path(path), meta, shape, f["labels"][:].astype(np.int64),
                          strings(f["hashes"]), strings(f["paths"]), strings(f["class_names"]))
-    if store.n_classes < 2 or len(np.unique(store.labels)) < 2:
-        raise FeatxError(f"{path} holds one class; a classifier needs at least two")
     return store
 
 
-def map_split(store: MapStore, fractions=DEFAULT_FRACTIONS, seed: int = 0) -> dict[str, np.ndarray]:
-    """The derived split of ``featx fit`` and ``featx baseline`` (content hashes, stratified)."""
-    parts = split_indices(store.hashes, store.labels, fractions, seed)
-    if len(np.unique(store.labels[parts["train"]])) < 2:
-        raise FeatxError(f"the training part of {store.path} has fewer than two classes; add "
-                         f"images or change `fractions`")
-    if len(parts["val"]) == 0:
-        raise FeatxError(f"the validation part of {store.path} is empty (early stopping needs "
-                         f"it); give it a share with `fractions`")
-    return parts
+def map_split(store: MapStore, fractions=DEFAULT_FRACTIONS, seed: int = 0,
+              corrections: bool = True) -> SplitRows:
+    """The rows of ``featx fit`` and ``featx baseline`` (:func:`featx.split.split_rows`: content
+    hashes, stratified, the store's corrections applied), with a validation part (early
+    stopping needs it)."""
+    return split_rows(store.hashes, store.labels, store.paths, store.class_names,
+                      store=store.path, meta=store.meta, fractions=fractions, seed=seed,
+                      corrections=corrections, need_val=True)
 
 
 def flip_maps(x: np.ndarray, map_shape: tuple[int, int, int]) -> np.ndarray:
@@ -444,7 +440,7 @@ def default_output(store: str | os.PathLike) -> Path:
 
 def finetune(store_path: str | os.PathLike, settings: FinetuneSettings = FinetuneSettings(), *,
              fractions=DEFAULT_FRACTIONS, split_seed: int = 0, out: str | os.PathLike | None = None,
-             progress: Progress | None = None,
+             progress: Progress | None = None, corrections: bool = True,
              on_epoch: Callable[[int, dict], None] | None = None) -> FinetuneResult:
     """Fine-tune block5 and a new head on a map store's train part (validated every epoch), then
     evaluate the best weights on the validation and test parts; with ``out``, save a bundle there
@@ -459,7 +455,8 @@ def finetune(store_path: str | os.PathLike, settings: FinetuneSettings = Finetun
     if settings.augment == "auto":
         stored = store.meta.get("augment") == "flip"
         settings = replace(settings, augment="flip-stored" if stored else "flip")
-    parts = map_split(store, fractions, split_seed)
+    split = map_split(store, fractions, split_seed, corrections)
+    parts, store = split.rows, replace(store, labels=split.labels)  # the labels in force
     model, pooled_model = build_model(store.map_shape, store.n_classes, block5_weights(store.meta),
                                       settings)
     bs = settings.batch_size
@@ -505,7 +502,7 @@ def finetune(store_path: str | os.PathLike, settings: FinetuneSettings = Finetun
     head.n_features, head.fit_seconds = int(np.prod(store.map_shape)), seconds
     result = FinetuneResult(
         head=head, settings=settings, store=Path(store_path), class_names=store.class_names,
-        split=describe_split(parts, fractions, split_seed), history=history, initial=initial,
+        split=split.info, history=history, initial=initial,
         best_epoch=keep.best_epoch, val=metrics["val"], test=metrics["test"],
         fit_seconds=seconds, head_seconds=head_seconds, test_proba=proba["test"])
     if out is not None:

@@ -165,7 +165,7 @@ def predictions_on_test(entry: Entry, store: str | os.PathLike) -> dict[str, Any
                 "proba": np.asarray(p["proba"], dtype=np.float64).reshape(len(p["paths"]), -1),
                 "class_names": entry.info["class_names"]}
     from featx.bundle import load_bundle
-    from featx.split import split_indices
+    from featx.split import replay
     from featx.store import FLIPPED, fingerprint, open_store, read_attrs, read_rows, strings
 
     own = (entry.info.get("store") or {}).get("path")
@@ -178,10 +178,8 @@ def predictions_on_test(entry: Entry, store: str | os.PathLike) -> dict[str, Any
             raise FeatxError(f"{entry.name} was fitted on other vectors than {source} "
                              f"({want} vs {have}); pass its own store")
         rows, class_names = read_rows(f), strings(f["class_names"])
-        labels = np.asarray(rows.labels, dtype=np.int64)
-        split = entry.info.get("split") or {}
-        test = split_indices(rows.hashes, labels, tuple(split.get("fractions", (0.7, 0.15, 0.15))),
-                             int(split.get("seed", 0)))["test"]
+        parts, labels = replay(rows.hashes, rows.labels, entry.info.get("split") or {})
+        test = parts["test"]  # the rows it was scored on: exclusions and corrections included
         names = ["features"]
         if bundle.tta:  # scored as it was fitted: the mean over each image and its mirror
             if FLIPPED not in f:
@@ -239,6 +237,7 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
     ``sweep``: a sweep's ``results.json``; by default the one ``featx sweep`` writes for this store
     (:func:`featx.sweep.default_output`), when it exists.
     """
+    from featx.selection import point_label
     from featx.sweep import default_output as sweep_output
 
     from featx.store import open_store, read_meta, read_rows, strings
@@ -323,7 +322,7 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
         report.files["sweep"] = str(plot_sweep(
             result.get("rows", []), out_dir / "sweep.png",
             f"{dataset} sweep: {result.get('n_done', len(result.get('rows', [])))} points, "
-            f"selected on the validation part (best in orange){test}"))
+            f"selected on the validation part (best in orange){test}", point_label))
     elif sweep:
         report.notes.append(f"no sweep results at {sweep}")
 

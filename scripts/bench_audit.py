@@ -50,7 +50,7 @@ def make_store(path: Path, n: int, dim: int = 512, seed: int = 0) -> tuple[Path,
 def stages(store: Path, blas_threads: int | None) -> dict[str, float]:
     """The audit's compute stages with OpenBLAS limited to ``blas_threads`` (None: its default)."""
     with threadpool_limits(limits=blas_threads, user_api="blas"):
-        feats, y, names = load_labelled(store)
+        feats, y, names, *_ = load_labelled(store)
         times = {}
         t = time.perf_counter()
         fold = fold_ids(feats.hashes, y, 5)

@@ -217,7 +217,8 @@ def test_cli_writes_every_output_and_its_csv_feeds_fit_exclude(tmp_path: Path, c
     assert [r["finding"] for r in rows].count("label") == len(doc["label_issues"])
     assert {"path": "class0/5.jpg", "finding": "leak"}.items() <= next(
         r for r in rows if r["finding"] == "leak").items()
-    listed = {r["path"] for r in rows}
+    listed = {r["path"] for r in rows if r["finding"] != "outlier"}  # outliers only when asked
+    assert listed and any(r["finding"] == "outlier" for r in rows)
     train = {load_features(store).paths[i] for i in load_split(store).rows["train"]}
     code, text, _ = cli(capsys, "fit", str(store), "--exclude", str(out / "suspects.csv"),
                         "-o", str(tmp_path / "model"), "--json")
@@ -263,5 +264,5 @@ def test_planted_swaps_and_a_cross_split_twin_in_real_photos_are_found(pets_stor
                         "-o", str(tmp_path / "model"), "--json")
     excluded = json.loads(text)["split"]["excluded"]
     assert code == 0 and excluded["not_in_store"] == 0 and excluded["train"] > 0
-    listed = set(read_path_list(report.files["suspects"]))
+    listed = set(read_path_list(report.files["suspects"], ("label", "leak")))
     assert original in listed and excluded["listed"] == len(listed)

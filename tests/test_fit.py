@@ -256,12 +256,12 @@ def _shuffled(store: Path, parts: tuple[str, ...]):
     from dataclasses import replace
 
     split = load_split(store)
-    labels = split.feats.labels.copy()
+    labels = split.labels.copy()
     rng = np.random.default_rng(7)
     for part in parts:
         labels[split.rows[part]] = rng.permutation(labels[split.rows[part]])
-    assert (labels != split.feats.labels).any()
-    return replace(split, feats=replace(split.feats, labels=labels))
+    assert (labels != split.labels).any()
+    return replace(split, labels=labels)
 
 
 def test_fit_picks_C_and_scale_on_the_train_part_alone(tmp_path: Path):

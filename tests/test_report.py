@@ -118,6 +118,25 @@ def test_baseline_as_chosen_and_the_cli(workspace, capsys):
     assert (out_dir / "mistakes.png").is_file()
 
 
+def test_report_scores_a_bundle_on_the_rows_it_was_scored_on(workspace, tmp_path):
+    """A bundle fitted with --exclude-from-test was scored on fewer test rows: the report's
+    confusion matrix is over those rows, not the bare derivation's."""
+    plain = load_split(workspace["store"])
+    dropped = [plain.feats.paths[i] for i in plain.rows["test"][:2]]
+    listing = tmp_path / "drop.txt"
+    listing.write_text("\n".join(dropped) + "\n")
+    bundle = tmp_path / "models" / "excl"
+    with pytest.raises(SystemExit) as e:
+        main(["fit", str(workspace["store"]), "--clf", "logreg", "--C", "1", "--scale", "l2",
+              "--exclude", str(listing), "--exclude-from-test", "-o", str(bundle), "--json"])
+    assert e.value.code == 0
+    info = json.loads((bundle / "bundle.json").read_text())
+    assert info["split"]["n_test"] == plain.n("test") - 2
+    report = make_report(workspace["store"], tmp_path / "r", bundles=[bundle])
+    assert report.chosen["n_test"] == plain.n("test") - 2
+    assert report.chosen["confusion"] == info["metrics"]["test"]["confusion"]
+
+
 def test_no_bundles_is_a_clear_error(workspace, tmp_path):
     with pytest.raises(FeatxError, match="no model bundle"):
         make_report(workspace["store"], tmp_path / "r", models=tmp_path / "none")

@@ -74,3 +74,85 @@ def test_bad_split_is_one_line_naming_the_flag_before_any_work(tmp_path, capsys)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--split shares must add up to 100" in err
+
+
+# --- the rows of a store: corrections, exclusions, groups -----------------------------------------
+
+from featx import corrections  # noqa: E402
+from featx.split import describe_store, load_split, replay, split_rows  # noqa: E402
+from featx.store import load_features  # noqa: E402
+from tests.conftest import synthetic_store  # noqa: E402
+
+
+@pytest.fixture
+def store(tmp_path):
+    return synthetic_store(tmp_path / "s.h5", counts=(100, 100))
+
+
+def test_corrections_relabel_exclude_undo_and_last_row_wins(store):
+    feats = load_features(store)
+    plain = load_split(store)
+    a, b, c = (plain.rows["test"][0], plain.rows["train"][5], plain.rows["val"][0])
+    name = feats.class_names
+    corrections.record(store, feats.hashes[a], feats.paths[a], name[feats.labels[a]], "exclude")
+    corrections.record(store, feats.hashes[b], feats.paths[b], name[feats.labels[b]],
+                       name[1 - feats.labels[b]])
+    corrections.record(store, feats.hashes[c], feats.paths[c], name[feats.labels[c]], "exclude")
+    corrections.record(store, feats.hashes[c], feats.paths[c], name[feats.labels[c]],
+                       name[feats.labels[c]])  # undone: kept as it is
+    text = corrections.corrections_path(store).read_text().splitlines()
+    assert text[0].startswith("# featx corrections ") and text[1] == "hash,path,old_label,new_label,time"
+    split = load_split(store)
+    assert split.n("test") == plain.n("test") - 1 and a not in split.rows["test"]
+    assert split.n("val") == plain.n("val") and c in split.rows["val"]
+    assert split.labels[b] == 1 - feats.labels[b] and split.y("train").tolist().count(
+        1 - feats.labels[b]) == plain.y("train").tolist().count(1 - feats.labels[b]) + 1
+    assert split.info["corrections"] == {"file": str(corrections.corrections_path(store)),
+                                         "relabelled": 1, "excluded": 1}
+    ignored = load_split(store, corrections=False)
+    assert ignored.n("test") == plain.n("test") and "corrections" not in ignored.info
+    assert describe_store(store)["corrections"]["relabelled"] == 1
+    # the report's replay finds the same rows from the record alone (the file may change later)
+    corrections.corrections_path(store).unlink()
+    rows, labels = replay(feats.hashes, feats.labels, split.info)
+    assert np.array_equal(rows["test"], split.rows["test"])
+
+
+def test_a_corrections_file_of_another_store_is_refused(store, tmp_path):
+    other = synthetic_store(tmp_path / "other.h5", counts=(10, 10, 10))
+    feats = load_features(other)
+    corrections.record(other, feats.hashes[0], feats.paths[0], "class0", "class2")
+    corrections.corrections_path(other).rename(corrections.corrections_path(store))
+    with pytest.raises(FeatxError, match="another store"):
+        load_split(store)
+    with pytest.raises(FeatxError, match="not a class"):
+        corrections.record(other, feats.hashes[0], feats.paths[0], "class0", "dog")
+
+
+def test_exclusion_takes_label_issues_and_leaks_and_warns_when_wide(store, tmp_path):
+    feats = load_features(store)
+    plain = load_split(store)
+    train = [feats.paths[i] for i in plain.rows["train"]]
+    suspects = tmp_path / "suspects.csv"
+    suspects.write_text("path,label,finding,score,suggestion\n"
+                        + "".join(f"{p},x,outlier,0.5,\n" for p in train[:10])
+                        + f"{train[10]},x,label,0.1,y\n{train[11]},x,leak,0.99,\n")
+    split = load_split(store, exclude=suspects)
+    x = split.info["excluded"]
+    assert (x["train"], x["passed_over"]) == (2, {"outlier": 10}) and not split.warnings
+    everything = load_split(store, exclude=suspects, exclude_findings=None)
+    assert everything.info["excluded"]["train"] == 12
+    assert any("class 'class0'" in w or "class 'class1'" in w for w in everything.warnings)
+    assert "applies with `exclude` only" in load_split(store, exclude_from_test=True).warnings[0]
+
+
+def test_groups_keep_a_group_in_one_part():
+    hashes, labels = fake(dup_every=1000)
+    groups = [h.split("-")[0] + "-" + str(int(h.split("-")[1]) // 5) for h in hashes]
+    got = split_rows(hashes, labels, list(hashes), ["a", "b"], groups=groups, group_name="near")
+    part_of = {}
+    for part, idx in got.rows.items():
+        for i in idx:
+            assert part_of.setdefault(groups[i], part) == part
+    assert got.info["groups"] == "near" and np.array_equal(got.groups, np.asarray(groups))
+    assert got.n("test") > 0 and got.n("train") > got.n("test")

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from featx.cli import JSON_OPTION, app, emit, out, progress_bar
-from featx.cli.fit import SPLIT_OPTION, SPLIT_SEED_OPTION
+from featx.cli.fit import NO_CORRECTIONS_OPTION, SPLIT_OPTION, SPLIT_SEED_OPTION
 
 
 @app.command()
@@ -26,6 +26,7 @@ def audit(
     seed: int = typer.Option(0, "--seed", help="Seed of the folds and the head."),
     split: str = SPLIT_OPTION,
     split_seed: int = SPLIT_SEED_OPTION,
+    no_corrections: bool = NO_CORRECTIONS_OPTION,
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Folder for the sheets, audit.html, audit.json, suspects.csv "
         "(default: reports/<store>_audit/)."),
@@ -38,7 +39,8 @@ def audit(
     with progress_bar(not as_json) as progress:
         report = audit_store(store, clf, folds, top, seed=seed, fractions=parse_fractions(split),
                              split_seed=split_seed, threshold=threshold, neighbors=neighbors,
-                             out=output or default_output(store), progress=progress, C=C)
+                             out=output or default_output(store), progress=progress,
+                             corrections=not no_corrections, C=C)
     emit(report.as_dict(), as_json, lambda: _print_audit(report))
 
 

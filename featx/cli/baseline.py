@@ -27,6 +27,8 @@ def baseline(
     seed: int = typer.Option(0, "--seed", help="Seed of the weights' initialisation and shuffling."),
     split: str = typer.Option("70/15/15", "--split", help=SPLIT_HELP),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the derived split."),
+    no_corrections: bool = typer.Option(
+        False, "--no-corrections", help="Ignore the --store's label corrections (FILE.h5.labels.csv)."),
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Bundle directory (default: models/<data-dir>_cnn/)."),
     as_json: bool = JSON_OPTION,
@@ -40,7 +42,7 @@ def baseline(
     with progress_bar(not as_json) as progress:
         result = train_baseline(data_dir, settings, store=store, fractions=parse_fractions(split),
                                 split_seed=split_seed, out=output or default_output(data_dir),
-                                progress=progress)
+                                corrections=not no_corrections, progress=progress)
     summary = result.summary()
     emit(summary, as_json, lambda: _print_baseline(summary))
 

@@ -127,9 +127,9 @@ def info(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Show what a feature store holds: counts per class, dimensions, settings, skipped files."""
-    from featx.store import describe
+    from featx.split import describe_store
 
-    result = describe(store)
+    result = describe_store(store)
     emit(result, as_json, lambda: _print_info(store, result))
 
 
@@ -152,4 +152,9 @@ def _print_info(store: Path, d: dict) -> None:
     if d["pending_parts"]:
         out.print(f"  interrupted run: {d['pending_vectors']} more vectors in "
                   f"{d['pending_parts']} part files; rerun featx extract to merge them")
+    c = d.get("corrections")
+    if c and c["exists"]:
+        out.print(f"  corrections: {c['relabelled']} relabelled, {c['excluded']} excluded in every "
+                  f"command ({c['rows']} rows in {c['file']}; --no-corrections ignores them)",
+                  markup=False)
     _print_skipped([(s["path"], s["reason"]) for s in d["skipped"]])

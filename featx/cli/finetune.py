@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 
 from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
-from featx.cli.fit import SPLIT_OPTION, SPLIT_SEED_OPTION
+from featx.cli.fit import NO_CORRECTIONS_OPTION, SPLIT_OPTION, SPLIT_SEED_OPTION
 from featx.finetune import FinetuneSettings
 
 D = FinetuneSettings()
@@ -39,6 +39,7 @@ def finetune(
     seed: int = typer.Option(D.seed, "--seed", help="Seed of initialisation, order and flips."),
     split: str = SPLIT_OPTION,
     split_seed: int = SPLIT_SEED_OPTION,
+    no_corrections: bool = NO_CORRECTIONS_OPTION,
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Bundle directory [default: models/<store>_finetune/]."),
     as_json: bool = JSON_OPTION,
@@ -56,7 +57,8 @@ def finetune(
         with progress_bar(not as_json) as bar:
             result = run_finetune(store, settings, fractions=parse_fractions(split),
                                   split_seed=split_seed, out=output or default_output(store),
-                                  progress=bar, on_epoch=_print_epoch(epochs))
+                                  progress=bar, corrections=not no_corrections,
+                                  on_epoch=_print_epoch(epochs))
     except KeyboardInterrupt:
         err.print("interrupted: no bundle was written (bundles are written whole at the end)")
         sys.exit(130)

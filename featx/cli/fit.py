@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
+from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar, warn
 from featx.errors import FeatxError
 from featx.heads import DEFAULTS
 
@@ -20,15 +20,26 @@ SPLIT_OPTION = typer.Option("70/15/15", "--split",
 SPLIT_SEED_OPTION = typer.Option(0, "--split-seed", help="Seed of the derived split.")
 EXCLUDE_OPTION = typer.Option(
     None, "--exclude", help="Drop these paths from training: a CSV with a path column (featx "
-    "audit's suspects.csv) or one path a line.")
+    "audit's suspects.csv: its label issues and leaks) or one path a line.")
+EXCLUDE_OUTLIERS_OPTION = typer.Option(
+    False, "--exclude-outliers", help="Also drop the outliers listed in the --exclude CSV.")
 EXCLUDE_TEST_OPTION = typer.Option(
     False, "--exclude-from-test", help="Also drop the --exclude paths from the val and test parts.")
+NO_CORRECTIONS_OPTION = typer.Option(
+    False, "--no-corrections", help="Ignore the store's label corrections (FILE.h5.labels.csv).")
 TRAIN_FLIPS_OPTION = typer.Option(
     None, "--train-flips/--no-train-flips", help="Also train on the mirrored images' vectors "
     "(featx extract --augment flip) [when the store has them].", show_default=False)
 TTA_OPTION = typer.Option(
     None, "--tta", help="flip: predict from the mean over each image and its mirror; none "
     "[flip when the store has mirrored vectors].")
+
+
+def exclusion_findings(outliers: bool) -> tuple[str, ...]:
+    """What --exclude takes from a suspects.csv: label issues and leaks, outliers when asked."""
+    from featx.split import EXCLUDE_FINDINGS
+
+    return (*EXCLUDE_FINDINGS, "outlier") if outliers else EXCLUDE_FINDINGS
 
 
 def parse_tta(tta: str | None) -> bool | None:
@@ -68,8 +79,10 @@ def fit(
     split_seed: int = SPLIT_SEED_OPTION,
     exclude: Optional[Path] = EXCLUDE_OPTION,
     exclude_from_test: bool = EXCLUDE_TEST_OPTION,
+    exclude_outliers: bool = EXCLUDE_OUTLIERS_OPTION,
     train_flips: Optional[bool] = TRAIN_FLIPS_OPTION,
     tta: Optional[str] = TTA_OPTION,
+    no_corrections: bool = NO_CORRECTIONS_OPTION,
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Bundle directory [default: models/<store>_<clf>/]."),
     as_json: bool = JSON_OPTION,
@@ -82,10 +95,13 @@ def fit(
     result = fit_store(store, clf, parse_fractions(split), split_seed,
                        out=output or default_bundle_dir(store.stem, clf), exclude=exclude,
                        exclude_from_test=exclude_from_test, train_flips=train_flips,
-                       tta=parse_tta(tta), n_jobs=jobs, C=C,
+                       tta=parse_tta(tta), n_jobs=jobs, corrections=not no_corrections,
+                       exclude_findings=exclusion_findings(exclude_outliers), C=C,
                        class_weight=class_weight, scale=scale, solver=solver, epochs=epochs, lr=lr,
                        batch_size=batch_size, patience=patience, max_iter=max_iter, seed=seed)
     summary = result.summary()
+    for line in result.warnings:
+        warn(line)
     emit(summary, as_json, lambda: _print_fit(summary))
 
 
@@ -135,6 +151,10 @@ def _print_fit(s: dict[str, Any]) -> None:
 
 
 def _print_excluded(split: dict[str, Any]) -> None:
+    c = split.get("corrections")
+    if c and (c["relabelled"] or c["excluded"]):
+        out.print(f"  corrections: {c['relabelled']} relabelled, {c['excluded']} excluded "
+                  f"({c['file']}; --no-corrections ignores them)", markup=False)
     x = split.get("excluded")
     if not x:
         return
@@ -144,6 +164,12 @@ def _print_excluded(split: dict[str, Any]) -> None:
               + (f" ({kept})" if kept else "") + f"; {x['not_in_store']} listed paths not in the store"
               + (f", e.g. {x['not_in_store_examples'][0]}" if x["not_in_store"] else ""),
               markup=False)
+    passed = ", ".join(f"{n} {kind}{'s' * (n != 1)}"
+                       for kind, n in (x.get("passed_over") or {}).items())
+    if passed:
+        out.print(f"  passed over {passed} of the list"
+                  + (" (--exclude-outliers takes them)" if "outlier" in passed else ""),
+                  markup=False)
 
 
 def _print_flips(split: dict[str, Any]) -> None:
@@ -190,8 +216,10 @@ def sweep(
     split_seed: int = SPLIT_SEED_OPTION,
     exclude: Optional[Path] = EXCLUDE_OPTION,
     exclude_from_test: bool = EXCLUDE_TEST_OPTION,
+    exclude_outliers: bool = EXCLUDE_OUTLIERS_OPTION,
     train_flips: Optional[bool] = TRAIN_FLIPS_OPTION,
     tta: Optional[str] = TTA_OPTION,
+    no_corrections: bool = NO_CORRECTIONS_OPTION,
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Folder for results.csv / .json [default: reports/<store>_sweep/]."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also save the best as a bundle."),
@@ -215,7 +243,8 @@ def sweep(
                        split_seed=split_seed, seed=seed, n_jobs=jobs, backend=backend, cv=cv,
                        out_dir=out_dir, bundle=bundle, exclude=exclude,
                        exclude_from_test=exclude_from_test, train_flips=train_flips,
-                       tta=parse_tta(tta), on_row=progress)
+                       tta=parse_tta(tta), corrections=not no_corrections,
+                       exclude_findings=exclusion_findings(exclude_outliers), on_row=progress)
     emit(result.as_dict(), as_json, lambda: _print_sweep(result))
     if result.interrupted:
         err.print(f"interrupted: {len(result.rows)} finished rows kept in {out_dir}")
