@@ -37,7 +37,7 @@ from featx.errors import FeatxError
 from featx.files import check_output, write_error, write_text
 from featx.heads import check_clf, make_head
 from featx.near_duplicates import DEFAULT_THRESHOLD, MAX_PAIRS, cross_pairs
-from featx.index import Index
+from featx.index import EXACT_BELOW, Index, split_groups
 from featx.neighbors import normalize
 from featx.split import (  # noqa: F401  read_path_list, exclude_rows lived here before
     DEFAULT_FRACTIONS, PARTS, check_vectors, exclude_rows, read_path_list, split_rows)
@@ -346,9 +346,12 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
                 split_seed: int = 0, threshold: float = DEFAULT_THRESHOLD,
                 neighbors: int = DEFAULT_NEIGHBORS, out: str | os.PathLike | None = None,
                 progress: Progress | None = None, corrections: bool = True,
+                group: str = "hash", exact: bool | None = None, exact_below: int = EXACT_BELOW,
                 **params: Any) -> AuditReport:
     """Audit a store: label issues, leaks across the split, the ``top`` outliers, a summary; with
-    ``out``, write the sheets, the page, ``audit.json`` and ``suspects.csv`` there."""
+    ``out``, write the sheets, the page, ``audit.json`` and ``suspects.csv`` there. ``group``:
+    what the split keeps in one part (:func:`featx.index.split_groups`); ``exact``,
+    ``exact_below``: how leaks and outliers are searched (:meth:`featx.index.Index.for_store`)."""
     check_clf(clf)
     if params.get("C") is None and clf in DEFAULT_C:
         params["C"] = DEFAULT_C[clf]
@@ -359,8 +362,10 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
         raise FeatxError(f"`threshold` must be in (0, 1], got {threshold}")
     if out is not None:
         check_output(out, "the audit", folder=True)
+    groups, group_name = split_groups(store, group, threshold, exact, exact_below)
     t0 = time.perf_counter()
-    feats, y, names, rows, split = load_labelled(store, fractions, split_seed, corrections)
+    feats, y, names, rows, split = load_labelled(store, fractions, split_seed, corrections,
+                                                 groups, group_name)
     k, note = usable_folds(feats.hashes, y, names, folds)
     seconds: dict[str, float] = {"load": time.perf_counter() - t0}
 
@@ -374,9 +379,13 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
     proba = timed("out_of_fold", lambda: out_of_fold_proba(
         feats.features, y, fold, len(names), clf, progress, seed=seed, **params))
     issues = timed("label_issues", lambda: find_label_issues(y, proba, feats.paths, names))
-    x = normalize(feats.features)
-    leaks = timed("leaks", lambda: find_leaks(x, feats.hashes, y, rows, threshold))
-    distance = timed("outliers", lambda: knn_distance(x, y, neighbors, progress))
+    index = Index.for_store(store, exact, exact_below)
+    if index.kind == "exact" or index.n != feats.n:  # the index's rows are the store's
+        x, index = normalize(feats.features), None
+    else:
+        x = None
+    leaks = timed("leaks", lambda: find_leaks(x, feats.hashes, y, rows, threshold, index=index))
+    distance = timed("outliers", lambda: knn_distance(x, y, neighbors, progress, index=index))
     pred = proba.argmax(axis=1)
     worst = np.argsort(-distance, kind="stable")[:top]
     outliers = [Outlier(int(i), feats.paths[i], names[y[i]], round(float(distance[i]), 6),
@@ -401,7 +410,7 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
 
 
 def load_labelled(store: str | os.PathLike, fractions=DEFAULT_FRACTIONS, split_seed: int = 0,
-                  corrections: bool = True
+                  corrections: bool = True, groups=None, group_name: str = "content hash"
                   ) -> tuple[Features, np.ndarray, list[str], dict[str, np.ndarray], dict]:
     """The store's rows in the split (:func:`featx.split.split_rows`: corrected, the excluded
     left out), their labels renumbered over the classes that have images, those classes, the
@@ -410,7 +419,8 @@ def load_labelled(store: str | os.PathLike, fractions=DEFAULT_FRACTIONS, split_s
     check_vectors(feats.meta, store, "an audit")
     got = split_rows(feats.hashes, feats.labels, feats.paths, list(feats.class_names),
                      store=store, meta=feats.meta, fractions=fractions, seed=split_seed,
-                     corrections=corrections, purpose="an audit")
+                     corrections=corrections, purpose="an audit", groups=groups,
+                     group_name=group_name)
     keep = np.sort(np.concatenate([got.rows[p] for p in PARTS]))
     labels = got.labels
     if len(keep) < feats.n:

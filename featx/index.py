@@ -282,7 +282,31 @@ class Index:
         return np.take_along_axis(cand, best, 1), np.take_along_axis(sims, best, 1)
 
 
-def near_groups(feats: st.Features, threshold: float = 0.95, cap: int = 50,
+GROUPINGS = ("hash", "near")
+NEAR_THRESHOLD = 0.95  # --group near: cosine of a near-twin (as featx duplicates' default)
+NEAR_CAP = 50  # --group near: rows a near-twin group may hold at most
+
+
+def split_groups(store: str | os.PathLike, group: str = "hash", threshold: float = NEAR_THRESHOLD,
+                 exact: bool | None = None, exact_below: int = EXACT_BELOW):
+    """(groups, group_name) for :func:`featx.split.split_rows`: ``"hash"`` (exact duplicates,
+    the default: None) or ``"near"`` (:func:`near_groups` of the store's rows, by its index)."""
+    if group not in GROUPINGS:
+        raise FeatxError(f"`group` must be one of {', '.join(GROUPINGS)}, got {group!r}")
+    if group == "hash":
+        return None, "content hash"
+
+    def groups(table) -> np.ndarray:
+        feats = lazy_features(store)
+        if len(feats.hashes) != len(table.hashes) or (feats.hashes != table.hashes).any():
+            raise FeatxError(f"`group` near needs the rows of {store} itself")
+        index = Index.for_store(store, exact=exact, exact_below=exact_below)
+        return near_groups(feats, threshold, index=index)
+
+    return groups, f"near-twin (cosine >= {threshold})"
+
+
+def near_groups(feats: st.Features, threshold: float = NEAR_THRESHOLD, cap: int = NEAR_CAP,
                 index: Index | None = None) -> np.ndarray:
     """A group id per row of ``feats``: rows joined by near-twin pairs (cosine >= ``threshold``)
     and by equal content share one, for :func:`featx.split.split_indices`' ``groups``.

@@ -172,3 +172,46 @@ def test_exact_below_counts_rows_and_errors_stay_featx(structured, tmp_path):
     assert Index.for_store(path).kind == "exact"  # 3,000 rows: below the default
     with pytest.raises(FeatxError, match="raise"):
         Index.for_store(path, exact_below=100).range_pairs(0.3, max_pairs=10)
+
+
+def test_group_near_keeps_planted_twins_in_one_part(structured):
+    from featx.split import split_indices
+
+    feats = load_features(structured[0])
+    groups = near_groups(feats, threshold=0.97)
+    part_of = {}
+    for name, rows in split_indices(feats.hashes, feats.labels, groups=groups).items():
+        part_of.update({int(r): name for r in rows})
+    assert all(part_of[a] == part_of[b] for a, b in structured[1])
+    plain = split_indices(feats.hashes, feats.labels)  # by hash alone some twins straddle
+    plain_of = {int(r): name for name, rows in plain.items() for r in rows}
+    assert any(plain_of[a] != plain_of[b] for a, b in structured[1])
+
+
+def test_audit_uses_the_index_and_cli_group_near(structured, tmp_path):
+    import subprocess
+    import sys
+
+    from featx.audit import audit_store
+
+    path = fresh_copy(structured, tmp_path)
+    by_index = audit_store(path, folds=2, threshold=0.97, exact_below=100)
+    assert index_dir(path).is_dir()
+    by_scan = audit_store(path, folds=2, threshold=0.97, exact=True)
+    pairs = {(x.held, x.twin) for x in by_index.leaks}
+    assert pairs == {(x.held, x.twin) for x in by_scan.leaks} and pairs
+    worst = {x.path for x in by_index.outliers[:20]} & {x.path for x in by_scan.outliers[:20]}
+    assert len(worst) >= 12  # 16 of 76 cells searched a row: a rough neighbourhood at this size
+    exact_distance = {x.path: x.distance for x in by_scan.outliers}
+    assert np.mean([abs(x.distance - exact_distance[x.path]) for x in by_index.outliers
+                    if x.path in exact_distance]) < 0.01
+    near = audit_store(path, folds=2, threshold=0.97, group="near")
+    assert near.split["groups"].startswith("near-twin") and len(near.leaks) < len(by_scan.leaks)
+    got = subprocess.run([sys.executable, "-c", "from featx.cli import main; main()", "fit",
+                          str(path), "--C", "1", "--scale", "none", "--group", "near", "--json",
+                          "-o", str(tmp_path / "bundle")], capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["split"]["groups"].startswith("near-twin")
+    bad = subprocess.run([sys.executable, "-c", "from featx.cli import main; main()", "fit",
+                          str(path), "--group", "nearby"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--group" in bad.stderr
