@@ -64,8 +64,11 @@ def _faiss():
     """faiss, its OpenMP threads waiting passively (spinning threads cost dearly on a shared
     machine: a single query took 40 ms instead of 1 at load 14 on 2 cores)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import faiss
-
+    try:
+        import faiss
+    except ImportError:
+        raise FeatxError("the approximate index needs faiss: pip install 'featx[index]', or "
+                         "search exactly (`exact`)") from None
     return faiss
 
 
