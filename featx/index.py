@@ -53,6 +53,7 @@ NPROBE_PAIRS = 4  # cells searched per row for range pairs (near-twins share a c
 NPROBE_JOIN = 16  # cells searched per row in a self-join (the audit's outliers)
 NPROBE_KNN = 128  # cells searched per query for k nearest
 RESCORE = 10  # candidates re-scored exactly per neighbour wanted (at least 40 for a query)
+RESCORE_JOIN = 2  # the same in a self-join (every row: reading candidates' vectors dominates)
 BLOCK_ROWS = 8192  # query rows per block
 REBUILD_SHARE = 0.2  # rebuild instead of masking when this share of the indexed rows is gone
 INDEX_VERSION = 1
@@ -172,11 +173,11 @@ class Index:
 
     # --- queries ------------------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int, among: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, among: np.ndarray | None = None,
+               rescore: int = RESCORE) -> tuple[np.ndarray, np.ndarray]:
         """Store rows and cosine similarities of the ``k`` nearest rows to each query vector,
         best first, (n_queries, k') with k' = min(k, rows searched); ``among``: only these store
-        rows (a boolean mask or row numbers)."""
+        rows (a boolean mask or row numbers); ``rescore``: candidates re-scored a neighbour."""
         q = normalize(queries)
         allowed = _mask(among, self.n)
         if self.kind == "exact":
@@ -187,7 +188,7 @@ class Index:
         faiss.omp_set_num_threads(1 if len(q) <= 16 else threads)  # a few queries: no team
         try:
             got = [self._rescore(q[i:i + 256], self._candidates(
-                       q[i:i + 256], max(RESCORE * k, 40), self.nprobe_knn, allowed), k)
+                       q[i:i + 256], max(rescore * k, 4 * rescore), self.nprobe_knn, allowed), k)
                    for i in range(0, len(q), 256)]  # 256 queries' candidates at a time
         finally:
             faiss.omp_set_num_threads(threads)
@@ -246,7 +247,7 @@ class Index:
         try:
             for start in range(0, len(members), BLOCK_ROWS):
                 rows = members[start:start + BLOCK_ROWS]
-                got = self.search(self.vectors[rows], k + 1, allowed)
+                got = self.search(self.vectors[rows], k + 1, allowed, RESCORE_JOIN)
                 out_rows[start:start + len(rows)], out_sims[start:start + len(rows)] = \
                     _drop_self(rows, *got, k)
                 if progress:
