@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from featx import __version__
 from featx.bundle import Bundle, load_bundle
 from featx.errors import FeatxError
-from featx.predict import Prediction, PredictReport, predictions_of
+from featx.predict import Prediction, new_report, predictions_of, unfamiliar_threshold
 
 MATCH_KEYS = ("model", "layer", "pooling", "weights_id", "input_size", "resize")
 
@@ -207,6 +207,7 @@ def create_serve_app(bundle: str | os.PathLike, store: str | os.PathLike | None 
     settings = settings.check()
     b = load_bundle(bundle)
     model = Model(b, settings, weights, store)
+    _, familiar, notes = unfamiliar_threshold(b, None)  # the bundle's calibrated threshold
     batcher = Batcher(model.run, settings.max_batch, settings.max_wait_ms / 1000)
     limits = UploadLimits(max_bytes=int(settings.max_upload_mb * 2**20),
                           max_files=settings.max_files)
@@ -241,8 +242,9 @@ def create_serve_app(bundle: str | os.PathLike, store: str | os.PathLike | None 
         good = [(u.name, d) for u, d in zip(uploads, decoded) if not isinstance(d, DecodeError)]
         errors = [(u.name, str(d)) for u, d in zip(uploads, decoded) if isinstance(d, DecodeError)]
         results = await asyncio.gather(*(batcher.submit(d, name) for name, d in good))
-        report = PredictReport(bundle=b.path, class_names=b.class_names,
-                               predictions=[p for p, _ in results], errors=errors).as_dict()
+        report = new_report(b, errors, familiar, notes)
+        report.predictions.extend(p for p, _ in results)
+        report = report.as_dict()
         for entry, (_, near) in zip(report["predictions"], results):
             if near is not None:
                 entry["neighbors"] = near
