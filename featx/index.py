@@ -49,7 +49,7 @@ from featx import store as st
 
 EXACT_BELOW = 50_000  # rows from which the index is approximate (exact self-joins grow as N^2)
 PCA_DIM = 128  # dimensions the approximate index keeps (the re-scoring uses all)
-NPROBE_PAIRS = 4  # cells searched per row for range pairs (near-twins share a cell or two)
+NPROBE_PAIRS = 2  # cells searched per row for range pairs (near-twins share a cell or two)
 NPROBE_JOIN = 16  # cells searched per row in a self-join (the audit's outliers)
 NPROBE_KNN = 128  # cells searched per query for k nearest
 RESCORE = 10  # candidates re-scored exactly per neighbour wanted (at least 40 for a query)
@@ -207,10 +207,12 @@ class Index:
         return self._join_by_search(members, k, allowed, progress)
 
     def range_pairs(self, threshold: float, max_pairs: int = MAX_PAIRS,
-                    progress: Progress | None = None) -> list[tuple[int, int, float]]:
+                    progress: Progress | None = None, stop_row: int | None = None
+                    ) -> list[tuple[int, int, float]]:
         """(a, b, similarity), a < b store rows, of every pair with cosine >= ``threshold``
         (exact search: all; approximate: those in the ``nprobe_pairs`` cells searched, the
-        projected distance being a contraction; re-scored exactly)."""
+        projected distance being a contraction; re-scored exactly). ``stop_row``: search from
+        the rows before it only (a sample, for benchmarks)."""
         if self.kind == "exact":
             x = _unit_rows(self.vectors)
             return exact_pairs(x, x, threshold, max_pairs, upper=True, progress=progress)
@@ -219,8 +221,9 @@ class Index:
         params = faiss.SearchParametersIVF()
         params.nprobe = self.nprobe_pairs
         found: dict[tuple[int, int], float] = {}
-        for start in range(0, self.n, BLOCK_ROWS):
-            stop = min(start + BLOCK_ROWS, self.n)
+        end = self.n if stop_row is None else min(stop_row, self.n)
+        for start in range(0, end, BLOCK_ROWS):
+            stop = min(start + BLOCK_ROWS, end)
             q = normalize(self.vectors[start:stop])
             lims, _, ids = self.ivf.range_search(self.pca.apply(q), radius, params=params)
             qi = np.repeat(np.arange(start, stop), np.diff(lims).astype(np.int64))
@@ -235,7 +238,7 @@ class Index:
             if len(found) > max_pairs:
                 raise _too_many(max_pairs, threshold)
             if progress:
-                progress("pairs", stop, self.n)
+                progress("pairs", stop, end)
         return [(a, b, s) for (a, b), s in sorted(found.items())]
 
     def _join_by_search(self, members: np.ndarray, k: int, allowed: np.ndarray | None,
