@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -34,7 +34,7 @@ from featx.discover import discover
 from featx.embed import Extractor, ExtractorSettings
 from featx.errors import FeatxError
 from featx.files import check_output, free_bytes, human_bytes
-from featx.store import estimate_bytes
+from featx.store import estimate_bytes, parts_dir_for
 from featx.writer import StoreWriter
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -91,6 +91,17 @@ def default_output(data_dir: Path, settings: ExtractorSettings, folder: Path = P
     return folder / f"{name}.h5"
 
 
+def store_for(data_dir: Path, settings: ExtractorSettings, folder: Path = Path("features")) -> Path:
+    """The default store of ``data_dir`` for ``settings``; with ``augment="flip"``, the store that
+    differs only by ``augment`` when the ``_flip`` one was never started, so that it gains the
+    mirror images' vectors (only those are embedded) instead of a second store from scratch."""
+    out = default_output(data_dir, settings, folder)
+    if settings.augment == "none" or out.exists() or parts_dir_for(out).exists():
+        return out
+    plain = default_output(data_dir, replace(settings, augment="none"), folder)
+    return plain if plain.exists() else out
+
+
 def extract(
     data_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -130,7 +141,7 @@ def extract(
         on_warning(f"{dataset.root} has no class subfolders: an unlabelled store of its "
                    f"{len(dataset.paths)} images (neighbors, map, duplicates and export work on "
                    f"it; fit needs one subfolder per class)")
-    out = Path(out) if out else default_output(dataset.root, extractor.settings)
+    out = Path(out) if out else store_for(dataset.root, extractor.settings)
     check_output(out, "the feature store")
     check_space(out, len(dataset.paths), extractor, strict, on_warning)
     _hint_size(dataset, extractor, on_warning)

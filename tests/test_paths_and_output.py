@@ -120,3 +120,20 @@ def test_slow_commands_refuse_before_importing_tensorflow(args, message, tmp_pat
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert res.stdout == "2 False\n", res.stderr
     assert message in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_augment_flip_on_an_existing_store_adds_the_mirrors_to_it(tiny_store, tmp_path,
+                                                                  monkeypatch):
+    """Without -o, --augment flip used to start a second, _flip store from scratch."""
+    from featx.extract import extract
+    from featx.store import load_features
+    from tests.conftest import TINY
+
+    folder, _ = _linked_copy(tiny_store, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    first = extract(folder, None, ExtractorSettings(**TINY))
+    assert first.out == Path("features/data_vgg16_block5_pool_avg_32.h5") and first.n_embedded == 30
+    again = extract(folder, None, ExtractorSettings(**TINY, augment="flip"))
+    assert again.out == first.out and again.n_embedded == 0 and again.n_mirrored == 30
+    assert load_features(first.out).flipped.shape == (30, 512)
+    assert sorted(p.name for p in Path("features").iterdir()) == [first.out.name]
