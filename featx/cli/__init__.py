@@ -40,10 +40,13 @@ def _options(
     verbose: bool = typer.Option(
         False, "--verbose", "-v",
         help="Also show third-party start-up output (TensorFlow's; or set FEATX_VERBOSE=1)."),
+    no_progress: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress on stderr (warnings and errors still show)."),
 ) -> None:
     """Transfer learning on images by cached features: embed once, fit classifiers in seconds."""
     from featx import quiet
 
+    _QUIET[0] = no_progress
     if verbose:
         os.environ[quiet.VERBOSE_ENV] = "1"
     if quiet.verbose():
@@ -60,11 +63,20 @@ def emit(result: Any, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
+_QUIET = [False]  # --quiet: no progress
+
+
+def quiet_progress() -> bool:
+    """Whether ``--quiet`` asked for no progress lines."""
+    return _QUIET[0]
+
+
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
     """Progress on stderr, driven by (stage, done, total) callbacks: a rich bar on a terminal,
-    plain lines (:class:`PlainProgress`) in a log or a pipe."""
-    if not enabled:
+    plain lines (:class:`PlainProgress`) in a log or a pipe; none with ``--quiet``. ``--json``
+    keeps it: it goes to stderr, the JSON document alone to stdout."""
+    if not enabled or quiet_progress():
         yield lambda stage, done, total: None
         return
     if not err.is_terminal:
@@ -154,8 +166,9 @@ def _argument_name(param: Any) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: ``featx ...``. User errors print one line and exit 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if "--verbose" in argv[1:]:  # also after the command: featx fit STORE --verbose
-        argv = ["--verbose", *(a for a in argv if a != "--verbose")]
+    for flag in ("--verbose", "--quiet"):  # also after the command: featx fit STORE --verbose
+        if flag in argv[1:]:
+            argv = [flag, *(a for a in argv if a != flag)]
     _ARGV[:] = argv
     try:
         code = app(args=argv, prog_name="featx", standalone_mode=False)

@@ -64,7 +64,7 @@ def extract(
                                  precision=precision, resize=resize, input_size=input_size,
                                  augment=augment, store_dtype=store_dtype)
     try:
-        with progress_bar(not as_json) as bar:
+        with progress_bar() as bar:
             report = run_extract(data_dir, output, settings, batch_size=batch_size,
                                  workers=workers, commit_every=commit_every,
                                  on_progress=bar, strict=strict, on_warning=warn,
