@@ -60,7 +60,8 @@ class ExtractReport:
     timings: dict[str, float] = field(default_factory=dict)
     n_mirrored: int = 0  # stored images whose mirror image was embedded now (a store gaining flips)
     n_duplicates: int = 0  # rows whose content an earlier row has (no vector of their own)
-    n_removed: int = 0  # rows of the previous store whose file is gone
+    n_removed: int = 0  # rows of the previous store whose file and content are gone
+    n_renamed: int = 0  # rows of the previous store whose content is now at another path
     engine: str = "local"
     workers: dict[str, int] = field(default_factory=dict)  # Ray: images embedded per actor
 
@@ -124,7 +125,11 @@ def extract(
     progress = on_progress or (lambda stage, done, total: None)
     extractor = Extractor(settings)
     t_start = time.perf_counter()
-    dataset = discover(data_dir, min_classes)
+    dataset = discover(data_dir, min_classes, unlabelled=True)
+    if not dataset.labelled and on_warning:
+        on_warning(f"{dataset.root} has no class subfolders: an unlabelled store of its "
+                   f"{len(dataset.paths)} images (neighbors, map, duplicates and export work on "
+                   f"it; fit needs one subfolder per class)")
     out = Path(out) if out else default_output(dataset.root, extractor.settings)
     check_output(out, "the feature store")
     check_space(out, len(dataset.paths), extractor, strict, on_warning)
@@ -132,14 +137,21 @@ def extract(
     scan = reader.scan(dataset, workers, progress)
     timings = {"hash": time.perf_counter() - t_start, "decode": 0.0, "wait": 0.0, "model": 0.0}
     with StoreWriter(out, extractor.meta, commit_every) as writer:
-        before = _stored_paths(out)
+        before = _stored_rows(out)
         todo = scan.new_content(writer, writer.failed)
         todo_mirrored = [item for item in scan.content() if writer.needs_flipped(item[0])]
         pool: dict[str, int] = {}
+        # a few new images are one model call of their own size, not one padded to a full batch
+        # after a warm-up batch: adding one photo to a store ran 64 images (BENCHMARKS.md)
+        n_most = max(len(todo), len(todo_mirrored))
+        batch_size = min(batch_size, n_most) if n_most else batch_size
         try:
-            if (todo or todo_mirrored) and engine == "local":
+            if n_most and engine == "local":
                 t0 = time.perf_counter()
-                extractor.warm_up(batch_size)  # builds the model; timings then measure steady state
+                if n_most > batch_size:  # builds the model; timings then measure steady state
+                    extractor.warm_up(batch_size)
+                else:
+                    extractor.model  # noqa: B018  (builds it: one call follows)
                 timings["load_model"] = time.perf_counter() - t0
             for items, mirrored_only in ((todo, False), (todo_mirrored, True)):
                 if items and engine == "ray":
@@ -163,21 +175,33 @@ def extract(
     timings["total"] = time.perf_counter() - t_start
     n_embedded = len(todo) - n_failed
     n_duplicates = len(rows.hashes) - len(set(rows.hashes))
+    n_removed, n_renamed = _gone(before, rows)
     return ExtractReport(out=out, n_images=len(rows.paths), n_embedded=n_embedded,
                          n_reused=len(rows.paths) - n_embedded - n_duplicates, skipped=skipped,
                          dim=dim, wrote=wrote, timings={k: round(v, 3) for k, v in timings.items()},
                          n_mirrored=len(todo_mirrored), n_duplicates=n_duplicates,
-                         n_removed=len(before - set(rows.paths)), engine=engine, workers=pool)
+                         n_removed=n_removed, n_renamed=n_renamed, engine=engine, workers=pool)
 
 
-def _stored_paths(out: Path) -> set[str]:
-    """The rows (paths) the store holds before this run; none when it is new."""
+def _stored_rows(out: Path) -> dict[str, str]:
+    """path -> content hash of the rows the store holds before this run; none when it is new."""
     if not out.exists():
-        return set()
+        return {}
     from featx.store import open_store, read_rows
 
     with open_store(out) as f:
-        return set(read_rows(f).paths)
+        rows = read_rows(f)
+    return dict(zip(rows.paths, rows.hashes))
+
+
+def _gone(before: dict[str, str], rows) -> tuple[int, int]:
+    """(removed, renamed): earlier rows whose path is gone, split by whether their content is
+    now at a new path (a rename or a move: the same content, no model time) or gone too."""
+    now = set(rows.paths)
+    new_hashes = {h for p, h in zip(rows.paths, rows.hashes) if p not in before}
+    gone = [h for p, h in before.items() if p not in now]
+    renamed = sum(h in new_hashes for h in gone)
+    return len(gone) - renamed, renamed
 
 
 def _check_engine(engine: str, address: str | None, num_workers: int | None,
