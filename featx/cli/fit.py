@@ -9,7 +9,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from featx.cli import JSON_OPTION, app, check_outputs, emit, err, out, progress_bar, warn
+from featx.cli import (JSON_OPTION, app, check_outputs, emit, err, out, progress_bar,
+                       quiet_progress, warn)
 from featx.errors import FeatxError
 from featx.heads import DEFAULTS
 
@@ -250,8 +251,8 @@ def sweep(
                       epochs=epochs)
     out_dir = output or default_output(store)
 
-    def progress(row, done, total):
-        if not as_json:
+    def progress(row, done, total):  # progress on stderr, also with --json; not with --quiet
+        if not quiet_progress():
             err.print(f"  [{done}/{total}] {point_label(row)}: "
                       + (_score(row) + f", {row['fit_seconds']:.2f} s" if "error" not in row
                          else row["error"]), markup=False, highlight=False)
@@ -350,7 +351,7 @@ def predict(
     check_outputs(predictions_csv=csv_file)
     if sort_into is not None:
         check_sort_into(sort_into, images)
-    with progress_bar(not as_json) as bar:
+    with progress_bar() as bar:
         report = run_predict(bundle, images, k=top_k, weights=weights, batch_size=batch_size,
                              tta=parse_tta(tta), reject=reject, unfamiliar_at=unfamiliar_at,
                              progress=bar)

@@ -73,7 +73,7 @@ def map_(
     check_outputs(output=output, mosaic=mosaic)
     if coords:
         check_coords(coords)
-    with progress_bar(not as_json) as bar:
+    with progress_bar() as bar:
         t0 = time.perf_counter()
         m = make_map(store, method=method, max_points=max_points, perplexity=perplexity,
                      seed=seed, progress=bar)
@@ -113,7 +113,7 @@ def duplicates(
     from featx.near_duplicates import find_duplicates
 
     check_outputs(sheet=sheet)
-    with progress_bar(not as_json) as bar:
+    with progress_bar() as bar:
         report = find_duplicates(store, threshold=threshold, progress=bar)
     if sheet and report.pairs:
         draw_pairs(report, sheet, limit=sheet_max)
