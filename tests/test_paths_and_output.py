@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -142,10 +141,9 @@ def test_augment_flip_on_an_existing_store_adds_the_mirrors_to_it(tiny_store, tm
 
 def test_json_keeps_progress_on_stderr_and_quiet_silences_it(tiny_store, tmp_path, capsys,
                                                               monkeypatch):
-    import featx.cli
     from tests.conftest import TINY_ARGS, run_cli
 
-    monkeypatch.setattr(featx.cli.PlainProgress.__init__, "__defaults__", (0.0, time.monotonic))
+    monkeypatch.setenv("FEATX_PROGRESS_SECONDS", "0")  # a line at every step, not every 5 s
     folder, store = _linked_copy(tiny_store, tmp_path)
     code, out, err = run_cli(capsys, "extract", folder, "-o", tmp_path / "new.h5", *TINY_ARGS,
                              "--json")
