@@ -21,8 +21,9 @@ summed over Ray's tasks and actors (``wait``: the actors' models idle between ba
 from __future__ import annotations
 
 import os
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -34,7 +35,7 @@ from featx.discover import discover
 from featx.embed import Extractor, ExtractorSettings
 from featx.errors import FeatxError
 from featx.files import check_output, free_bytes, human_bytes
-from featx.store import estimate_bytes
+from featx.store import estimate_bytes, parts_dir_for
 from featx.writer import StoreWriter
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -91,6 +92,17 @@ def default_output(data_dir: Path, settings: ExtractorSettings, folder: Path = P
     return folder / f"{name}.h5"
 
 
+def store_for(data_dir: Path, settings: ExtractorSettings, folder: Path = Path("features")) -> Path:
+    """The default store of ``data_dir`` for ``settings``; with ``augment="flip"``, the store that
+    differs only by ``augment`` when the ``_flip`` one was never started, so that it gains the
+    mirror images' vectors (only those are embedded) instead of a second store from scratch."""
+    out = default_output(data_dir, settings, folder)
+    if settings.augment == "none" or out.exists() or parts_dir_for(out).exists():
+        return out
+    plain = default_output(data_dir, replace(settings, augment="none"), folder)
+    return plain if plain.exists() else out
+
+
 def extract(
     data_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -106,6 +118,7 @@ def extract(
     num_workers: int | None = None,
     gpus_per_worker: float | None = None,
     min_classes: int = 2,
+    stop: threading.Event | None = None,
 ) -> ExtractReport:
     """Embed every image under ``data_dir`` into the store ``out``, resuming where it stands.
 
@@ -116,6 +129,8 @@ def extract(
     ``engine="ray"`` decodes and embeds on Ray (the cluster at ``address``, else a local instance)
     with ``num_workers`` model actors of ``gpus_per_worker`` GPUs each (default: one per GPU).
     ``min_classes``: class folders ``data_dir`` must have (1 for photos to be labelled).
+    ``stop``: once set (the CLI sets it on Ctrl-C or SIGTERM), the batch on the model is finished,
+    every vector embedded so far is committed (however few) and :class:`Interrupted` is raised.
     """
     for name, value in (("batch_size", batch_size), ("workers", workers),
                         ("commit_every", commit_every), ("num_workers", num_workers or 1)):
@@ -130,7 +145,7 @@ def extract(
         on_warning(f"{dataset.root} has no class subfolders: an unlabelled store of its "
                    f"{len(dataset.paths)} images (neighbors, map, duplicates and export work on "
                    f"it; fit needs one subfolder per class)")
-    out = Path(out) if out else default_output(dataset.root, extractor.settings)
+    out = Path(out) if out else store_for(dataset.root, extractor.settings)
     check_output(out, "the feature store")
     check_space(out, len(dataset.paths), extractor, strict, on_warning)
     _hint_size(dataset, extractor, on_warning)
@@ -154,6 +169,8 @@ def extract(
                     extractor.model  # noqa: B018  (builds it: one call follows)
                 timings["load_model"] = time.perf_counter() - t0
             for items, mirrored_only in ((todo, False), (todo_mirrored, True)):
+                if stop is not None and stop.is_set():
+                    break
                 if items and engine == "ray":
                     from featx import engine_ray
 
@@ -162,9 +179,12 @@ def extract(
                                                  gpus_per_worker, mirrored_only))
                 elif items:
                     _embed(items, scan, extractor, writer, batch_size, workers, timings, progress,
-                           mirrored_only)
+                           mirrored_only, stop)
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
             wrote = writer.finish(scan)
         except KeyboardInterrupt:
+            writer.commit(scan)  # what is embedded is kept, however few
             kept = writer.kept()
             raise Interrupted(out, kept, max(0, kept - writer.n_at_open)) from None
         rows = scan.rows(writer)
@@ -225,7 +245,7 @@ def _check_engine(engine: str, address: str | None, num_workers: int | None,
 
 def _embed(todo: list[reader.Item], scan: reader.Scan, extractor: Extractor, writer: StoreWriter,
            batch_size: int, workers: int, timings: dict[str, float], progress: Progress,
-           mirrored_only: bool = False) -> None:
+           mirrored_only: bool = False, stop: threading.Event | None = None) -> None:
     """Decode (threads) -> model (this thread) -> writer, timing each stage. ``mirrored_only``:
     embed the mirror images of content the store has (it gains flips)."""
     stage = "mirror" if mirrored_only else "embed"
@@ -253,6 +273,8 @@ def _embed(todo: list[reader.Item], scan: reader.Scan, extractor: Extractor, wri
             writer.add(batch.hashes, vectors, batch.failures, scan, flipped)
         done += len(batch)
         progress(stage, done, len(todo))
+        if stop is not None and stop.is_set():
+            break
     timings["embed_wall"] = timings.get("embed_wall", 0.0) + time.perf_counter() - start
 
 

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar, warn
+from featx.cli import JSON_OPTION, app, emit, err, graceful_stop, out, progress_bar, warn
 
 
 @app.command()
@@ -63,21 +63,23 @@ def extract(
     settings = ExtractorSettings(model=model, layer=layer, pooling=pooling, weights=weights,
                                  precision=precision, resize=resize, input_size=input_size,
                                  augment=augment, store_dtype=store_dtype)
-    try:
-        with progress_bar(not as_json) as bar:
-            report = run_extract(data_dir, output, settings, batch_size=batch_size,
-                                 workers=workers, commit_every=commit_every,
-                                 on_progress=bar, strict=strict, on_warning=warn,
-                                 engine=engine, address=address, num_workers=num_workers,
-                                 gpus_per_worker=gpus_per_worker)
-    except Interrupted as e:
-        if e.n_kept:
-            err.print(f"interrupted: {e.n_kept} vectors are kept in {e.out} ({e.n_new} committed "
-                      f"by this run); run the same command to resume", markup=False)
-        else:
-            err.print("interrupted before the first commit: no vectors were kept; run the same "
-                      "command to start again", markup=False)
-        sys.exit(130)
+    with graceful_stop() as stop:  # Ctrl-C, SIGTERM: finish the batch, commit, exit 130 / 143
+        try:
+            with progress_bar() as bar:
+                report = run_extract(data_dir, output, settings, batch_size=batch_size,
+                                     workers=workers, commit_every=commit_every,
+                                     on_progress=bar, strict=strict, on_warning=warn,
+                                     engine=engine, address=address, num_workers=num_workers,
+                                     gpus_per_worker=gpus_per_worker, stop=stop)
+        except Interrupted as e:
+            if e.n_kept:
+                err.print(f"interrupted: {e.n_kept} vectors are kept in {e.out} ({e.n_new} "
+                          f"committed by this run); run the same command to resume",
+                          markup=False)
+            else:
+                err.print("interrupted before any vector was embedded: nothing to keep; run the "
+                          "same command to start again", markup=False)
+            sys.exit(stop.exit_code if stop.is_set() else 130)
     result = {
         "out": str(report.out), "n_images": report.n_images, "n_embedded": report.n_embedded,
         "n_reused": report.n_reused, "n_duplicates": report.n_duplicates,
