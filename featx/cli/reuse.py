@@ -10,6 +10,10 @@ import typer
 from featx.cli import JSON_OPTION, app, check_outputs, emit, err, out, progress_bar
 
 STORE_ARG = typer.Argument(..., help="A featx feature store (.h5).")
+EXACT_OPTION = typer.Option(
+    None, "--exact/--approx",
+    help="Exact scan, or the approximate index kept beside the store (FILE.h5.index/) "
+         "[default: exact below 50,000 images].")
 
 
 @app.command()
@@ -22,13 +26,14 @@ def neighbors(
         None, "--grid", help="Write a PNG: one row per query, the query then its neighbours."),
     weights: Optional[str] = typer.Option(
         None, help="Where the store's weights file is now, if it moved (for new image files)."),
+    exact: Optional[bool] = EXACT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Most similar stored images (cosine similarity) for stored paths or new image files."""
     from featx.neighbors import find_neighbors
 
     check_outputs(grid=grid)
-    results = find_neighbors(store, queries, k=k, weights=weights)
+    results = find_neighbors(store, queries, k=k, weights=weights, exact=exact)
     if grid:
         from featx.figures import draw_neighbors
         from featx.store import read_meta
@@ -106,6 +111,7 @@ def duplicates(
         None, "--sheet", help="PNG of the pairs, cross-label ones first."),
     sheet_max: int = typer.Option(20, "--sheet-max", help="Pairs drawn on the sheet."),
     limit: int = typer.Option(30, help="Groups printed (all are in --json)."),
+    exact: Optional[bool] = EXACT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Exact (same content) and near-duplicate images; pairs across labels are listed first."""
@@ -114,7 +120,7 @@ def duplicates(
 
     check_outputs(sheet=sheet)
     with progress_bar() as bar:
-        report = find_duplicates(store, threshold=threshold, progress=bar)
+        report = find_duplicates(store, threshold=threshold, progress=bar, exact=exact)
     if sheet and report.pairs:
         draw_pairs(report, sheet, limit=sheet_max)
     elif sheet:
