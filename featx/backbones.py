@@ -33,6 +33,7 @@ class Backbone:
     tune_block: str | None = None  # the block's layer-name prefix (its convolutions: _conv1...)
     tune_from: str | None = None  # the frozen part's output, cached by extract
     tune_pool: str | None = None  # the block's own pooling layer
+    tune_depth: int = 0  # the block's convolutions
 
     def tune_convs(self, layers: Iterable) -> list:
         """The layers (any objects with ``name``) that are the tuned block's convolutions."""
@@ -66,9 +67,9 @@ BACKBONES = {
     b.name: b
     for b in (
         Backbone("vgg16", "vgg16", "VGG16", 224, VGG_MAPS, ("fc1", "fc2"), 4096,
-                 "block5", "block4_pool", "block5_pool"),
+                 "block5", "block4_pool", "block5_pool", 3),
         Backbone("vgg19", "vgg19", "VGG19", 224, VGG_MAPS, ("fc1", "fc2"), 4096,
-                 "block5", "block4_pool", "block5_pool"),
+                 "block5", "block4_pool", "block5_pool", 4),
         Backbone("resnet50", "resnet50", "ResNet50", 224, {"conv5_block3_out": (2048, 32)}),
         Backbone("mobilenet_v2", "mobilenet_v2", "MobileNetV2", 224, {"out_relu": (1280, 32)}),
     )

@@ -7,11 +7,14 @@ A bundle is a directory, written whole by :func:`save_bundle` and read by :func:
         model.joblib    a scikit-learn Pipeline (logreg, svm, linear-svm), or
         model.keras     a Keras model (the softmax head, the scratch CNN)
         history.json    per-epoch loss / accuracy of heads trained by epochs (also in bundle.json)
+        familiar.npz    what the training photos look like in the embedding space (featx.familiar)
         ...             files of the kind (the baseline's test_predictions.json)
 
 ``bundle.json`` holds ``featx_bundle`` (the format version), ``kind``, ``clf``, ``params``,
 ``class_names``, ``input`` (what the model takes), ``extractor`` (how an image becomes that input),
-``model_file``, ``store``, ``split``, ``metrics``, ``history``, ``versions`` and ``created``.
+``model_file``, ``store``, ``split``, ``metrics``, ``history``, ``familiar`` (the unfamiliar-photo
+detector and its threshold, :mod:`featx.familiar`; absent in older bundles), ``versions`` and
+``created``.
 
 ``kind`` says how images reach the model; :data:`KINDS` maps it to what the model takes and to
 the reader that turns image files into that:
@@ -29,6 +32,7 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -98,11 +102,31 @@ class Bundle:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities of the model's input (vectors (N, D), or pixels)."""
+        self._check_dim(X)
+        return self.head.predict_proba(X)
+
+    def _check_dim(self, X: np.ndarray) -> None:
         dim = self.info.get("input", {}).get("dim")
         if dim is not None and X.shape[1] != dim:
             raise FeatxError(f"the extractor gives {X.shape[1]}-d vectors but the bundle's "
                              f"{self.clf} head takes {dim}-d ones; the extractor does not match")
-        return self.head.predict_proba(X)
+
+    @cached_property
+    def familiar(self):
+        """The record of the training photos (:class:`featx.familiar.Record`), or None for a
+        bundle made before featx kept one (or a kind that has none)."""
+        from featx.familiar import from_bundle
+
+        return from_bundle(self.info, self.path)
+
+    def predict_scored(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(class probabilities, unfamiliarity scores or None without a record) of the model's
+        input; the score is of the head's embedding (:meth:`Head.embed`)."""
+        self._check_dim(X)
+        if self.familiar is None:
+            return self.head.predict_proba(X), None
+        proba, vectors = self.head.predict_embedded(X)
+        return proba, self.familiar.score(vectors)
 
 
 def default_bundle_dir(name: str, clf: str, folder: Path = Path("models")) -> Path:
@@ -114,12 +138,13 @@ def save_bundle(directory: str | os.PathLike, head: Head, class_names: list[str]
                 store_meta: dict, *, store: str | os.PathLike | None = None,
                 split: dict | None = None, metrics: dict | None = None,
                 extra: dict[str, Any] | None = None,
-                files: dict[str, Any] | None = None) -> Path:
+                files: dict[str, Any] | None = None, familiar=None) -> Path:
     """Write a bundle of any kind into ``directory`` (replaced whole); returns its path.
 
     ``store_meta`` is the store's metadata (a head on vectors: the extractor settings, ``dim``,
     ``n``, ``data_dir``) or, for a head on pixels, ``input_size``, ``resize``, ``resample``,
-    ``data_dir`` and ``n``. ``extra`` adds keys to ``bundle.json``; ``files`` adds JSON files.
+    ``data_dir`` and ``n``. ``extra`` adds keys to ``bundle.json``; ``files`` adds JSON files;
+    ``familiar``: the training photos' record (:class:`featx.familiar.Record`), when there is one.
     """
     directory = Path(directory)
     kind = next(k for k, v in KINDS.items() if v.input == head.input)
@@ -144,6 +169,7 @@ def save_bundle(directory: str | os.PathLike, head: Head, class_names: list[str]
             "store": {"path": str(store) if store else None, "n": store_meta.get("n"),
                       "data_dir": store_meta.get("data_dir")},
             "split": split, "metrics": metrics, "history": head.history, **(extra or {}),
+            **({"familiar": familiar.as_dict()} if familiar is not None else {}),
             "versions": _versions(), "created": utc_now(),
         }
         _write_json(tmp / "bundle.json", info)
@@ -151,6 +177,8 @@ def save_bundle(directory: str | os.PathLike, head: Head, class_names: list[str]
             _write_json(tmp / "history.json", head.history)
         for name, content in (files or {}).items():
             _write_json(tmp / name, content)
+        if familiar is not None:
+            familiar.save(tmp)
     return directory
 
 
@@ -210,6 +238,32 @@ def read_bundle_info(path: str | os.PathLike) -> dict[str, Any]:
         raise FeatxError(f"bundle kind {info.get('kind')!r} is not supported by this featx "
                          f"(supported: {', '.join(KINDS)})")
     return info
+
+
+def is_bundle(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a bundle folder (or its ``bundle.json``), judged by the file's name."""
+    path = Path(path)
+    return (path / "bundle.json").is_file() if path.is_dir() else path.name == "bundle.json"
+
+
+def describe_bundle(path: str | os.PathLike) -> dict[str, Any]:
+    """What a bundle holds, for ``featx info``: kind, head and its parameters, classes, input,
+    extractor, the store and split it was trained on, its scores, versions and files (bytes).
+    Reads ``bundle.json`` only: no model is loaded."""
+    info = read_bundle_info(path)
+    directory = Path(path) if Path(path).is_dir() else Path(path).parent
+    metrics = info.get("metrics") or {}
+    return {
+        "bundle": str(directory), "kind": info["kind"], "clf": info.get("clf"),
+        "params": info.get("params", {}), "class_names": info.get("class_names", []),
+        "input": info.get("input", {}), "extractor": info.get("extractor", {}),
+        "store": info.get("store") or {}, "split": info.get("split") or {},
+        "accuracy": {part: (metrics.get(part) or {}).get("accuracy") for part in ("val", "test")},
+        "selection": (info.get("selection") or {}).get("picked"),
+        "epochs": len((info.get("history") or {}).get("loss", [])) or None,
+        "versions": info.get("versions", {}), "created": info.get("created"),
+        "files": {f.name: f.stat().st_size for f in sorted(directory.iterdir()) if f.is_file()},
+    }
 
 
 def load_bundle(path: str | os.PathLike) -> Bundle:

@@ -159,6 +159,70 @@ def plot_sweep(rows: list[dict[str, Any]], out: str | os.PathLike, title: str,
     return save(fig, out)
 
 
+def plot_scores(scores: np.ndarray, threshold: float, val_histogram: dict[str, list] | None,
+                out: str | os.PathLike, title: str):
+    """A histogram of unfamiliarity scores (bars) with the threshold, and the validation part's
+    stored histogram (a step line, scaled to the same count) when given."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
+    edges = np.asarray(val_histogram["edges"]) if val_histogram else None
+    lo = min(float(np.min(scores)) if len(scores) else threshold, threshold,
+             float(edges[0]) if edges is not None else threshold)
+    hi = max(float(np.max(scores)) if len(scores) else threshold, threshold,
+             float(edges[-1]) if edges is not None else threshold)
+    bins = np.linspace(lo, hi + 1e-12, 31)
+    ax.hist(scores, bins=bins, color="tab:blue", alpha=0.7, label=f"test ({len(scores)})")
+    if edges is not None:
+        counts = np.asarray(val_histogram["counts"], dtype=float)
+        scale = len(scores) / max(counts.sum(), 1) * (bins[1] - bins[0]) / (edges[1] - edges[0])
+        ax.stairs(counts * scale, edges, color="tab:green", label="validation (scaled)")
+    ax.axvline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold:.4f}")
+    ax.set_xlabel("unfamiliarity score (higher: less like the training photos)")
+    ax.set_ylabel("photos")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return save(fig, out)
+
+
+def plot_photos_curve(curve: dict[str, Any], out: str | os.PathLike, title: str) -> Path:
+    """Test accuracy against photos a class (log axis) of ``featx curve``'s JSON document: every
+    draw as a dot, each size's mean and standard deviation, the fitted curve (dashed beyond the
+    train part) and its ceiling (dotted), and the curve fitted on the smaller half of the sizes."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.8), layout="constrained")
+    pts = curve["points"]
+    x = np.array([p["photos_per_class"] for p in pts], float)
+    y = 100 * np.array([p["accuracy"] for p in pts], float)
+    ax.plot(x, y, "o", color="tab:blue", alpha=0.35, markersize=4, label="one seeded draw")
+    sizes = sorted(set(x.tolist()))
+    means = [y[x == v].mean() for v in sizes]
+    stds = [y[x == v].std(ddof=1) if (x == v).sum() > 1 else 0.0 for v in sizes]
+    ax.errorbar(sizes, means, yerr=stds, fmt="s", color="tab:blue", capsize=3, markersize=5,
+                label="mean ± standard deviation")
+    drawn, fit = curve.get("curve"), curve.get("fit")
+    if drawn:
+        cx, cy = np.array(drawn["photos_per_class"]), 100 * np.array(drawn["accuracy"])
+        inside = cx <= curve["full"]
+        ax.plot(cx[inside], cy[inside], "-", color="tab:orange", label=f"fitted ({fit['formula']})")
+        ax.plot(cx[~inside], cy[~inside], "--", color="tab:orange", label="extrapolated")
+        if fit.get("ceiling") is not None:
+            ax.axhline(100 * fit["ceiling"], color="tab:orange", linestyle=":", linewidth=1,
+                       label=f"ceiling {100 * fit['ceiling']:.1f}%")
+    check = curve.get("check")
+    if check:
+        ax.plot([check["at"]], [100 * check["predicted"]], "x", color="tab:red", markersize=9,
+                label=f"predicted from sizes up to {check['fitted_upto']:g} alone")
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [f"{v:.0f}" for v in sizes], fontsize=8)
+    ax.minorticks_off()
+    ax.set_xlabel("training photos per class (log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("\n".join(textwrap.fill(t, 100) for t in title.split("\n")), fontsize=9)
+    return save(fig, out)
+
+
 # --- maps ---------------------------------------------------------------------------------------
 
 

@@ -39,7 +39,7 @@ import numpy as np
 from featx.backbones import build_extractor, check_precision, get_backbone
 from featx.bundle import check_bundle_output, default_bundle_dir, save_bundle
 from featx.errors import FeatxError
-from featx.heads import FinetuneHead, make_head
+from featx.heads import FinetuneHead, make_head, with_pooled
 from featx.metrics import classification_metrics
 from featx.split import DEFAULT_FRACTIONS, Rows as SplitRows, split_rows
 from featx.store import FLIPPED, open_store, read_attrs, read_rows_of, strings
@@ -47,6 +47,7 @@ from featx.store import FLIPPED, open_store, read_attrs, read_rows_of, strings
 VGG16 = get_backbone("vgg16")
 MAP_LAYER = VGG16.tune_from  # the frozen part's output (the backbone registry's)
 TUNED_BLOCK = VGG16.tune_block  # the trainable part: its convolutions, then its pooling
+TUNED_CONVS = VGG16.tune_depth  # VGG16's block5 has three 3x3 convolutions
 AUGMENTS = ("auto", "none", "flip", "flip-stored")
 HEAD_INITS = ("logreg", "random")
 SCALES = ("l2", "none")  # what featx fit's automatic choice picks between (l2, C=10 on both data sets)
@@ -74,6 +75,9 @@ class FinetuneSettings:
         for name in ("epochs", "batch_size", "tune"):
             if getattr(self, name) < 1:
                 raise FeatxError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+        if self.tune > TUNED_CONVS:  # checked here, before any model is built
+            raise FeatxError(f"`tune` is at most {TUNED_CONVS} ({TUNED_BLOCK}'s convolutions), "
+                             f"got {self.tune}")
         if self.patience < 0:
             raise FeatxError(f"`patience` must be 0 or more, got {self.patience}")
         if not self.lr > 0:
@@ -362,16 +366,37 @@ def _epoch_timer(on_epoch: Callable[[int, dict], None] | None, progress: Progres
     return Timer()
 
 
-def predict_rows(model, store: MapStore, rows: np.ndarray, batch_size: int) -> np.ndarray:
-    """Class probabilities of some rows (in the order given), read a batch at a time."""
+def predict_rows(model, store: MapStore, rows: np.ndarray, batch_size: int):
+    """Class probabilities of some rows (in the order given), read a batch at a time; a model
+    with two outputs (:func:`featx.heads.with_pooled`) gives (probabilities, pooled vectors)."""
+    two = len(model.outputs) == 2
     if len(rows) == 0:
-        return np.empty((0, store.n_classes))
+        empty = np.empty((0, store.n_classes))
+        return (empty, np.empty((0, model.outputs[1].shape[-1]), np.float32)) if two else empty
     data = map_batches(store, rows, batch_size, labelled=False)
     try:
-        proba = model.predict(data, verbose=0)
+        out = model.predict(data, verbose=0)
     finally:
         data.close()
-    return np.asarray(proba, dtype=np.float64)
+    if two:
+        return np.asarray(out[0], dtype=np.float64), np.asarray(out[1], dtype=np.float32)
+    return np.asarray(out, dtype=np.float64)
+
+
+def familiar_record(model, store: MapStore, parts: dict[str, np.ndarray], batch_size: int,
+                    pooled_val: np.ndarray, seed: int = 0):
+    """The fine-tuned model's record of its training photos (:mod:`featx.familiar`): its pooled
+    vectors after block5 of (a seeded subsample, as many as the record keeps, of) the train
+    part, calibrated on the validation part's."""
+    from featx import familiar
+
+    dim = int(model.outputs[1].shape[-1])
+    n = familiar.DEFAULTS["knn"]["bank_bytes"] // (2 * dim)  # the train rows the record can use
+    train = parts["train"]
+    if len(train) > n:
+        train = np.sort(np.random.default_rng(seed).choice(train, n, replace=False))
+    _, pooled = predict_rows(model, store, train, batch_size)
+    return familiar.fit_record(pooled, store.labels[train], pooled_val)
 
 
 @dataclass
@@ -392,6 +417,7 @@ class FinetuneResult:
     head_seconds: float  # the pooled vectors of the train part and the logistic regression
     test_proba: np.ndarray = field(repr=False, default_factory=lambda: np.empty((0, 0)))
     bundle: Path | None = None
+    familiar: Any = None  # the record of the training photos (featx.familiar.Record)
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -417,7 +443,8 @@ class FinetuneResult:
                 **{k: self.split[k] for k in ("n_train", "n_val", "n_test")},
                 "fit_seconds": round(self.fit_seconds, 3), "class_names": self.class_names,
                 "split": self.split, "history": self.history, "val": self.val, "test": self.test,
-                **self.extra, "bundle": str(self.bundle) if self.bundle else None}
+                **self.extra, "bundle": str(self.bundle) if self.bundle else None,
+                "familiar": self.familiar.as_dict() if self.familiar is not None else None}
 
 
 def default_output(store: str | os.PathLike) -> Path:
@@ -478,11 +505,14 @@ def finetune(store_path: str | os.PathLike, settings: FinetuneSettings = Finetun
     seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
 
-    metrics, proba = {}, {}
+    metrics, proba, pooled = {}, {}, {}
+    two = with_pooled(model)
     for part in ("val", "test"):
-        proba[part] = predict_rows(model, store, parts[part], bs)
+        proba[part], pooled[part] = predict_rows(two, store, parts[part], bs)
         metrics[part] = classification_metrics(store.labels[parts[part]],
                                                proba[part].argmax(axis=1), store.n_classes)
+    record = familiar_record(two, store, parts, bs, pooled["val"], settings.seed) \
+        if len(parts["val"]) else None
     params = {**asdict(settings), "map_shape": list(store.map_shape),
               "store_dtype": store.meta.get("store_dtype", "float32")}
     head = FinetuneHead(params, model, history)
@@ -491,9 +521,9 @@ def finetune(store_path: str | os.PathLike, settings: FinetuneSettings = Finetun
         head=head, settings=settings, store=Path(store_path), class_names=store.class_names,
         split=split.info, history=history, initial=initial,
         best_epoch=keep.best_epoch, val=metrics["val"], test=metrics["test"],
-        fit_seconds=seconds, head_seconds=head_seconds, test_proba=proba["test"])
+        fit_seconds=seconds, head_seconds=head_seconds, test_proba=proba["test"], familiar=record)
     if out is not None:
         result.bundle = save_bundle(out, head, store.class_names, store.meta, store=store_path,
                                     split=result.split, metrics=result.metrics,
-                                    extra={"finetune": result.extra})
+                                    extra={"finetune": result.extra}, familiar=record)
     return result

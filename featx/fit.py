@@ -19,6 +19,7 @@ import numpy as np
 
 from featx.bundle import check_bundle_output, default_bundle_dir, save_bundle
 from featx.errors import FeatxError
+from featx.familiar import from_split
 from featx.heads import Head, make_head, unused_params
 from featx.metrics import classification_metrics, small_sample_note
 from featx.selection import choose_params, degenerate, predict_labels, predict_proba
@@ -99,6 +100,7 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
     bundle: Path | None = None  # where it was saved, if it was
     warnings: list[str] = field(default_factory=list)  # said on stderr by the CLI
+    familiar: Any = None  # the training photos' record (featx.familiar.Record), if any
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -118,6 +120,7 @@ class FitResult:
             "n_test": self.split["n_test"], "fit_seconds": round(self.fit_seconds, 4),
             "class_names": self.class_names, "split": self.split,
             "val": self.val, "test": self.test, "selection": self.selection, **self.extra,
+            "familiar": self.familiar.as_dict() if self.familiar is not None else None,
             "bundle": str(self.bundle) if self.bundle else None, "warnings": self.warnings,
         }
 
@@ -174,11 +177,12 @@ def fit_store(store: str | os.PathLike, clf: str = "logreg", fractions=DEFAULT_F
         store=Path(store), store_meta=split.feats.meta, split=split.info,
         val=evaluate(head, split, "val"), test=evaluate(head, split, "test"),
         fit_seconds=seconds, history=head.history, selection=selection, extra=extra,
-        warnings=notes + list(split.warnings),
+        warnings=notes + list(split.warnings), familiar=from_split(split),
     )
     result.warnings += accuracy_warnings(result)
     if out is not None:
         result.bundle = save_bundle(out, head, result.class_names, result.store_meta, store=store,
                                     split=result.split, metrics=result.metrics,
-                                    extra={"selection": selection} if selection else None)
+                                    extra={"selection": selection} if selection else None,
+                                    familiar=result.familiar)
     return result

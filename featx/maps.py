@@ -22,6 +22,7 @@ from featx.neighbors import normalize
 from featx.store import load_features
 
 DEFAULT_MAX_POINTS = 5000
+EXACT_BELOW = 500  # t-SNE: the exact method below this many points, Barnes-Hut from there
 METHODS = ("tsne", "pca")
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -80,8 +81,13 @@ def embed_2d(x: np.ndarray, method: str = "tsne", perplexity: float = 30.0,
     from sklearn.manifold import TSNE
 
     perplexity = min(perplexity, (len(x) - 1) / 3)  # t-SNE needs perplexity < n
+    # Below EXACT_BELOW points the exact gradient is far faster than Barnes-Hut's tree and its
+    # threads (90 points: 2.4 s against 28 s on the loaded 2-core box; the same KL divergence;
+    # scripts/bench_tsne.py, BENCHMARKS.md)
+    small = len(x) < EXACT_BELOW
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-                random_state=seed, n_jobs=2)
+                random_state=seed, method="exact" if small else "barnes_hut",
+                n_jobs=1 if small else 2)
     progress("t-SNE", 0, 1)
     coords = tsne.fit_transform(reduced).astype(np.float32)
     progress("t-SNE", 1, 1)

@@ -15,7 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
-from featx.discover import content_hash
+from featx.discover import hash_file
 from featx.errors import FeatxError
 from featx import store as st
 
@@ -108,7 +108,7 @@ def find_neighbors(
                 self_rows[j] = row if stored else None
                 results.append(QueryResult(q, "stored" if stored else "file",
                                            class_names[labels[row]]))
-            elif Path(q).is_file():
+            elif Path(q).exists():  # the reader says why a FIFO or a folder is refused
                 to_embed.append(j)
                 results.append(QueryResult(q, "file", None))
             else:
@@ -153,10 +153,8 @@ def _stored_row(q: str, row_of_path: dict, row_of_hash: dict, data_dir: str | No
     rel = _relative_to_data(q, data_dir)
     if rel in row_of_path:
         return row_of_path[rel]
-    p = Path(q)
-    if p.is_file():
-        return row_of_hash.get(content_hash(p.read_bytes()))
-    return None
+    h, _ = hash_file(Path(q))  # through featx.decode.read_file: a FIFO is refused, not read
+    return row_of_hash.get(h) if h else None
 
 
 def _relative_to_data(q: str, data_dir: str | None) -> str | None:

@@ -39,7 +39,7 @@ import numpy as np
 from featx.errors import FeatxError
 from featx.files import check_output, write_text
 from featx.figures import (LABELS, Cell, draw_sheet, inline_png, plot_confusion, plot_curves,
-                            plot_sweep, with_history)
+                            plot_scores, plot_sweep, with_history)
 from featx.metrics import SMALL_TEST, confusion_matrix
 from featx.thumbs import resolve, short
 
@@ -111,11 +111,12 @@ class Report:
     curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    photos: list[str] = field(default_factory=list)  # featx curve's summary, when it was run
 
     def as_dict(self) -> dict[str, Any]:
         return {"store": str(self.store), "data_dir": self.data_dir, "out_dir": str(self.out_dir),
                 "table": self.table, "chosen": self.chosen, "curves": self.curves,
-                "files": self.files, "notes": self.notes}
+                "files": self.files, "notes": self.notes, "photos": self.photos}
 
 
 # --- finding the bundles ------------------------------------------------------------------------
@@ -199,19 +200,24 @@ def predictions_on_test(entry: Entry, store: str | os.PathLike) -> dict[str, Any
                 raise FeatxError(f"{entry.name} averages over flips, and {source} has no mirrored "
                                  "vectors; pass its own store")
             names.append(FLIPPED)
-        proba = np.mean([_test_proba(bundle, f[name], test) for name in names], axis=0)
-    return {"paths": [rows.paths[i] for i in test], "labels": labels[test], "proba": proba,
-            "class_names": class_names}
+        scored = [_test_scored(bundle, f[name], test) for name in names]
+    return {"paths": [rows.paths[i] for i in test], "labels": labels[test],
+            "proba": np.mean([p for p, _ in scored], axis=0), "class_names": class_names,
+            "scores": scored[0][1], "familiar": bundle.familiar}
 
 
-def _test_proba(bundle, ds, rows: np.ndarray) -> np.ndarray:
-    """A bundle's class probabilities of some rows of a vectors dataset, a block at a time."""
+def _test_scored(bundle, ds, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A bundle's class probabilities and unfamiliarity scores (None: no record) of some rows of
+    a vectors dataset, a block at a time."""
     from featx.store import block_rows, read_rows_of
 
     step = block_rows(ds.shape[1] * 4)
-    proba = [bundle.predict_proba(read_rows_of(ds, rows[i:i + step]).astype(np.float32))
-             for i in range(0, len(rows), step)]
-    return np.concatenate(proba) if proba else np.empty((0, len(bundle.class_names)))
+    out = [bundle.predict_scored(read_rows_of(ds, rows[i:i + step]).astype(np.float32))
+           for i in range(0, len(rows), step)]
+    if not out:
+        return np.empty((0, len(bundle.class_names))), None
+    scores = None if out[0][1] is None else np.concatenate([s for _, s in out])
+    return np.concatenate([p for p, _ in out]), scores
 
 
 def sample_rows(paths: list[str], labels: np.ndarray, n_classes: int, per_class: int) -> list[list[int]]:
@@ -300,6 +306,7 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
                             f"stored {stored:.4f}")
     report.chosen = {"name": chosen.name, "clf": chosen.clf, "test_accuracy": acc,
                      "n_test": int(len(y)), "confusion": cm.tolist(), "class_names": names}
+    _unfamiliar(report, chosen, pred, out_dir)
     report.files["confusion"] = str(plot_confusion(
         cm, names, out_dir / "confusion.png",
         f"{chosen.label}: test part, {len(y)} images\naccuracy {acc:.3f} "
@@ -343,9 +350,52 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
             f"selected on the validation part (best in orange){test}", point_label))
     elif sweep:
         report.notes.append(f"no sweep results at {sweep}")
+    _photos_curve(report, store, dataset)
 
     _write_pages(report, dataset, chosen)
     return report
+
+
+def _unfamiliar(report: Report, chosen: Entry, pred: dict[str, Any], out_dir: Path) -> None:
+    """The share of the test part flagged as unlike the training photos, and its histogram."""
+    record, scores = pred.get("familiar"), pred.get("scores")
+    if chosen.kind == "cnn":  # the scratch CNN keeps no record of its training photos
+        return
+    if record is None or scores is None:
+        report.notes.append(f"{chosen.name} cannot tell photos unlike its training photos (made "
+                            "before featx recorded them); fit it again to add that")
+        return
+    flagged = record.flags(scores)
+    report.chosen["unfamiliar"] = {
+        "method": record.method, "threshold": record.threshold,
+        "test_flagged": float(flagged.mean()) if len(scores) else None,
+        "n_test_flagged": int(flagged.sum()), "val_flagged": record.calibration.get("val_flagged"),
+        "target_pass": record.calibration.get("target_pass")}
+    u = report.chosen["unfamiliar"]
+    report.files["unfamiliar"] = str(plot_scores(
+        scores, record.threshold, record.calibration.get("val_histogram"),
+        out_dir / "unfamiliar.png",
+        f"{chosen.label}: unfamiliarity ({record.method}) of the test part\n"
+        f"{u['n_test_flagged']} of {len(scores)} flagged ({_pct(u['test_flagged'])}) above "
+        f"{record.threshold:.4f}; validation {_pct(u['val_flagged'])}"))
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1%}"
+
+
+def _photos_curve(report: Report, store: Path, dataset: str) -> None:
+    """The learning curve of ``featx curve`` (reports/<store>_curve/curve.json), when it exists."""
+    from featx.curve import CURVE_FILE, default_output as curve_output
+    from featx.figures import plot_photos_curve
+
+    found = curve_output(store) / CURVE_FILE
+    if found.is_file():
+        curve = json.loads(found.read_text())
+        report.files["photos"] = str(plot_photos_curve(
+            curve, report.out_dir / "photos.png", f"{dataset}: {curve['clf']}, test accuracy "
+            f"against training photos a class\n" + "\n".join(curve["summary"][:2])))
+        report.photos = curve["summary"]
 
 
 def _curves_title(drawn: list[Entry]) -> str:
@@ -365,6 +415,9 @@ CAPTIONS = {
     "samples": "Sample images per class.",
     "mistakes": "The most confident mistakes on the test part: predicted (probability) and true label.",
     "sweep": "Validation accuracy of every sweep point.",
+    "unfamiliar": "Unfamiliarity scores of the test part (bars) and of the validation part the "
+                  "threshold was calibrated on (line); photos above the threshold are flagged.",
+    "photos": "How many more photos (featx curve): test accuracy against training photos a class.",
 }
 
 
@@ -408,12 +461,15 @@ def _write_pages(report: Report, dataset: str, chosen: Entry) -> None:
         md += ["", f"> note: {note}"]
     for key, p in figures:
         md += ["", f"## {key}", "", CAPTIONS[key], "", f"![{key}]({p.name})"]
+        md += [f"- {line}" for line in (report.photos if key == "photos" else [])]
     write_text(out / "report.md", "\n".join(md) + "\n", "the report page")
     report.files["markdown"] = str(out / "report.md")
 
     e = html.escape
     rows = "\n".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body)
     figs = "\n".join(f'<h2>{e(key)}</h2><p>{e(CAPTIONS[key])}</p>{inline_png(p, key)}'
+                     + "".join(f"<p>{e(line)}</p>" for line in
+                               (report.photos if key == "photos" else []))
                      for key, p in figures)
     notes = "".join(f"<p class=note>note: {_inline_html(n)}</p>" for n in report.notes)
     intro_html = _inline_html(intro)

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 
 from featx.bundle import check_bundle_output, save_bundle
 from featx.errors import FeatxError
+from featx.familiar import from_split
 from featx.files import check_output, write_text
 from featx.fit import evaluate, fit_split
 from featx.heads import CLASSIFIERS, DEFAULTS, make_head
@@ -208,7 +209,8 @@ def run_sweep(store: str | os.PathLike, clfs: list[str], grid: dict[str, list[An
             result.files["bundle"] = str(save_bundle(
                 bundle, head, split.feats.class_names, split.feats.meta, store=store,
                 split=split.info, metrics={"val": val, "test": test, "fit_seconds": seconds},
-                extra={"selection": {"by": result.selection, "score": score_of(top)}}))
+                extra={"selection": {"by": result.selection, "score": score_of(top)}},
+                familiar=from_split(split)))
     if out:
         result.files["json"] = str(write_text(
             out / "results.json", json.dumps(result.as_dict(), indent=2, default=str) + "\n",

@@ -23,17 +23,17 @@ from featx.errors import FeatxError
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """featx in this process: (exit code, stdout, stderr)."""
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """``featx ARGS`` in this process (paths taken as they are): (exit code, stdout, stderr)."""
     from featx.cli import main
 
     with pytest.raises(SystemExit) as e:
-        main(list(args))
+        main([str(a) for a in args])
     captured = capsys.readouterr()
     return e.value.code, captured.out, captured.err
 
 
-def run_cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+def spawn_cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
     """featx in a child process (stdout and stderr piped, text)."""
     cmd = [sys.executable, "-c", "from featx.cli import main; main()", *args]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -224,6 +224,88 @@ def ray_session():
     ray.shutdown()
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels and holds almost no data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(
+            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+            + chunk(b"IEND", b""))
+
+
+def bad_image_corpus(folder: Path) -> tuple[dict[str, str], list[str]]:
+    """Odd files in ``folder``, and a folder named ``folder.jpg``: (bad file name -> expected reason
+    fragment, names of files that must decode: every PIL mode, EXIF rotation, a PNG named .jpg).
+
+    ``unreadable.jpg`` is ``chmod 000``, which stops no one when tests run as root: there use
+    :func:`simulate_unreadable`, which makes featx's one file reader refuse it as the OS would."""
+    import io
+    import stat
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bad = {"bomb.png": "decompression bomb", "huge_header.png": "decompression bomb",
+           "truncated.jpg": "truncated", "empty.jpg": "empty file",
+           "text.jpg": "not an image", "fifo.jpg": "not a regular file",
+           "unreadable.jpg": "cannot read file"}
+    # a real bomb over featx's 64 Mpx limit (1-bit, so cheap to write) and a header past PIL's
+    Image.new("1", (8200, 8200)).save(folder / "bomb.png")
+    (folder / "huge_header.png").write_bytes(_png_header(20_000, 20_000))
+    photo = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), np.uint8)).save(
+        photo, "JPEG")
+    (folder / "truncated.jpg").write_bytes(photo.getvalue()[:len(photo.getvalue()) // 2])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image at all\n")
+    os.mkfifo(folder / "fifo.jpg")
+    (folder / "unreadable.jpg").write_bytes(photo.getvalue()[:-1] + b"\xd9")
+    os.chmod(folder / "unreadable.jpg", 0)
+    good = []
+    rgb = np.random.default_rng(1).integers(0, 255, (24, 32, 3), np.uint8)
+    base = Image.fromarray(rgb)
+    modes = {"L": base.convert("L"), "LA": base.convert("LA"), "RGBA": base.convert("RGBA"),
+             "P": base.convert("P"), "CMYK": base.convert("CMYK"), "1": base.convert("1"),
+             "I16": Image.fromarray(rgb[..., 0].astype(np.uint16) * 257),
+             "F": Image.fromarray(rgb[..., 1].astype(np.float32))}
+    for name, im in modes.items():
+        ext = {"CMYK": ".jpg", "F": ".tif"}.get(name, ".png")
+        im.save(folder / f"mode_{name}{ext}")
+        good.append(f"mode_{name}{ext}")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90
+    base.save(folder / "exif_rotated.jpg", exif=exif)
+    base.save(folder / "png_named.jpg", format="PNG")
+    good += ["exif_rotated.jpg", "png_named.jpg"]
+    (folder / "folder.jpg").mkdir()
+    assert stat.S_ISFIFO(os.stat(folder / "fifo.jpg").st_mode)
+    return bad, good
+
+
+def simulate_unreadable(monkeypatch, name: str = "unreadable.jpg") -> None:
+    """As root (where ``chmod 000`` reads fine), make :func:`featx.decode.read_file`, the one
+    place featx reads image files, get the PermissionError a normal user gets for ``name``."""
+    import builtins
+
+    import featx.decode
+
+    if os.geteuid() != 0:
+        return
+
+    def fake_open(path, *args, **kwargs):
+        if Path(path).name == name:
+            raise PermissionError(13, "Permission denied", str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(featx.decode, "open", fake_open, raising=False)
+
+
+run_cli = cli  # the name some test files use for the same helper
+
+
 # --- web: real server processes and a headless browser ------------------------------------------
 
 ARTEFACTS = ROOT / "reports" / "test-artefacts"  # screenshots of pages under test (not in git)
@@ -335,3 +417,52 @@ def screenshot(page, name: str) -> Path:
     path = ARTEFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_store, tmp_path_factory) -> Path:
+    """A logreg bundle fitted on ``tiny_store`` (VGG16 32x32, random weights)."""
+    from featx.fit import fit_store
+
+    return fit_store(tiny_store, "logreg", out=tmp_path_factory.mktemp("bundle") / "b", n_jobs=1).bundle
+
+
+# --- review: a store with planted label errors --------------------------------------------------
+
+
+def planted_store(root: Path, counts: dict[str, int], planted: int, dim: int = 32,
+                  sep: float = 3.0, seed: int = 0, twins: int = 0) -> tuple[Path, list[str]]:
+    """A store of made-up vectors (Gaussian blobs, one a class) over generated photos in
+    ``root/data`` (each class its own hue), with ``planted`` photos moved into another class's
+    folder: their label (the folder) is wrong, their vector and picture are of their true class.
+    ``twins``: that many near-copies of the first photos added (``twin_...``, a new hash each).
+    Returns the store and the planted photos' stored paths."""
+    from featx.store import Features, save_features
+
+    data = make_images(root / "data", counts, seed=seed)
+    names = sorted(counts)
+    rng = np.random.default_rng(seed)
+    true = np.concatenate([np.full(counts[c], k) for k, c in enumerate(names)])
+    files = [f"{c}/{c}_{i:03d}.jpg" for c in names for i in range(counts[c])]
+    labels = true.copy()
+    moved = rng.choice(len(files), planted, replace=False)
+    planted_paths = []
+    for i in moved:
+        labels[i] = (true[i] + 1 + rng.integers(len(names) - 1)) % len(names)
+        new = f"{names[labels[i]]}/planted_{Path(files[i]).name}"
+        (data / files[i]).rename(data / new)
+        files[i] = new
+        planted_paths.append(new)
+    centres = rng.normal(size=(len(names), dim)) * sep
+    X = (centres[true] + rng.normal(size=(len(true), dim))).astype(np.float32)
+    for i in range(twins):
+        twin = f"{Path(files[i]).parent}/twin_{Path(files[i]).name}"
+        (data / twin).write_bytes((data / files[i]).read_bytes())
+        files.append(twin)
+    X = np.concatenate([X, X[:twins] + 0.01 * rng.normal(size=(twins, dim)).astype(np.float32)])
+    labels, true = np.concatenate([labels, labels[:twins]]), np.concatenate([true, true[:twins]])
+    hashes = np.array([f"{rng.integers(2**63):016x}{i:048x}" for i in range(len(true))])
+    store = root / "planted.h5"
+    save_features(store, Features(X, labels, files, hashes, names,
+                                  {**META, "data_dir": str(data.resolve())}))
+    return store, planted_paths

@@ -19,7 +19,7 @@ from featx.embed import ExtractorSettings
 from featx.errors import FeatxError
 from featx.extract import extract
 from featx.sweep import run_sweep
-from tests.conftest import TINY, TINY_ARGS, make_images, run_cli, synthetic_store, wait_for
+from tests.conftest import TINY, TINY_ARGS, make_images, spawn_cli, synthetic_store, wait_for
 
 SETTINGS = ExtractorSettings(**TINY)
 FLIPS = ExtractorSettings(**{**TINY, "augment": "flip"})  # mirror images' vectors beside each row
@@ -81,7 +81,7 @@ def test_same_store_as_local_engine_on_distinct_gpus(ray_session, folder, local_
 def test_driver_killed_then_same_command_embeds_each_image_once(ray_session, folder, local_store,
                                                                  local_flips, tmp_path):
     out = tmp_path / "s.h5"
-    proc = run_cli("extract", str(folder), "-o", str(out), *TINY_ARGS, "--batch-size", "4",
+    proc = spawn_cli("extract", str(folder), "-o", str(out), *TINY_ARGS, "--batch-size", "4",
                     "--commit-every", "4", "--engine", "ray", "--address", ray_session,
                     "--gpus-per-worker", "0")
     parts = tmp_path / "s.h5.parts"
@@ -119,7 +119,7 @@ def test_worker_killed_mid_run_is_retried(ray_session, folder, local_store, tmp_
 
 
 def test_unreachable_address_is_one_clear_line(folder, tmp_path):
-    proc = run_cli("extract", str(folder), "-o", str(tmp_path / "s.h5"), "--weights", "none",
+    proc = spawn_cli("extract", str(folder), "-o", str(tmp_path / "s.h5"), "--weights", "none",
                     "--engine", "ray", "--address", "127.0.0.1:9")
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2

@@ -14,7 +14,7 @@ from featx import load_features
 from featx.embed import ExtractorSettings
 from featx.errors import FeatxError
 from featx.extract import extract
-from tests.conftest import TINY, TINY_ARGS, TINY_DIM, make_images, run_cli, wait_for
+from tests.conftest import TINY, TINY_ARGS, TINY_DIM, make_images, spawn_cli, wait_for
 
 SETTINGS = ExtractorSettings(**TINY)
 
@@ -135,7 +135,7 @@ def test_killed_run_leaves_readable_store_and_resumes(tmp_path: Path, sig, when)
     out = tmp_path / "s.h5"
     args = ["extract", str(data), "-o", str(out), "--model", TINY["model"], "--layer", TINY["layer"],
             "--weights", "none", "--input-size", "32", "--batch-size", "4", "--commit-every", "4"]
-    proc = run_cli(*args)
+    proc = spawn_cli(*args)
     parts = tmp_path / "s.h5.parts"
     if when == "after-merge":  # the store has been merged once (16 rows) and more parts are committed
         wait_for(lambda: out.exists() and len(list(parts.glob("part-*.h5"))) >= 1, proc)
@@ -154,7 +154,7 @@ def test_killed_run_leaves_readable_store_and_resumes(tmp_path: Path, sig, when)
         partial = load_features(out)  # readable, and every row complete
         assert 0 < partial.n < 40 and len(set(partial.paths)) == partial.n
     else:  # featx info says what the interrupted run holds and how to resume
-        info = run_cli("info", str(out))
+        info = spawn_cli("info", str(out))
         stdout, _ = info.communicate(timeout=120)
         n_parts = sum(len(h5py.File(p)["hashes"]) for p in parts.glob("part-*.h5"))
         assert info.returncode == 0 and f"interrupted run holds {n_parts} vectors" in stdout
@@ -190,13 +190,13 @@ def test_cli_extract_json_and_info(image_tree: Path, tmp_path: Path):
     import json
 
     out = tmp_path / "s.h5"
-    proc = run_cli("extract", str(image_tree), "-o", str(out), *TINY_ARGS, "--json")
+    proc = spawn_cli("extract", str(image_tree), "-o", str(out), *TINY_ARGS, "--json")
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     result = json.loads(stdout)
     assert result["n_images"] == 12 and result["n_embedded"] == 12 and result["dim"] == TINY_DIM
     assert set(result["timings"]) >= {"hash", "decode", "model", "write", "total"}
-    proc = run_cli("info", str(out), "--json")
+    proc = spawn_cli("info", str(out), "--json")
     stdout, _ = proc.communicate(timeout=120)
     info = json.loads(stdout)
     assert info["classes"] == {"cat": 6, "dog": 6} and info["meta"]["layer"] == "block5_pool"
@@ -213,7 +213,7 @@ def test_cli_misuse_is_one_clear_line(image_tree: Path, tmp_path: Path, make_arg
     args = make_args(image_tree, tmp_path)
     if args[0] != "info":
         args = ["extract", *args]
-    proc = run_cli(*args, "--weights", "none") if args[0] == "extract" else run_cli(*args)
+    proc = spawn_cli(*args, "--weights", "none") if args[0] == "extract" else spawn_cli(*args)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2
     lines = [ln for ln in stderr.splitlines() if ln.startswith("featx: error:")]
@@ -225,7 +225,7 @@ def test_offline_imagenet_download_names_weights_option(image_tree: Path, tmp_pa
     # An unreachable proxy makes the download fail the same way on any machine, online or not.
     env = {"KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9",
            "HTTP_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
-    proc = run_cli("extract", str(image_tree), "-o", str(tmp_path / "s.h5"), env=env)
+    proc = spawn_cli("extract", str(image_tree), "-o", str(tmp_path / "s.h5"), env=env)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 2
     assert "could not download the ImageNet weights" in stderr and "--weights PATH" in stderr

@@ -160,6 +160,14 @@ def test_bundle_predicts_as_the_model_in_memory(ws):
     np.testing.assert_allclose(loaded, r.test_proba, rtol=0, atol=1e-6)
     acc = float(np.mean(loaded.argmax(axis=1) == store.labels[test]))
     assert acc == r.test["accuracy"]
+    proba, scores = bundle.predict_scored(read_maps(store, test))  # one pass: both outputs
+    np.testing.assert_allclose(proba, r.test_proba, rtol=0, atol=1e-6)
+    assert bundle.familiar.arrays["bank"].shape[1] == 512  # block5's pooled vectors
+    assert scores.shape == (len(test),) and np.isfinite(scores).all()
+    from featx.familiar import keras_outputs
+
+    graph = keras_outputs(bundle)(read_maps(store, test))["unfamiliarity"]  # an export's output
+    np.testing.assert_allclose(np.asarray(graph), scores, rtol=1e-4, atol=1e-5)
 
 
 def test_history_and_best_epoch_are_kept(ws):

@@ -89,11 +89,11 @@ def test_confusion_of_the_chosen_matches_its_stored_test_metrics(workspace, repo
 
 
 def test_figures_and_pages_are_written(report):
-    for key in ("curves", "confusion", "samples", "mistakes", "sweep"):
+    for key in ("curves", "confusion", "samples", "mistakes", "sweep", "unfamiliar"):
         with Image.open(report.files[key]) as im:
             assert im.format == "PNG" and im.width >= 400 and im.height >= 200, key
     page = Path(report.files["html"]).read_text()
-    assert page.count("data:image/png;base64,") == 5  # self-contained
+    assert page.count("data:image/png;base64,") == 6  # self-contained
     assert "scratch CNN" in page and "softmax head" in page
     saved = json.loads(Path(report.files["json"]).read_text())
     assert saved["table"] == report.table

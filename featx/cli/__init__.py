@@ -229,7 +229,10 @@ from featx.cli import fit as _fit  # noqa: E402,F401  (fit, sweep, predict)
 from featx.cli import baseline as _baseline  # noqa: E402,F401  (baseline, report)
 from featx.cli import audit as _audit  # noqa: E402,F401  (audit)
 from featx.cli import finetune as _finetune  # noqa: E402,F401  (finetune)
+from featx.cli import evaluate as _evaluate  # noqa: E402,F401  (evaluate)
 from featx.cli import serve as _serve  # noqa: E402,F401  (serve)
+from featx.cli import review as _review  # noqa: E402,F401  (review)
+from featx.cli import curve as _curve  # noqa: E402,F401  (curve, suggest)
 
 for _info in app.registered_commands:  # every command's help through Command
     if _info.cls in (None, typer.core.TyperCommand):

@@ -105,6 +105,11 @@ def _print_report(r) -> None:
         split = f"{row['n_train']}/{row['n_val']}/{row['n_test']}"
         out.print(f"{_fmt(row['val_accuracy']):>8}  {_fmt(row['test_accuracy']):>8}  {split:>14}  "
                   f"{row['model']} ({row['bundle']})", markup=False)
+    u = (r.chosen or {}).get("unfamiliar")
+    if u:
+        out.print(f"  unfamiliar photos ({u['method']}, score above {u['threshold']:.4f}): "
+                  f"{u['n_test_flagged']} of {r.chosen['n_test']} test photos flagged "
+                  f"({u['test_flagged']:.1%}; validation {u['val_flagged']:.1%})", markup=False)
     for key, path in r.files.items():
         out.print(f"  {key}: {path}", markup=False)
 

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 
 from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
-from featx.cli.fit import NO_CORRECTIONS_OPTION, SPLIT_OPTION, SPLIT_SEED_OPTION
+from featx.cli.fit import NO_CORRECTIONS_OPTION, SPLIT_OPTION, SPLIT_SEED_OPTION, _print_familiar
 from featx.finetune import FinetuneSettings
 
 D = FinetuneSettings()
@@ -90,4 +90,5 @@ def _print_finetune(s: dict[str, Any]) -> None:
                   f"{init['val_accuracy']:.4f}")
     out.print(f"  best (kept) epoch {s['best_epoch']}: val accuracy {acc('val')}, test accuracy "
               f"{acc('test')}")
+    _print_familiar(s.get("familiar"))
     out.print(f"  bundle: {s['bundle']}", markup=False)

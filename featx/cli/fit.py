@@ -9,7 +9,9 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from featx.cli import JSON_OPTION, app, emit, err, flagged, out, progress_bar, warn
+from featx.cli import (JSON_OPTION, app, check_outputs, emit, err, flagged, out, progress_bar,
+                       quiet_progress, warn)
+from featx.errors import FeatxError
 from featx.heads import DEFAULTS
 from featx.split import parse_tta  # noqa: F401  (lived here; featx.split parses it now)
 
@@ -131,19 +133,36 @@ def _print_fit(s: dict[str, Any]) -> None:
         out.print(f"  did not converge: {_budget_note(s)}")
     _print_excluded(s["split"])
     _print_flips(s["split"])
+    _print_familiar(s.get("familiar"))
     ref = s["reference"]
     out.print(f"  val accuracy {acc('val')}, test accuracy {acc('test')} (chance {ref['chance']:.3f}; "
               f"always '{ref['majority_class']}': val {_share(ref['majority_val'])}, "
               f"test {_share(ref['majority_test'])})")
     if s.get("test"):
-        names, t = s["class_names"], s["test"]
-        table = Table("class (test)", "precision", "recall", "n", *names, box=None, pad_edge=False)
-        for i, name in enumerate(names):
-            table.add_row(name, f"{t['precision'][i]:.3f}", f"{t['recall'][i]:.3f}",
-                          str(t["support"][i]), *map(str, t["confusion"][i]))
-        out.print("  confusion matrix: rows are true classes, columns predicted")
-        out.print(table)
+        print_metrics(s["class_names"], s["test"], "class (test)")
     out.print(f"  bundle: {s['bundle']}")
+
+
+def print_metrics(names: list[str], m: dict[str, Any], heading: str = "class") -> None:
+    """Per-class precision, recall and support beside the confusion matrix's rows."""
+    table = Table(heading, "precision", "recall", "n", *names, box=None, pad_edge=False)
+    for i, name in enumerate(names):
+        table.add_row(name, f"{m['precision'][i]:.3f}", f"{m['recall'][i]:.3f}",
+                      str(m["support"][i]), *map(str, m["confusion"][i]))
+    out.print("  confusion matrix: rows are true classes, columns predicted")
+    out.print(table)
+
+
+def _print_familiar(f: dict[str, Any] | None) -> None:
+    """The unfamiliar-photo calibration: threshold and the share of validation flagged."""
+    if not f:
+        out.print("  unfamiliar photos: not recorded (the validation part is empty)")
+        return
+    c = f["calibration"]
+    out.print(f"  unfamiliar photos: {f['method']} score above {f['threshold']:.4f} flags "
+              f"{c['val_flagged']:.1%} of validation ({round(c['val_flagged'] * c['n_val'])} of "
+              f"{c['n_val']}; target {1 - c['target_pass']:.0%}); keeps {f['stores']}",
+              markup=False)
 
 
 def _print_excluded(split: dict[str, Any]) -> None:
@@ -229,8 +248,8 @@ def sweep(
                       epochs=epochs)
     out_dir = output or default_output(store)
 
-    def progress(row, done, total):
-        if not as_json:
+    def progress(row, done, total):  # progress on stderr, also with --json; not with --quiet
+        if not quiet_progress():
             err.print(f"  [{done}/{total}] {point_label(row)}: "
                       + (_score(row) + f", {row['fit_seconds']:.2f} s" if "error" not in row
                          else row["error"]), markup=False, highlight=False)
@@ -299,26 +318,71 @@ def predict(
     tta: Optional[str] = typer.Option(
         None, "--tta", help="flip: average over each image and its mirror (twice the model time); "
         "none [as the bundle was evaluated]."),
+    reject: bool = typer.Option(
+        False, "--reject", help="Answer none for photos unlike the training photos."),
+    unfamiliar_at: Optional[float] = typer.Option(
+        None, "--unfamiliar-at", help="Flag photos scoring above this [the bundle's threshold, "
+        "calibrated so that 95% of validation photos pass]."),
+    csv_file: Optional[Path] = typer.Option(
+        None, "--csv", help="Also write the predictions to this CSV file (path, label, "
+        "probability, one column per class, error)."),
+    sort_into: Optional[Path] = typer.Option(
+        None, "--sort-into", help="Link each photo into DIR/<predicted class>/ (never moves or "
+        "overwrites a file)."),
+    copy: bool = typer.Option(False, "--copy", help="With --sort-into: copies instead of links."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Class probabilities for new images, embedded exactly as the bundle's store was.
+    """Class probabilities for new images, embedded exactly as the bundle's store was; each
+    photo is also flagged when it looks unlike the training photos.
 
     Exit code 3 when any input could not be predicted (each has its own line on stderr; the
     others are still predicted), 2 on bad input such as a missing bundle.
     """
+    from featx.files import write_text
+    from featx.predict import check_sort_into, csv_text
     from featx.predict import predict as run_predict
+    from featx.predict import sort_into as run_sort
 
-    with progress_bar(not as_json) as bar:
+    if copy and sort_into is None:
+        raise FeatxError("`copy` applies to `sort_into` only")
+    check_outputs(predictions_csv=csv_file)
+    if sort_into is not None:
+        check_sort_into(sort_into, images)
+    with progress_bar() as bar:
         report = run_predict(bundle, images, k=top_k, weights=weights, batch_size=batch_size,
-                             tta=parse_tta(tta), progress=bar)
-    emit(report.as_dict(), as_json, lambda: _print_predict(report))
+                             tta=parse_tta(tta), reject=reject, unfamiliar_at=unfamiliar_at,
+                             progress=bar)
+    result = report.as_dict()
+    if csv_file is not None:
+        write_text(csv_file, csv_text(report), "the predictions CSV file")
+        result["csv"] = str(csv_file)
+    sorted_ = run_sort(report, sort_into, copy) if sort_into is not None else None
+    if sorted_ is not None:
+        result["sorted"] = sorted_.as_dict()
+    emit(result, as_json, lambda: _print_predict(report, csv_file, sorted_))
+    for note in report.notes:  # said once, also with --json
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     for path, reason in report.errors:  # per-file errors on stderr, also with --json
         err.print(f"featx: error: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
     if report.errors:
         sys.exit(PARTIAL_EXIT)
 
 
-def _print_predict(r) -> None:
+def _print_predict(r, csv_file=None, sorted_=None) -> None:
     for p in r.predictions:
         tops = ", ".join(f"{c} {v:.3f}" for c, v in p.top_k)
-        out.print(f"{p.path}: {p.label}  ({tops})", markup=False)
+        flag = "" if p.unfamiliar is None else \
+            f"  unfamiliar: {str(p.unfamiliar).lower()} (score {p.score:.4f})"
+        out.print(f"{p.path}: {p.label}  ({tops}){flag}", markup=False)
+    line = r.summary_line()
+    if line:
+        f = r.familiar
+        by = ("--unfamiliar-at" if f["set_by"] != "bundle" else
+              f"the bundle's, passing {f['target_pass']:.0%} of validation photos")
+        out.print(f"{line} (score above {f['threshold']:.4f}: {by})", markup=False)
+    if csv_file is not None:
+        out.print(f"predictions: {csv_file}", markup=False)
+    if sorted_ is not None:
+        kind = "copies" if sorted_.mode == "copy" else "links"
+        again = f"; {sorted_.already} already there" if sorted_.already else ""
+        out.print(f"sorted into {sorted_.dest}: {len(sorted_.placed)} {kind}{again}", markup=False)

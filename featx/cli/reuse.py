@@ -107,6 +107,19 @@ def duplicates(
                 out.print(f"    {mem['label']:<14} {mem['path']}")
         if len(result["groups"]) > limit:
             out.print(f"  ... and {len(result['groups']) - limit} more groups (all with --json)")
+        group_of = {i: k for k, g in enumerate(report.groups) for i in g}
+        loose = [q for p, q in zip(report.pairs, result["pairs"])
+                 if p.a not in group_of or group_of.get(p.a) != group_of.get(p.b)]
+        if loose:
+            out.print(f"  {len(loose)} pairs outside any one group (their images are not all "
+                      f"pairs with each other):")
+        for q in loose[:limit]:
+            flag = "CROSS-LABEL " if q["cross_label"] else ""
+            out.print(f"  {flag}{q['kind']} pair, cosine {q['similarity']:.3f}: "
+                      f"{q['a']['label']} {q['a']['path']}  ~  {q['b']['label']} {q['b']['path']}",
+                      markup=False)
+        if len(loose) > limit:
+            out.print(f"  ... and {len(loose) - limit} more pairs (all with --json)")
         if result["sheet"]:
             out.print(f"sheet: {result['sheet']}")
 

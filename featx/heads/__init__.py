@@ -50,7 +50,7 @@ The package, by job: :mod:`~featx.heads.params` (names, parameters, defaults, ch
 from __future__ import annotations
 
 from featx.heads.base import Head
-from featx.heads.keras_heads import CnnHead, FinetuneHead, KerasHead, SoftmaxHead
+from featx.heads.keras_heads import CnnHead, FinetuneHead, KerasHead, SoftmaxHead, with_pooled
 from featx.heads.params import (CLASSIFIERS, DEFAULTS, SCALES, SOLVER_EPOCHS, SOLVERS, check_clf,
                                 head_params, unused_params)
 from featx.heads.registry import HEADS, load_head, make_head
@@ -61,4 +61,4 @@ from featx.heads.softmax_math import (LBFGS_OPTIONS, l2_strength, softmax_object
 __all__ = ["CLASSIFIERS", "CnnHead", "DEFAULTS", "FinetuneHead", "HEADS", "Head", "KerasHead",
            "LBFGS_OPTIONS", "SCALES", "SOLVERS", "SOLVER_EPOCHS", "SklearnHead", "SoftmaxHead",
            "check_clf", "head_params", "l2_strength", "load_head", "make_head", "softmax_objective",
-           "two_class_objective", "unused_params"]
+           "two_class_objective", "unused_params", "with_pooled"]

@@ -41,6 +41,11 @@ class Head:
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.argmax(self.predict_proba(X), axis=1)
 
+    def predict_embedded(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(class probabilities, the embedding the unfamiliarity score reads: the input vectors
+        themselves, or what the model makes of them, :class:`FinetuneHead`)."""
+        return self.predict_proba(X), np.asarray(X)
+
     def save(self, directory: Path) -> str:
         """Write the fitted model into ``directory``; returns the file name."""
         self._check_fitted()

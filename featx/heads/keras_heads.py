@@ -215,6 +215,29 @@ class FinetuneHead(KerasHead):
     name = "finetune"
     predict_batch_size = 32  # a map is 100,352 values: 1,024 of them would take 400 MB at once
 
-    def predict_proba(self, X):
+    def _maps(self, X) -> np.ndarray:
         dtype = np.dtype(self.params.get("store_dtype", "float32"))
-        return super().predict_proba(np.asarray(X).astype(dtype).astype(np.float32))
+        return np.asarray(X).astype(dtype).astype(np.float32)
+
+    def predict_proba(self, X):
+        return super().predict_proba(self._maps(X))
+
+    def predict_embedded(self, X):
+        """(class probabilities, pooled vectors after block5): one pass of the model."""
+        self._check_fitted()
+        proba, pooled = self.with_pooled().predict(self._maps(X), batch_size=self.predict_batch_size,
+                                                   verbose=0)
+        return np.asarray(proba, dtype=np.float64), np.asarray(pooled, dtype=np.float32)
+
+    def with_pooled(self):
+        """The model with a second output: the pooled vector before the head (its embedding)."""
+        if getattr(self, "_with_pooled", None) is None:
+            self._with_pooled = with_pooled(self.model)
+        return self._with_pooled
+
+
+def with_pooled(model, layer: str = "avg_pool"):
+    """``model`` with two outputs: its own and ``layer``'s (shared weights)."""
+    import keras
+
+    return keras.Model(model.inputs, [model.outputs[0], model.get_layer(layer).output])

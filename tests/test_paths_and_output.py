@@ -1,0 +1,122 @@
+"""Small fixes found by trying every command as a new user would (issue 28): paths recorded
+resolved, progress and --json/--quiet, import-time quiet, slow refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from featx.embed import Extractor, ExtractorSettings
+
+
+def test_the_weights_path_is_recorded_resolved_and_found_from_elsewhere(tmp_path, monkeypatch):
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "my.weights.h5").write_bytes(b"not really weights, but hashed all the same")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    settings = ExtractorSettings(layer="block5_pool", weights="w/my.weights.h5")
+    meta = Extractor(settings).meta
+    assert meta["weights"] == str(tmp_path / "w" / "my.weights.h5")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again = Extractor.from_meta(meta)  # found, and its sha256 checked
+    assert again.weights_id == meta["weights_id"]
+    (tmp_path / "w" / "my.weights.h5").write_bytes(b"other bytes")
+    from featx.errors import FeatxError
+
+    with pytest.raises(FeatxError, match="are not the ones"):
+        Extractor.from_meta(meta)
+
+
+def test_small_maps_use_the_exact_tsne(monkeypatch):
+    """90 points took 46 s with Barnes-Hut's threads on the loaded box; exact: 2.4 s, same KL."""
+    import numpy as np
+    import sklearn.manifold
+
+    from featx.maps import EXACT_BELOW, embed_2d
+
+    made = []
+    real = sklearn.manifold.TSNE
+
+    def spy(**kw):
+        made.append(kw)
+        return real(**{**kw, "max_iter": 250})
+
+    monkeypatch.setattr(sklearn.manifold, "TSNE", spy)
+    x = np.random.default_rng(0).normal(size=(90, 64)).astype(np.float32)
+    coords = embed_2d(x)
+    assert coords.shape == (90, 2) and np.isfinite(coords).all()
+    assert made[-1]["method"] == "exact" and made[-1]["n_jobs"] == 1 and 90 < EXACT_BELOW
+
+
+def _linked_copy(tiny_store, tmp_path):
+    """A folder of symlinks to the tiny store's images, and a copy of the store for it."""
+    import shutil
+
+    from featx.store import read_meta
+
+    data = Path(read_meta(tiny_store)["data_dir"])
+    folder = tmp_path / "data"
+    for f in sorted(data.rglob("*.jpg")):
+        (folder / f.parent.name).mkdir(parents=True, exist_ok=True)
+        (folder / f.parent.name / f.name).symlink_to(f)
+    shutil.copyfile(tiny_store, tmp_path / "s.h5")
+    return folder, tmp_path / "s.h5"
+
+
+def test_adding_one_image_runs_the_model_on_one_image(tiny_store, tmp_path, monkeypatch):
+    """It ran a warm-up batch of 32 and then the one image padded to 32 (BENCHMARKS.md)."""
+    from featx.extract import extract
+    from tests.conftest import TINY, make_images
+
+    folder, store = _linked_copy(tiny_store, tmp_path)
+    make_images(tmp_path / "new", {"circle": 1}, seed=5)
+    (tmp_path / "new" / "circle" / "circle_000.jpg").rename(folder / "circle" / "new.jpg")
+    calls = []
+    real = Extractor.embed_preprocessed
+
+    def spy(self, x, batch_size=None):
+        calls.append((len(x), batch_size))
+        return real(self, x, batch_size)
+
+    monkeypatch.setattr(Extractor, "embed_preprocessed", spy)
+    report = extract(folder, store, ExtractorSettings(**TINY), batch_size=32)
+    assert report.n_embedded == 1 and report.n_images == 31
+    assert calls == [(1, 1)]
+
+
+def test_a_rename_is_counted_as_a_rename(tiny_store, tmp_path, capsys):
+    from tests.conftest import TINY_ARGS, run_cli
+
+    folder, store = _linked_copy(tiny_store, tmp_path)
+    (folder / "circle" / "circle_001.jpg").rename(folder / "circle" / "renamed.jpg")
+    (folder / "star" / "star_002.jpg").rename(folder / "square" / "moved.jpg")  # and relabelled
+    (folder / "star" / "star_003.jpg").unlink()
+    code, out, err = run_cli(capsys, "extract", folder, "-o", store, *TINY_ARGS, "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert (d["n_renamed"], d["n_removed"], d["n_embedded"]) == (2, 1, 0)
+    (folder / "circle" / "renamed.jpg").rename(folder / "circle" / "again.jpg")
+    code, out, err = run_cli(capsys, "extract", folder, "-o", store, *TINY_ARGS)
+    assert "; 1 renamed or moved since the last run" in out and "removed)" not in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["finetune", "absent.h5", "--tune", "5"], "--tune is at most 3"),
+    (["baseline", ".", "-o", "/sys/featx-bundle"], "cannot write the model bundle /sys/featx-bundle"),
+])
+def test_slow_commands_refuse_before_importing_tensorflow(args, message, tmp_path):
+    import subprocess
+    import sys
+
+    if args[0] == "baseline" and not Path("/sys/kernel").is_dir():
+        pytest.skip("no sysfs here (a folder even root cannot create in)")
+    code = ("import sys\nfrom featx.cli import main\ntry:\n    main(sys.argv[1:])\n"
+            "except SystemExit as e:\n    print(e.code, 'tensorflow' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert res.stdout == "2 False\n", res.stderr
+    assert message in res.stderr and res.stderr.count("\n") == 1
