@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,38 @@ def test_slow_commands_refuse_before_importing_tensorflow(args, message, tmp_pat
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert res.stdout == "2 False\n", res.stderr
     assert message in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_augment_flip_on_an_existing_store_adds_the_mirrors_to_it(tiny_store, tmp_path,
+                                                                  monkeypatch):
+    """Without -o, --augment flip used to start a second, _flip store from scratch."""
+    from featx.extract import extract
+    from featx.store import load_features
+    from tests.conftest import TINY
+
+    folder, _ = _linked_copy(tiny_store, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    first = extract(folder, None, ExtractorSettings(**TINY))
+    assert first.out == Path("features/data_vgg16_block5_pool_avg_32.h5") and first.n_embedded == 30
+    again = extract(folder, None, ExtractorSettings(**TINY, augment="flip"))
+    assert again.out == first.out and again.n_embedded == 0 and again.n_mirrored == 30
+    assert load_features(first.out).flipped.shape == (30, 512)
+    assert sorted(p.name for p in Path("features").iterdir()) == [first.out.name]
+
+
+def test_json_keeps_progress_on_stderr_and_quiet_silences_it(tiny_store, tmp_path, capsys,
+                                                              monkeypatch):
+    import featx.cli
+    from tests.conftest import TINY_ARGS, run_cli
+
+    monkeypatch.setattr(featx.cli.PlainProgress.__init__, "__defaults__", (0.0, time.monotonic))
+    folder, store = _linked_copy(tiny_store, tmp_path)
+    code, out, err = run_cli(capsys, "extract", folder, "-o", tmp_path / "new.h5", *TINY_ARGS,
+                             "--json")
+    assert code == 0 and json.loads(out)["n_embedded"] == 30
+    assert "embed: 30/30 (100%)" in err and "hash: 30/30" in err
+    for args in (["--quiet", "duplicates", store, "--json"], ["duplicates", store, "--quiet"]):
+        code, out, err = run_cli(capsys, *args)
+        assert code == 0 and err == "", err
+    code, out, err = run_cli(capsys, "duplicates", store, "--json")
+    assert "pairs: 30/30 (100%)" in err and json.loads(out)["n"] == 30

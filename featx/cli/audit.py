@@ -41,7 +41,7 @@ def audit(
     from featx.audit import audit_store, default_output
     from featx.split import parse_fractions
 
-    with progress_bar(not as_json) as progress:
+    with progress_bar() as progress:
         report = audit_store(store, clf, folds, top, seed=seed, fractions=parse_fractions(split),
                              split_seed=split_seed, threshold=threshold, neighbors=neighbors,
                              out=output or default_output(store), progress=progress,

@@ -59,7 +59,7 @@ def map_(
     """A 2-D map of the collection: PCA + t-SNE, coloured by class; optionally a thumbnail mosaic."""
     from featx.reuse import map_store
 
-    with progress_bar(not as_json) as bar:
+    with progress_bar() as bar:
         made = map_store(store, output, mosaic=mosaic, coords=coords, method=method,
                          max_points=max_points, perplexity=perplexity, seed=seed, progress=bar)
     m, result = made.map, made.as_dict()
@@ -88,7 +88,7 @@ def duplicates(
     """Exact (same content) and near-duplicate images; pairs across labels are listed first."""
     from featx.reuse import duplicates as run_duplicates
 
-    with progress_bar(not as_json) as bar:
+    with progress_bar() as bar:
         found = run_duplicates(store, threshold, sheet, sheet_max, progress=bar)
     report, result = found.report, found.as_dict()
     if sheet and not found.sheet:
