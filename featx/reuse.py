@@ -39,14 +39,15 @@ class NeighborsResult:
 
 
 def neighbors(store: str | os.PathLike, queries: list[str], k: int = 8,
-              weights: str | None = None, grid: str | os.PathLike | None = None
-              ) -> NeighborsResult:
+              weights: str | None = None, grid: str | os.PathLike | None = None,
+              exact: bool | None = None) -> NeighborsResult:
     """The ``k`` most similar stored images of each query (stored paths or new image files);
-    with ``grid``, a PNG: one row per query, the query then its neighbours."""
+    with ``grid``, a PNG: one row per query, the query then its neighbours. ``exact``: see
+    :func:`featx.neighbors.find_neighbors`."""
     from featx.neighbors import find_neighbors
 
     _check(grid=grid)
-    results = find_neighbors(store, queries, k=k, weights=weights)
+    results = find_neighbors(store, queries, k=k, weights=weights, exact=exact)
     if grid:
         from featx.figures import draw_neighbors
         from featx.store import read_meta
@@ -109,7 +110,7 @@ class DuplicatesResult:
 
 def duplicates(store: str | os.PathLike, threshold: float | None = None,
                sheet: str | os.PathLike | None = None, sheet_max: int = 20,
-               progress: Progress | None = None) -> DuplicatesResult:
+               progress: Progress | None = None, exact: bool | None = None) -> DuplicatesResult:
     """Exact and near-duplicate pairs (:func:`featx.near_duplicates.find_duplicates`); with
     ``sheet``, a PNG of the first ``sheet_max`` pairs, cross-label ones first (none written when
     there is no pair: ``sheet`` is then None in the result)."""
@@ -118,7 +119,7 @@ def duplicates(store: str | os.PathLike, threshold: float | None = None,
 
     _check(sheet=sheet)
     report = find_duplicates(store, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
-                             progress=progress)
+                             progress=progress, exact=exact)
     drawn = None
     if sheet and report.pairs:
         draw_pairs(report, sheet, limit=sheet_max)

@@ -224,6 +224,39 @@ def ray_session():
     ray.shutdown()
 
 
+def structured_vectors(n: int, dim: int = 64, clusters: int = 40, rank: int = 6, twins: int = 30,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Vectors with the structure of image embeddings: non-negative, in clusters that vary along
+    a few directions each (a low-dimensional manifold, not isotropic noise), plus ``twins``
+    planted near-twins (a row plus a little noise, cosine about 0.99). Returns (vectors, cluster
+    of each row, the planted (original, twin) row pairs)."""
+    rng = np.random.default_rng(seed)
+    base = n - twins
+    centres = np.maximum(rng.normal(size=(clusters, dim)), 0) + 0.2
+    bases = rng.normal(size=(clusters, rank, dim)) * 0.5
+    c = rng.integers(0, clusters, base)
+    z = rng.normal(size=(base, rank))
+    x = np.maximum(centres[c] + np.einsum("nr,nrd->nd", z, bases[c])
+                   + 0.05 * rng.normal(size=(base, dim)), 0)
+    src = rng.choice(base, twins, replace=False)
+    twin = np.maximum(x[src] + 0.03 * rng.normal(size=(twins, dim)), 0)
+    x = np.concatenate([x, twin]).astype(np.float32)
+    return x, np.concatenate([c, c[src]]), [(int(s), base + i) for i, s in enumerate(src)]
+
+
+def structured_store(path: Path, n: int, classes: int = 4, **kw) -> tuple[Path, list[tuple[int, int]]]:
+    """:func:`structured_vectors` as a store (label = cluster mod ``classes``, one hash a row)."""
+    from featx.store import Features, save_features
+
+    x, c, twins = structured_vectors(n, **kw)
+    y = c % classes
+    names = [f"class{k}" for k in range(classes)]
+    hashes = np.array([f"{i:064x}" for i in range(n)])
+    save_features(path, Features(x, y, [f"{names[k]}/{i}.jpg" for i, k in enumerate(y)], hashes,
+                                 names, dict(META)))
+    return path, twins
+
+
 def _png_header(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` pixels and holds almost no data."""
     import struct

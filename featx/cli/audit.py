@@ -9,7 +9,8 @@ import typer
 
 from featx import audit as A
 from featx.cli import JSON_OPTION, app, emit, out, progress_bar
-from featx.cli.fit import NO_CORRECTIONS_OPTION, SPLIT_OPTION, SPLIT_SEED_OPTION
+from featx.cli.fit import GROUP_OPTION, NO_CORRECTIONS_OPTION, SPLIT_OPTION, SPLIT_SEED_OPTION
+from featx.cli.reuse import EXACT_OPTION
 
 
 @app.command()
@@ -32,6 +33,8 @@ def audit(
     split: str = SPLIT_OPTION,
     split_seed: int = SPLIT_SEED_OPTION,
     no_corrections: bool = NO_CORRECTIONS_OPTION,
+    group: str = GROUP_OPTION,
+    exact: Optional[bool] = EXACT_OPTION,
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Folder for the sheets, audit.html, audit.json, suspects.csv "
         "(default: reports/<store>_audit/)."),
@@ -45,7 +48,8 @@ def audit(
         report = audit_store(store, clf, folds, top, seed=seed, fractions=parse_fractions(split),
                              split_seed=split_seed, threshold=threshold, neighbors=neighbors,
                              out=output or default_output(store), progress=progress,
-                             corrections=not no_corrections, outlier_z=outlier_z, C=C)
+                             corrections=not no_corrections, outlier_z=outlier_z, group=group,
+                             exact=exact, C=C)
     emit(report.as_dict(), as_json, lambda: _print_audit(report))
 
 

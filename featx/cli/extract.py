@@ -151,7 +151,11 @@ def _print_bundle_info(d: dict) -> None:
     out.print(f"  trained on: {store.get('path') or store.get('data_dir')} "
               f"({store.get('n')} images; data folder {store.get('data_dir')})", markup=False)
     split = d["split"]
-    if split:
+    if split.get("refit_on") == "train+val":
+        out.print(f"  split: {split.get('n_fit')} train+val (refitted after {split.get('cv')}-fold "
+                  f"cross-validation) / {split.get('n_test')} test, seed {split.get('seed')}",
+                  markup=False)
+    elif split:
         parts = "/".join(str(split.get(f"n_{p}", "?")) for p in ("train", "val", "test"))
         out.print(f"  split: {parts} (train/val/test), seed {split.get('seed')}", markup=False)
     scores = ", ".join(f"{p} accuracy {v:.4f}" for p, v in d["accuracy"].items() if v is not None)

@@ -20,6 +20,9 @@ SOFTMAX = DEFAULTS["softmax"]
 SPLIT_OPTION = typer.Option("70/15/15", "--split",
                             help="train/val/test shares adding up to 100, e.g. 70/15/15.")
 SPLIT_SEED_OPTION = typer.Option(0, "--split-seed", help="Seed of the derived split.")
+GROUP_OPTION = typer.Option(
+    "hash", "--group", help="What the split keeps in one part: hash (exact duplicates) or near "
+    "(near-twins too: cosine >= 0.95, groups of at most 50; by the store's index).")
 EXCLUDE_OPTION = typer.Option(
     None, "--exclude", help="Drop these paths from training: a CSV with a path column (featx "
     "audit's suspects.csv: its label issues and leaks) or one path a line.")
@@ -79,15 +82,19 @@ def fit(
     allow_degenerate: bool = typer.Option(
         False, "--allow-degenerate", help="Save a head even when it gives every image the same "
         "probabilities."),
+    group: str = GROUP_OPTION,
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Bundle directory [default: models/<store>_<clf>/]."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train one classifier on a store's cached vectors, evaluate it, save a model bundle."""
     from featx.fit import default_output, fit_store
+    from featx.index import split_groups
     from featx.split import parse_fractions
 
-    result = fit_store(store, clf, parse_fractions(split), split_seed,
+    groups, group_name = split_groups(store, group)
+    result = fit_store(store, clf, parse_fractions(split), split_seed, groups=groups,
+                       group_name=group_name,
                        out=output or default_output(store, clf), exclude=exclude,
                        exclude_from_test=exclude_from_test, train_flips=train_flips,
                        tta=parse_tta(tta), n_jobs=jobs, corrections=not no_corrections,
@@ -235,15 +242,18 @@ def sweep(
     train_flips: Optional[bool] = TRAIN_FLIPS_OPTION,
     tta: Optional[str] = TTA_OPTION,
     no_corrections: bool = NO_CORRECTIONS_OPTION,
+    group: str = GROUP_OPTION,
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Folder for results.csv / .json [default: reports/<store>_sweep/]."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also save the best as a bundle."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Fit a grid of classifiers in parallel, select on validation (or --cv K), test the best once."""
+    from featx.index import split_groups
     from featx.split import parse_fractions
     from featx.sweep import default_output, parse_grid, parse_values, point_label, run_sweep
 
+    groups, group_name = split_groups(store, group)
     grid = parse_grid(C=C, class_weight=class_weight, scale=scale, solver=solver, lr=lr,
                       epochs=epochs)
     out_dir = output or default_output(store)
@@ -259,7 +269,8 @@ def sweep(
                        out_dir=out_dir, bundle=bundle, exclude=exclude,
                        exclude_from_test=exclude_from_test, train_flips=train_flips,
                        tta=parse_tta(tta), corrections=not no_corrections,
-                       exclude_findings=exclusion_findings(exclude_outliers), on_row=progress)
+                       exclude_findings=exclusion_findings(exclude_outliers), on_row=progress,
+                       groups=groups, group_name=group_name)
     emit(result.as_dict(), as_json, lambda: _print_sweep(result))
     if result.interrupted:
         err.print(f"interrupted: {len(result.rows)} finished rows kept in {out_dir}")

@@ -10,6 +10,10 @@ import typer
 from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
 
 STORE_ARG = typer.Argument(..., help="A featx feature store (.h5).")
+EXACT_OPTION = typer.Option(
+    None, "--exact/--approx",
+    help="Exact scan, or the approximate index kept beside the store (FILE.h5.index/) "
+         "[default: exact below 50,000 images].")
 
 
 @app.command()
@@ -22,12 +26,13 @@ def neighbors(
         None, "--grid", help="Write a PNG: one row per query, the query then its neighbours."),
     weights: Optional[str] = typer.Option(
         None, help="Where the store's weights file is now, if it moved (for new image files)."),
+    exact: Optional[bool] = EXACT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Most similar stored images (cosine similarity) for stored paths or new image files."""
     from featx.reuse import neighbors as run_neighbors
 
-    found = run_neighbors(store, queries, k=k, weights=weights, grid=grid)
+    found = run_neighbors(store, queries, k=k, weights=weights, grid=grid, exact=exact)
 
     def human() -> None:
         for r in found.results:
@@ -83,13 +88,14 @@ def duplicates(
         None, "--sheet", help="PNG of the pairs, cross-label ones first."),
     sheet_max: int = typer.Option(20, "--sheet-max", help="Pairs drawn on the sheet."),
     limit: int = typer.Option(30, help="Groups printed (all are in --json)."),
+    exact: Optional[bool] = EXACT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Exact (same content) and near-duplicate images; pairs across labels are listed first."""
     from featx.reuse import duplicates as run_duplicates
 
     with progress_bar() as bar:
-        found = run_duplicates(store, threshold, sheet, sheet_max, progress=bar)
+        found = run_duplicates(store, threshold, sheet, sheet_max, progress=bar, exact=exact)
     report, result = found.report, found.as_dict()
     if sheet and not found.sheet:
         err.print("no duplicate pairs: no sheet written")
