@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,32 @@ from PIL import Image
 from featx.errors import FeatxError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """``featx ARGS`` in this process (paths taken as they are): (exit code, stdout, stderr)."""
+    from featx.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return e.value.code, captured.out, captured.err
+
+
+def spawn_cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    """featx in a child process (stdout and stderr piped, text)."""
+    cmd = [sys.executable, "-c", "from featx.cli import main; main()", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})}, **kw)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+    """Poll a condition on the files a child writes (not a sleep standing in for sync)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "timed out waiting for the child"
+        time.sleep(0.05)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FEATX_SHARED", ROOT.parent / "shared"))  # worktrees: set it
@@ -196,6 +224,39 @@ def ray_session():
     ray.shutdown()
 
 
+def structured_vectors(n: int, dim: int = 64, clusters: int = 40, rank: int = 6, twins: int = 30,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Vectors with the structure of image embeddings: non-negative, in clusters that vary along
+    a few directions each (a low-dimensional manifold, not isotropic noise), plus ``twins``
+    planted near-twins (a row plus a little noise, cosine about 0.99). Returns (vectors, cluster
+    of each row, the planted (original, twin) row pairs)."""
+    rng = np.random.default_rng(seed)
+    base = n - twins
+    centres = np.maximum(rng.normal(size=(clusters, dim)), 0) + 0.2
+    bases = rng.normal(size=(clusters, rank, dim)) * 0.5
+    c = rng.integers(0, clusters, base)
+    z = rng.normal(size=(base, rank))
+    x = np.maximum(centres[c] + np.einsum("nr,nrd->nd", z, bases[c])
+                   + 0.05 * rng.normal(size=(base, dim)), 0)
+    src = rng.choice(base, twins, replace=False)
+    twin = np.maximum(x[src] + 0.03 * rng.normal(size=(twins, dim)), 0)
+    x = np.concatenate([x, twin]).astype(np.float32)
+    return x, np.concatenate([c, c[src]]), [(int(s), base + i) for i, s in enumerate(src)]
+
+
+def structured_store(path: Path, n: int, classes: int = 4, **kw) -> tuple[Path, list[tuple[int, int]]]:
+    """:func:`structured_vectors` as a store (label = cluster mod ``classes``, one hash a row)."""
+    from featx.store import Features, save_features
+
+    x, c, twins = structured_vectors(n, **kw)
+    y = c % classes
+    names = [f"class{k}" for k in range(classes)]
+    hashes = np.array([f"{i:064x}" for i in range(n)])
+    save_features(path, Features(x, y, [f"{names[k]}/{i}.jpg" for i, k in enumerate(y)], hashes,
+                                 names, dict(META)))
+    return path, twins
+
+
 def _png_header(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` pixels and holds almost no data."""
     import struct
@@ -275,14 +336,7 @@ def simulate_unreadable(monkeypatch, name: str = "unreadable.jpg") -> None:
     monkeypatch.setattr(featx.decode, "open", fake_open, raising=False)
 
 
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """``featx ARGS`` in this process: (exit code, stdout, stderr)."""
-    from featx.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return e.value.code, captured.out, captured.err
+run_cli = cli  # the name some test files use for the same helper
 
 
 # --- web: real server processes and a headless browser ------------------------------------------

@@ -96,7 +96,8 @@ def test_sweep_workers_importing_tensorflow_print_nothing(tmp_path: Path):
     """A softmax point makes a loky worker import TensorFlow; logreg wins, so only the worker does."""
     store = synthetic_store(tmp_path / "s.h5", counts=(30, 30), dim=8)
     res = _cli("sweep", str(store), "--clf", "logreg,softmax", "--C", "1", "--epochs", "1",
-               "--lr", "1e-7", "--jobs", "2", "-o", str(tmp_path / "sweep"), "--json")
+               "--lr", "1e-7", "--jobs", "2", "-o", str(tmp_path / "sweep"), "--json",
+               "--quiet")
     assert res.returncode == 0, res.stderr
     assert res.stderr == ""
 

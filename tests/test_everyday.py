@@ -206,3 +206,27 @@ def test_duplicates_text_lists_pairs_outside_groups(tmp_path, capsys):
     line = next(ln for ln in out.splitlines() if "~" in ln)
     assert loose[0]["a"]["path"] in line and loose[0]["b"]["path"] in line
     assert f"{loose[0]['similarity']:.3f}" in line
+
+
+def test_a_cv_bundle_says_it_was_refitted_on_train_and_val(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from featx.report import _table
+
+    store = synthetic_store(tmp_path / "s.h5", counts=(30, 30), dim=8)
+    code, _, err = run_cli(capsys, "sweep", store, "--clf", "logreg", "--C", "1,10", "--cv", "3",
+                           "--bundle", tmp_path / "b", "-o", tmp_path / "sw", "--quiet")
+    assert code == 0, err
+    split = json.loads((tmp_path / "b" / "bundle.json").read_text())["split"]
+    assert split["refit_on"] == "train+val" and split["n_fit"] == split["n_train"] + split["n_val"]
+    code, out, _ = run_cli(capsys, "info", tmp_path / "b")
+    assert (f"split: {split['n_fit']} train+val (refitted after 3-fold cross-validation) / "
+            f"{split['n_test']} test") in out
+    score = json.loads((tmp_path / "b" / "bundle.json").read_text())["selection"]["score"]
+    row = {"model": "logreg", "name": "b", "val_accuracy": None, "test_accuracy": 1.0,
+           "n_train": split["n_train"], "n_val": split["n_val"], "n_test": split["n_test"],
+           "epochs": None, "fit_seconds": 0.1, "refit_on": "train+val", "cv": 3,
+           "cv_score": score}
+    _, body = _table(SimpleNamespace(table=[row]))
+    assert body[0][2] == f"{score:.4f} (3-fold CV)"
+    assert body[0][4] == f"{split['n_fit']} (train+val) / - / {split['n_test']}"

@@ -35,7 +35,7 @@ def test_small_maps_use_the_exact_tsne(monkeypatch):
     import numpy as np
     import sklearn.manifold
 
-    from featx.maps import EXACT_BELOW, embed_2d
+    from featx.maps import EXACT_UP_TO, embed_2d
 
     made = []
     real = sklearn.manifold.TSNE
@@ -48,7 +48,7 @@ def test_small_maps_use_the_exact_tsne(monkeypatch):
     x = np.random.default_rng(0).normal(size=(90, 64)).astype(np.float32)
     coords = embed_2d(x)
     assert coords.shape == (90, 2) and np.isfinite(coords).all()
-    assert made[-1]["method"] == "exact" and made[-1]["n_jobs"] == 1 and 90 < EXACT_BELOW
+    assert made[-1]["method"] == "exact" and made[-1]["n_jobs"] == 1 and 90 <= EXACT_UP_TO
 
 
 def _linked_copy(tiny_store, tmp_path):
@@ -120,3 +120,90 @@ def test_slow_commands_refuse_before_importing_tensorflow(args, message, tmp_pat
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert res.stdout == "2 False\n", res.stderr
     assert message in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_augment_flip_on_an_existing_store_adds_the_mirrors_to_it(tiny_store, tmp_path,
+                                                                  monkeypatch):
+    """Without -o, --augment flip used to start a second, _flip store from scratch."""
+    from featx.extract import extract
+    from featx.store import load_features
+    from tests.conftest import TINY
+
+    folder, _ = _linked_copy(tiny_store, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    first = extract(folder, None, ExtractorSettings(**TINY))
+    assert first.out == Path("features/data_vgg16_block5_pool_avg_32.h5") and first.n_embedded == 30
+    again = extract(folder, None, ExtractorSettings(**TINY, augment="flip"))
+    assert again.out == first.out and again.n_embedded == 0 and again.n_mirrored == 30
+    assert load_features(first.out).flipped.shape == (30, 512)
+    assert sorted(p.name for p in Path("features").iterdir()) == [first.out.name]
+
+
+def test_json_keeps_progress_on_stderr_and_quiet_silences_it(tiny_store, tmp_path, capsys,
+                                                              monkeypatch):
+    from tests.conftest import TINY_ARGS, run_cli
+
+    monkeypatch.setenv("FEATX_PROGRESS_SECONDS", "0")  # a line at every step, not every 5 s
+    folder, store = _linked_copy(tiny_store, tmp_path)
+    code, out, err = run_cli(capsys, "extract", folder, "-o", tmp_path / "new.h5", *TINY_ARGS,
+                             "--json")
+    assert code == 0 and json.loads(out)["n_embedded"] == 30
+    assert "embed: 30/30 (100%)" in err and "hash: 30/30" in err
+    for args in (["--quiet", "duplicates", store, "--json"], ["duplicates", store, "--quiet"]):
+        code, out, err = run_cli(capsys, *args)
+        assert code == 0 and err == "", err
+    code, out, err = run_cli(capsys, "duplicates", store, "--json")
+    assert "pairs: 30/30 (100%)" in err and json.loads(out)["n"] == 30
+
+
+def _drawn(monkeypatch):
+    """Figures drawn by featx.figures, kept instead of closed when saved."""
+    import featx.figures as figures
+
+    kept = []
+    real = figures.save
+
+    def keep(fig, out, **kw):
+        kept.append(fig)  # its axes stay readable after saving
+        return real(fig, out, **kw)
+
+    monkeypatch.setattr(figures, "save", keep)
+    return kept
+
+
+def test_one_epoch_curves_have_integer_ticks_and_the_sweep_axis_stops_at_one(tmp_path,
+                                                                            monkeypatch):
+    from types import SimpleNamespace
+
+    from featx.figures import plot_curves, plot_sweep
+
+    kept = _drawn(monkeypatch)
+    entry = SimpleNamespace(name="b", label="softmax", kind="features", clf="softmax",
+                            history={"loss": [0.5], "val_loss": [0.4], "accuracy": [0.9],
+                                     "val_accuracy": [0.95]})
+    plot_curves([entry], tmp_path / "c.png", "one epoch")
+    for ax in kept[-1].axes:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    rows = [{"clf": "logreg", "label": f"C={c}", "val_accuracy": v}
+            for c, v in ((1, 1.0), (10, 0.99), (100, 0.98))]
+    plot_sweep(rows, tmp_path / "s.png", "sweep")
+    assert kept[-1].axes[0].get_xlim()[1] <= 1.0
+
+
+def test_sheet_cells_are_framed_so_a_white_image_shows(tmp_path, monkeypatch):
+    import numpy as np
+    from matplotlib.colors import to_rgb
+    from matplotlib.patches import Rectangle
+    from PIL import Image
+
+    from featx.figures import Cell, draw_cells
+
+    kept = _drawn(monkeypatch)
+    Image.new("RGB", (60, 40), "white").save(tmp_path / "white.png")
+    draw_cells([Cell(tmp_path / "white.png", "outlier 1")], tmp_path / "sheet.png", "outliers")
+    cell = next(ax for ax in kept[-1].axes if ax.images)
+    frames = [p for p in cell.patches if isinstance(p, Rectangle) and not p.get_fill()]
+    assert frames and np.mean(to_rgb(frames[0].get_edgecolor())) < 0.9
+    assert (frames[0].get_width(), frames[0].get_height()) == cell.images[0].get_array().shape[1::-1]

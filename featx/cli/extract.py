@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar, warn
+from featx.cli import JSON_OPTION, app, emit, err, graceful_stop, out, progress_bar, warn
 
 
 @app.command()
@@ -50,45 +50,36 @@ def extract(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Embed every image under DATA_DIR into an HDF5 feature store (resumes where it stopped)."""
-    from featx.backbones import cpu_has_amx_bf16
+    from featx.backbones import precision_hint
     from featx.embed import ExtractorSettings
     from featx.extract import Interrupted
     from featx.extract import extract as run_extract
 
-    if precision == "float32" and cpu_has_amx_bf16():
-        err.print("hint: this CPU has AMX-BF16: --precision bfloat16 embeds several times faster "
-                  "(about 6x for VGG16; vectors are stored as float32 either way)",
-                  markup=False, highlight=False, soft_wrap=True)
+    hint = precision_hint(precision)
+    if hint:
+        err.print(f"hint: {hint}", markup=False, highlight=False, soft_wrap=True)
 
     settings = ExtractorSettings(model=model, layer=layer, pooling=pooling, weights=weights,
                                  precision=precision, resize=resize, input_size=input_size,
                                  augment=augment, store_dtype=store_dtype)
-    try:
-        with progress_bar(not as_json) as bar:
-            report = run_extract(data_dir, output, settings, batch_size=batch_size,
-                                 workers=workers, commit_every=commit_every,
-                                 on_progress=bar, strict=strict, on_warning=warn,
-                                 engine=engine, address=address, num_workers=num_workers,
-                                 gpus_per_worker=gpus_per_worker)
-    except Interrupted as e:
-        if e.n_kept:
-            err.print(f"interrupted: {e.n_kept} vectors are kept in {e.out} ({e.n_new} committed "
-                      f"by this run); run the same command to resume", markup=False)
-        else:
-            err.print("interrupted before the first commit: no vectors were kept; run the same "
-                      "command to start again", markup=False)
-        sys.exit(130)
-    result = {
-        "out": str(report.out), "n_images": report.n_images, "n_embedded": report.n_embedded,
-        "n_reused": report.n_reused, "n_duplicates": report.n_duplicates,
-        "n_removed": report.n_removed, "n_renamed": report.n_renamed,
-        "n_mirrored": report.n_mirrored,
-        "n_skipped": len(report.skipped), "dim": report.dim,
-        "wrote": report.wrote, "images_per_second": round(report.images_per_second, 2),
-        "timings": report.timings, "engine": report.engine, "workers": report.workers,
-        "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
-    }
-    emit(result, as_json, lambda: _print_extract(report))
+    with graceful_stop() as stop:  # Ctrl-C, SIGTERM: finish the batch, commit, exit 130 / 143
+        try:
+            with progress_bar() as bar:
+                report = run_extract(data_dir, output, settings, batch_size=batch_size,
+                                     workers=workers, commit_every=commit_every,
+                                     on_progress=bar, strict=strict, on_warning=warn,
+                                     engine=engine, address=address, num_workers=num_workers,
+                                     gpus_per_worker=gpus_per_worker, stop=stop)
+        except Interrupted as e:
+            if e.n_kept:
+                err.print(f"interrupted: {e.n_kept} vectors are kept in {e.out} ({e.n_new} "
+                          f"committed by this run); run the same command to resume",
+                          markup=False)
+            else:
+                err.print("interrupted before any vector was embedded: nothing to keep; run the "
+                          "same command to start again", markup=False)
+            sys.exit(stop.exit_code if stop.is_set() else 130)
+    emit(report.as_dict(), as_json, lambda: _print_extract(report))
 
 
 def _print_extract(report) -> None:
@@ -160,7 +151,11 @@ def _print_bundle_info(d: dict) -> None:
     out.print(f"  trained on: {store.get('path') or store.get('data_dir')} "
               f"({store.get('n')} images; data folder {store.get('data_dir')})", markup=False)
     split = d["split"]
-    if split:
+    if split.get("refit_on") == "train+val":
+        out.print(f"  split: {split.get('n_fit')} train+val (refitted after {split.get('cv')}-fold "
+                  f"cross-validation) / {split.get('n_test')} test, seed {split.get('seed')}",
+                  markup=False)
+    elif split:
         parts = "/".join(str(split.get(f"n_{p}", "?")) for p in ("train", "val", "test"))
         out.print(f"  split: {parts} (train/val/test), seed {split.get('seed')}", markup=False)
     scores = ", ".join(f"{p} accuracy {v:.4f}" for p, v in d["accuracy"].items() if v is not None)
