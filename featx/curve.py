@@ -36,6 +36,7 @@ SEEDS = 5
 LADDER = (1, 2, 5)  # sizes 5, 10, 20, 50, 100, 200, 500, 1000, ...
 FIRST_SIZE = 5
 CHOICES = ("once", "size", "point")  # when C / scale are picked: once, per size, per draw
+FAR = 100  # the summary names where the curve flattens only within FAR times the train part
 FLAT_GAIN = 0.002  # "flattens": from where doubling the photos gains less than 0.2 points
 BOOTSTRAP = 100
 CURVE_FILE = "curve.json"
@@ -395,9 +396,12 @@ class CurveResult:
         if c.ceiling is not None:
             words += (f"; the curve flattens near {100 * c.ceiling:.1f}% "
                       f"(± {100 * (c.ceiling_spread or 0):.1f})")
-        if c.flat_from is not None:
+        if c.flat_from is not None and c.flat_from <= FAR * self.full:
             words += (f", doubling gains under {100 * FLAT_GAIN:.1f} points from about "
                       f"{_n(c.flat_from)} a class")
+        else:
+            words += (f"; doubling still gains {100 * FLAT_GAIN:.1f} points or more at {FAR} "
+                      "times these photos")
         lines.append(words + f" ({c.model} fit, {FORMULAS[c.model]})")
         if self.check:
             k = self.check
