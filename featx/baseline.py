@@ -240,6 +240,10 @@ class BaselineResult:
     def metrics(self) -> dict[str, Any]:
         return {"val": self.val, "test": self.test, "fit_seconds": round(self.fit_seconds, 4)}
 
+    def as_dict(self) -> dict[str, Any]:
+        """The result as JSON: :meth:`summary`."""
+        return self.summary()
+
     def summary(self) -> dict[str, Any]:
         """The JSON document of ``featx baseline --json`` (the keys of ``featx fit --json``)."""
         return {"bundle": str(self.bundle) if self.bundle else None,
@@ -267,10 +271,10 @@ def train_baseline(data_dir: str | os.PathLike, settings: BaselineSettings = Bas
     ``progress(stage, done, total)`` is called as the folder is read and checked (``"hash"``,
     ``"check"``), when training starts and after every epoch (``"epoch"``).
     """
+    if out is not None:  # before importing Keras: a refusal takes no TensorFlow start-up
+        check_bundle_output(out)
     import keras
 
-    if out is not None:
-        check_bundle_output(out)
     data_dir = Path(data_dir)
     images = images_from_store(data_dir, store) if store else images_from_folder(
         data_dir, settings.workers, progress)

@@ -3,13 +3,14 @@
 An :class:`Extractor` is everything needed to embed an image the way a store was built (model,
 layer, pooling, weights, precision, decode settings). ``extract`` runs it over folders; ``predict``
 and ``neighbors`` rebuild it from a store's metadata with :meth:`Extractor.from_meta`.
+:class:`EmbeddedBatch` is what every extraction engine yields (the engine contract).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,24 @@ from featx.errors import FeatxError
 
 AUGMENTS = ("none", "flip")
 STORE_DTYPES = ("float32", "float16")
+
+
+@dataclass
+class EmbeddedBatch:
+    """What an engine yields: the contents embedded (``hashes``, ``vectors``; with
+    ``augment="flip"`` their mirror images' ``flipped``; for a store gaining flips, ``vectors``
+    are the mirror images'), the contents that failed to decode (``failures``: (hash, reason)),
+    the seconds spent by stage, and which worker embedded how many (Ray)."""
+
+    hashes: list[str]
+    vectors: np.ndarray | None
+    failures: list[tuple[str, str]]
+    flipped: np.ndarray | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # decode, model, wait, load, ...
+    workers: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.hashes) + len(self.failures)
 
 
 @dataclass(frozen=True)
@@ -60,7 +79,15 @@ class ExtractorSettings:
         size = int(self.input_size or backbone.input_size)
         check_input_size(backbone, self.layer, size)
         pooling = "none" if self.layer in backbone.top_layers else self.pooling
-        return replace(self, pooling=pooling, input_size=size)
+        return replace(self, pooling=pooling, input_size=size, weights=_resolved(self.weights))
+
+
+def _resolved(weights: str) -> str:
+    """A weights file as an absolute path (as a store records ``data_dir``): a store or bundle
+    then finds it from any folder; "imagenet", "none" and a missing file are kept as given."""
+    if weights in ("imagenet", "none") or not Path(weights).is_file():
+        return weights
+    return str(Path(weights).resolve())
 
 
 class Extractor:

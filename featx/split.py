@@ -32,6 +32,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from featx.discover import check_labelled
 from featx.errors import FeatxError
 
 PARTS = ("train", "val", "test")
@@ -228,6 +229,7 @@ def split_rows(hashes, labels, paths: list[str], class_names: list[str], *,
     where = store if store is not None else "the data"
     labels = np.asarray(labels, dtype=np.int64)
     present = np.unique(labels)
+    check_labelled(where, class_names, purpose)
     if len(class_names) < 2 or len(present) < 2:
         name = class_names[present[0]] if len(present) else "none"
         raise FeatxError(f"{where} holds one class ({name}); {purpose} needs at least two")
@@ -361,6 +363,15 @@ class Flips:
         return {"train": self.train, "tta": self.tta}
 
 
+def parse_tta(tta: str | None) -> bool | None:
+    """``tta`` flip | none -> True / False (None: not given, so on when the store has mirrors)."""
+    if tta is None:
+        return None
+    if tta not in ("flip", "none"):
+        raise FeatxError(f"`tta` is flip or none, got {tta!r}")
+    return tta == "flip"
+
+
 def with_flips(X: np.ndarray, y: np.ndarray, X_flip: np.ndarray | None
                ) -> tuple[np.ndarray, np.ndarray]:
     """Rows to fit on: ``X`` and, when given, the mirrored copies after them (same labels)."""
@@ -465,7 +476,10 @@ def check_vectors(meta: dict, store, purpose: str) -> None:
     100,352 values a row for VGG16): a head or an audit on them is not what was meant, and
     pooling them here would give other vectors than the store says. The message gives the
     command that makes pooled vectors of the same folder."""
-    if not meta.get("map_shape") or meta.get("layer") != "block4_pool":
+    from featx.backbones import BACKBONES
+
+    backbone = BACKBONES.get(meta.get("model"))
+    if not meta.get("map_shape") or backbone is None or meta.get("layer") != backbone.tune_from:
         return
     parts = ["featx extract", str(meta.get("data_dir") or "DATA_DIR")]
     if meta.get("model") not in (None, "vgg16"):

@@ -287,3 +287,21 @@ def test_sigterm_exits_0(server, client):
     assert client.get("/readyz").status_code == 200
     assert server.stop(signal.SIGTERM) == 0, server.output()
     assert "featx: stopped" in server.output()
+
+
+def test_reject_and_the_threshold_as_featx_predict(tiny_bundle, photos, reference):
+    from featx.bundle import load_bundle
+    from featx.decode import decode_bytes
+    from featx.serve import Model, ServeSettings
+
+    b = load_bundle(tiny_bundle)
+    strict = Model(b, ServeSettings(reject=True, unfamiliar_at=-1.0, max_batch=2))
+    pixels = decode_bytes(photos["star_000.jpg"], strict.decode)[None]
+    (pred, near), = strict.run(pixels, ["star_000.jpg"])
+    assert near is None  # no store
+    if b.familiar is None:
+        pytest.skip("this bundle records no training photos")
+    assert pred.as_dict()["label"] == "none" and pred.unfamiliar is True
+    assert strict.familiar["threshold"] == -1.0
+    (plain, _), = Model(b, ServeSettings(max_batch=2)).run(pixels, ["star_000.jpg"])
+    same(plain.as_dict(), reference["star_000.jpg"])

@@ -54,7 +54,7 @@ def finetune(
                                 dropout=dropout, augment=augment, tune=tune, head_init=head_init,
                                 scale=scale, C=C, precision=precision, seed=seed)
     try:
-        with progress_bar(not as_json) as bar:
+        with progress_bar() as bar:
             result = run_finetune(store, settings, fractions=parse_fractions(split),
                                   split_seed=split_seed, out=output or default_output(store),
                                   progress=bar, corrections=not no_corrections,
@@ -76,8 +76,10 @@ def _print_epoch(epochs: int):
 
 
 def _print_finetune(s: dict[str, Any]) -> None:
+    from featx.metrics import accuracy_text
+
     def acc(part):
-        return f"{s[part]['accuracy']:.4f}" if s.get(part) else "n/a (empty part)"
+        return accuracy_text(s.get(part))
     p, init = s["params"], s["initial"]
     out.print(f"finetune on {s['store']}: train {s['n_train']}, val {s['n_val']}, test "
               f"{s['n_test']} maps; {s['epochs_run']} epochs, {s['seconds_per_epoch']:.0f} s an "
