@@ -218,8 +218,9 @@ def metrics(familiar: np.ndarray, unfamiliar: np.ndarray) -> dict[str, float]:
 
 
 def bench_store(name: str, store: Path, other: str, B: np.ndarray,
-                sets: dict[str, np.ndarray]) -> dict:
-    """Every detector of a model on ``store``, with ``B`` (vectors) as the unfamiliar photos."""
+                sets: dict[str, np.ndarray], B_paths: list[str] | None = None) -> dict:
+    """Every detector of a model on ``store``, with ``B`` (vectors) as the unfamiliar photos;
+    for featx's default (kNN, k=10), the unfamiliar photos that look most familiar."""
     from featx.fit import fit_store, load_split
 
     split = load_split(store)
@@ -239,6 +240,11 @@ def bench_store(name: str, store: Path, other: str, B: np.ndarray,
                            **{c: float(np.mean(score(sets[f"{name}/{c}"]) > threshold))
                               for c in CHANGES}}}
         row["seconds"] = round(time.perf_counter() - t0, 2)
+        if det.startswith("knn k=10 all") and B_paths is not None:
+            sB = score(B)
+            order = np.argsort(sB)[:8]
+            row["most_familiar_unfamiliar"] = [(B_paths[i], round(float(sB[i]), 4)) for i in order]
+            row["threshold"] = threshold
         rows.append(row)
     return {"store": str(store), "unfamiliar": other, "params": fit.params,
             "test_accuracy": fit.test["accuracy"], "n": {p: split.n(p) for p in ("train", "val", "test")},
@@ -265,8 +271,9 @@ def main() -> None:
     from featx.store import load_features
 
     (a, pa), (b, pb) = names.items()
-    results = [bench_store(a, pa, b, load_features(pb).features, sets),
-               bench_store(b, pb, a, load_features(pa).features, sets)]
+    fa, fb = load_features(pa), load_features(pb)
+    results = [bench_store(a, pa, b, fb.features, sets, fb.paths),
+               bench_store(b, pb, a, fa.features, sets, fa.paths)]
     print(f"CPU: {cpu_description()}")
     report(results)
     if args.json:
@@ -289,6 +296,9 @@ def report(results: list[dict]) -> None:
                   f"{f['test']:5.3f} {f[other]:7.3f} {f['generated noise']:5.2f} "
                   f"{f['generated flat']:5.2f} {f['generated text']:5.2f} | "
                   + " ".join(f"{f[c]:6.3f}" for c in CHANGES))
+            if row.get("most_familiar_unfamiliar"):
+                print(f"    closest {other} photos (threshold {row['threshold']:.4f}): "
+                      + ", ".join(f"{p} {v:.3f}" for p, v in row["most_familiar_unfamiliar"]))
 
 
 if __name__ == "__main__":
