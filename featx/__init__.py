@@ -8,9 +8,9 @@ import os as _os
 
 # TensorFlow's C++ start-up chatter is not for featx's users; set before any TensorFlow import.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-if _os.environ.get("FEATX_QUIET_IMPORTS") == "1":  # a worker process of the CLI: see featx.quiet
-    from featx import quiet as _quiet
+from featx import quiet as _quiet  # noqa: E402
 
+if not _quiet.verbose():  # the CLI's quiet start-up for a library user too (FEATX_VERBOSE=1: all)
     _quiet.install()
 
 __version__ = "0.1.0"

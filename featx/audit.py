@@ -37,6 +37,7 @@ from featx.errors import FeatxError
 from featx.files import check_output, write_error, write_text
 from featx.heads import check_clf, make_head
 from featx.near_duplicates import DEFAULT_THRESHOLD, MAX_PAIRS, cross_pairs
+from featx.index import EXACT_BELOW, Index, split_groups
 from featx.neighbors import normalize
 from featx.split import (  # noqa: F401  read_path_list, exclude_rows lived here before
     DEFAULT_FRACTIONS, PARTS, check_vectors, exclude_rows, read_path_list, split_rows)
@@ -221,14 +222,18 @@ def find_label_issues(y: np.ndarray, proba: np.ndarray, paths: list[str],
             for i in ranked]
 
 
-def find_leaks(x: np.ndarray, hashes, labels: np.ndarray, rows: dict[str, np.ndarray],
-               threshold: float = DEFAULT_THRESHOLD, max_pairs: int = MAX_PAIRS) -> list[Leak]:
+def find_leaks(x: np.ndarray | None, hashes, labels: np.ndarray, rows: dict[str, np.ndarray],
+               threshold: float = DEFAULT_THRESHOLD, max_pairs: int = MAX_PAIRS,
+               index: Index | None = None) -> list[Leak]:
     """Near-duplicate pairs of unit vectors ``x`` across parts: test-train, val-train, test-val;
-    each group by similarity, highest first."""
+    each group by similarity, highest first. ``index``: the pairs from the store's index instead
+    (its rows being the rows here)."""
     leaks: list[Leak] = []
+    pairs = index.range_pairs(threshold, max_pairs) if index is not None else None
     for held_part, twin_part in LEAK_PARTS:
         held, twin = rows[held_part], rows[twin_part]
-        found = cross_pairs(x[held], x[twin], threshold, max_pairs)
+        found = (cross_pairs(x[held], x[twin], threshold, max_pairs) if pairs is None
+                 else _pairs_across(pairs, held, twin))
         for i, j, s in sorted(found, key=lambda t: (-t[2], t[0], t[1])):
             a, b = int(held[i]), int(twin[j])
             leaks.append(Leak(a, b, held_part, twin_part, round(s, 6),
@@ -237,17 +242,33 @@ def find_leaks(x: np.ndarray, hashes, labels: np.ndarray, rows: dict[str, np.nda
     return leaks
 
 
-def knn_distance(x: np.ndarray, labels: np.ndarray, k: int = DEFAULT_NEIGHBORS,
-                 progress: Progress | None = None) -> np.ndarray:
+def _pairs_across(pairs: list[tuple[int, int, float]], held: np.ndarray, twin: np.ndarray
+                  ) -> list[tuple[int, int, float]]:
+    """(i, j, similarity): position i in ``held`` and j in ``twin`` of each pair between them."""
+    at_held, at_twin = {int(r): i for i, r in enumerate(held)}, {int(r): j for j, r in enumerate(twin)}
+    found = []
+    for a, b, s in pairs:
+        for u, v in ((a, b), (b, a)):
+            if u in at_held and v in at_twin:
+                found.append((at_held[u], at_twin[v], s))
+    return found
+
+
+def knn_distance(x: np.ndarray | None, labels: np.ndarray, k: int = DEFAULT_NEIGHBORS,
+                 progress: Progress | None = None, index: Index | None = None) -> np.ndarray:
     """Mean cosine distance of every row of unit vectors ``x`` to its ``k`` nearest rows of the
-    same class (itself excluded; fewer in a class of ``k`` rows or less). Exact."""
+    same class (itself excluded; fewer in a class of ``k`` rows or less). Exact, or by the
+    store's ``index`` (its rows being the rows here)."""
     if k < 1:
         raise FeatxError(f"`neighbors` must be at least 1, got {k}")
-    distance = np.zeros(len(x))
+    distance = np.zeros(len(labels))
     classes = np.unique(labels)
     for done, c in enumerate(classes, 1):
         members = np.flatnonzero(labels == c)
-        best = top_similarities(x[members], min(k, len(members) - 1))
+        if index is not None:
+            best = index.self_join(min(k, len(members) - 1), among=labels == c)[1]
+        else:
+            best = top_similarities(x[members], min(k, len(members) - 1))
         distance[members] = 1.0 - best.mean(axis=1)
         if progress:
             progress("outliers", done, len(classes))
@@ -325,9 +346,12 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
                 split_seed: int = 0, threshold: float = DEFAULT_THRESHOLD,
                 neighbors: int = DEFAULT_NEIGHBORS, out: str | os.PathLike | None = None,
                 progress: Progress | None = None, corrections: bool = True,
+                group: str = "hash", exact: bool | None = None, exact_below: int = EXACT_BELOW,
                 **params: Any) -> AuditReport:
     """Audit a store: label issues, leaks across the split, the ``top`` outliers, a summary; with
-    ``out``, write the sheets, the page, ``audit.json`` and ``suspects.csv`` there."""
+    ``out``, write the sheets, the page, ``audit.json`` and ``suspects.csv`` there. ``group``:
+    what the split keeps in one part (:func:`featx.index.split_groups`); ``exact``,
+    ``exact_below``: how leaks and outliers are searched (:meth:`featx.index.Index.for_store`)."""
     check_clf(clf)
     if params.get("C") is None and clf in DEFAULT_C:
         params["C"] = DEFAULT_C[clf]
@@ -338,8 +362,10 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
         raise FeatxError(f"`threshold` must be in (0, 1], got {threshold}")
     if out is not None:
         check_output(out, "the audit", folder=True)
+    groups, group_name = split_groups(store, group, threshold, exact, exact_below)
     t0 = time.perf_counter()
-    feats, y, names, rows, split = load_labelled(store, fractions, split_seed, corrections)
+    feats, y, names, rows, split = load_labelled(store, fractions, split_seed, corrections,
+                                                 groups, group_name)
     k, note = usable_folds(feats.hashes, y, names, folds)
     seconds: dict[str, float] = {"load": time.perf_counter() - t0}
 
@@ -353,9 +379,13 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
     proba = timed("out_of_fold", lambda: out_of_fold_proba(
         feats.features, y, fold, len(names), clf, progress, seed=seed, **params))
     issues = timed("label_issues", lambda: find_label_issues(y, proba, feats.paths, names))
-    x = normalize(feats.features)
-    leaks = timed("leaks", lambda: find_leaks(x, feats.hashes, y, rows, threshold))
-    distance = timed("outliers", lambda: knn_distance(x, y, neighbors, progress))
+    index = Index.for_store(store, exact, exact_below)
+    if index.kind == "exact" or index.n != feats.n:  # the index's rows are the store's
+        x, index = normalize(feats.features), None
+    else:
+        x = None
+    leaks = timed("leaks", lambda: find_leaks(x, feats.hashes, y, rows, threshold, index=index))
+    distance = timed("outliers", lambda: knn_distance(x, y, neighbors, progress, index=index))
     pred = proba.argmax(axis=1)
     worst = np.argsort(-distance, kind="stable")[:top]
     outliers = [Outlier(int(i), feats.paths[i], names[y[i]], round(float(distance[i]), 6),
@@ -380,7 +410,7 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
 
 
 def load_labelled(store: str | os.PathLike, fractions=DEFAULT_FRACTIONS, split_seed: int = 0,
-                  corrections: bool = True
+                  corrections: bool = True, groups=None, group_name: str = "content hash"
                   ) -> tuple[Features, np.ndarray, list[str], dict[str, np.ndarray], dict]:
     """The store's rows in the split (:func:`featx.split.split_rows`: corrected, the excluded
     left out), their labels renumbered over the classes that have images, those classes, the
@@ -389,7 +419,8 @@ def load_labelled(store: str | os.PathLike, fractions=DEFAULT_FRACTIONS, split_s
     check_vectors(feats.meta, store, "an audit")
     got = split_rows(feats.hashes, feats.labels, feats.paths, list(feats.class_names),
                      store=store, meta=feats.meta, fractions=fractions, seed=split_seed,
-                     corrections=corrections, purpose="an audit")
+                     corrections=corrections, purpose="an audit", groups=groups,
+                     group_name=group_name)
     keep = np.sort(np.concatenate([got.rows[p] for p in PARTS]))
     labels = got.labels
     if len(keep) < feats.n:

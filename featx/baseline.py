@@ -267,10 +267,10 @@ def train_baseline(data_dir: str | os.PathLike, settings: BaselineSettings = Bas
     ``progress(stage, done, total)`` is called as the folder is read and checked (``"hash"``,
     ``"check"``), when training starts and after every epoch (``"epoch"``).
     """
+    if out is not None:  # before importing Keras: a refusal takes no TensorFlow start-up
+        check_bundle_output(out)
     import keras
 
-    if out is not None:
-        check_bundle_output(out)
     data_dir = Path(data_dir)
     images = images_from_store(data_dir, store) if store else images_from_folder(
         data_dir, settings.workers, progress)

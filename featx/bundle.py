@@ -240,6 +240,32 @@ def read_bundle_info(path: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
+def is_bundle(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a bundle folder (or its ``bundle.json``), judged by the file's name."""
+    path = Path(path)
+    return (path / "bundle.json").is_file() if path.is_dir() else path.name == "bundle.json"
+
+
+def describe_bundle(path: str | os.PathLike) -> dict[str, Any]:
+    """What a bundle holds, for ``featx info``: kind, head and its parameters, classes, input,
+    extractor, the store and split it was trained on, its scores, versions and files (bytes).
+    Reads ``bundle.json`` only: no model is loaded."""
+    info = read_bundle_info(path)
+    directory = Path(path) if Path(path).is_dir() else Path(path).parent
+    metrics = info.get("metrics") or {}
+    return {
+        "bundle": str(directory), "kind": info["kind"], "clf": info.get("clf"),
+        "params": info.get("params", {}), "class_names": info.get("class_names", []),
+        "input": info.get("input", {}), "extractor": info.get("extractor", {}),
+        "store": info.get("store") or {}, "split": info.get("split") or {},
+        "accuracy": {part: (metrics.get(part) or {}).get("accuracy") for part in ("val", "test")},
+        "selection": (info.get("selection") or {}).get("picked"),
+        "epochs": len((info.get("history") or {}).get("loss", [])) or None,
+        "versions": info.get("versions", {}), "created": info.get("created"),
+        "files": {f.name: f.stat().st_size for f in sorted(directory.iterdir()) if f.is_file()},
+    }
+
+
 def load_bundle(path: str | os.PathLike) -> Bundle:
     """Load a bundle directory of any kind; needs neither the store nor the training images."""
     info = read_bundle_info(path)

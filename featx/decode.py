@@ -3,15 +3,25 @@
 The one place preprocessing of pixels lives (extract, predict, neighbors and the baseline all call
 it): EXIF orientation, conversion of every mode to RGB, a decompression-bomb guard, and the resize
 policy. It is a pure function of (file bytes, settings).
+
+Every image featx opens, in every pass (size hints, content hashes, decoding, predict, neighbour
+queries, the transformer, the baseline, thumbnails), goes through :func:`read_file` (regular files
+only: a FIFO, a socket or a folder named ``x.jpg`` is refused without blocking) and
+:func:`open_image` (the pixel limit, PIL's own bomb error, every PIL failure as a
+:class:`DecodeError` with the reason recorded in the skip list).
 """
 
 from __future__ import annotations
 
 import io
+import os
+import stat
 import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -42,22 +52,65 @@ class DecodeSettings:
         return asdict(self)
 
 
-def decode_bytes(data: bytes, settings: DecodeSettings = DecodeSettings()) -> np.ndarray:
-    """Decode image bytes to an RGB uint8 array of shape (size, size, 3); raise DecodeError."""
+def read_file(path: str | os.PathLike) -> bytes:
+    """A file's bytes; DecodeError (with the reason) for anything but a readable regular file.
+
+    The type is checked first, so a FIFO or a device named like an image never blocks a pass."""
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise DecodeError("a folder, not an image file")
+        if not stat.S_ISREG(mode):
+            raise DecodeError("not a regular file (a FIFO, socket or device)")
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DecodeError(f"cannot read file: {e.strerror or e}") from None
+    if not data:
+        raise DecodeError("empty file")
+    return data
+
+
+@contextmanager
+def open_image(source: bytes | str | os.PathLike,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Image.Image]:
+    """Open an image (bytes or a path; header only) behind featx's guards, for a ``with`` block.
+
+    The image is checked against ``max_pixels`` before any pixel is decoded. Every failure, when
+    opening or inside the block (``im.load()``, a conversion), is a :class:`DecodeError` whose
+    message is the reason; nothing else escapes (PIL's DecompressionBombError included)."""
+    data = source if isinstance(source, bytes) else read_file(source)
     if not data:
         raise DecodeError("empty file")
     try:
         with _open(data) as im:
-            _check_pixels(im, settings.max_pixels)
-            im.load()
-            rgb = to_rgb(_exif_transpose(im))
-            return np.asarray(resize(rgb, settings), dtype=np.uint8)
+            _check_pixels(im, max_pixels)
+            yield im
     except DecodeError:
         raise
     except Image.DecompressionBombError as e:
         raise DecodeError(f"decompression bomb: {e}") from None
-    except (OSError, ValueError, SyntaxError, EOFError, Image.UnidentifiedImageError) as e:
+    except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError,
+            MemoryError, Image.UnidentifiedImageError) as e:
         raise DecodeError(_reason(e)) from None
+
+
+def load_rgb(im: Image.Image) -> Image.Image:
+    """An opened image as 8-bit RGB, upright (EXIF orientation applied)."""
+    im.load()
+    return to_rgb(_exif_transpose(im))
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) from the header, through :func:`open_image`; DecodeError if not an image."""
+    with open_image(path) as im:
+        return im.size
+
+
+def decode_bytes(data: bytes, settings: DecodeSettings = DecodeSettings()) -> np.ndarray:
+    """Decode image bytes to an RGB uint8 array of shape (size, size, 3); raise DecodeError."""
+    with open_image(data, settings.max_pixels) as im:
+        return np.asarray(resize(load_rgb(im), settings), dtype=np.uint8)
 
 
 _OPEN = threading.Lock()  # warnings filters are process-wide: one decode thread changes them at once
@@ -71,30 +124,9 @@ def _open(data: bytes) -> Image.Image:
         return Image.open(io.BytesIO(data))
 
 
-def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open image bytes (the header only) behind the bomb guard; raise DecodeError. For callers
-    that draw the image their own way (thumbnails); the caller loads and closes it."""
-    if not data:
-        raise DecodeError("empty file")
-    try:
-        im = _open(data)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.UnidentifiedImageError) as e:
-        raise DecodeError(_reason(e)) from None
-    try:
-        _check_pixels(im, max_pixels)
-    except DecodeError:
-        im.close()
-        raise
-    return im
-
-
-def decode_file(path: str | Path, settings: DecodeSettings = DecodeSettings()) -> np.ndarray:
+def decode_file(path: str | os.PathLike, settings: DecodeSettings = DecodeSettings()) -> np.ndarray:
     """Read and decode one file (see :func:`decode_bytes`)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise DecodeError(f"cannot read file: {e.strerror or e}") from None
-    return decode_bytes(data, settings)
+    return decode_bytes(read_file(path), settings)
 
 
 def decode_files(

@@ -13,6 +13,8 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
 SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
+# The one class of a store made from a folder without class subfolders (a plain photo collection)
+UNLABELLED = "(unlabelled)"
 
 
 @dataclass
@@ -24,6 +26,23 @@ class Dataset:
     paths: list[str]  # relative to root, POSIX separators, sorted within each class
     labels: list[int]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+
+    @property
+    def labelled(self) -> bool:
+        return not is_unlabelled(self.class_names)
+
+
+def is_unlabelled(class_names) -> bool:
+    """Whether a store's classes are those of a folder without class subfolders."""
+    return list(class_names) == [UNLABELLED]
+
+
+def check_labelled(source, class_names, what: str = "a classifier") -> None:
+    """Refuse an unlabelled store (or folder) where labels are needed, in one line."""
+    if is_unlabelled(class_names):
+        raise FeatxError(f"{source} is unlabelled (made from a folder without class subfolders): "
+                         f"{what} needs one subfolder of images per class, e.g. DATA/cat/*.jpg and "
+                         f"DATA/dog/*.jpg; neighbors, map, duplicates and export work on it as it is")
 
 
 def is_image_name(name: str) -> bool:
@@ -41,8 +60,11 @@ def skip_reason(name: str) -> str | None:
     return None
 
 
-def discover(root: str | os.PathLike, min_classes: int = 2) -> Dataset:
-    """List the images under ``root/<class>/...`` (nested folders allowed), classes sorted by name."""
+def discover(root: str | os.PathLike, min_classes: int = 2, unlabelled: bool = False) -> Dataset:
+    """List the images under ``root/<class>/...`` (nested folders allowed), classes sorted by name.
+
+    ``unlabelled``: a folder whose images lie in it directly, with no class subfolder holding any
+    (a plain photo collection), gives one class, :data:`UNLABELLED`, instead of an error."""
     root = Path(root)
     if not root.exists():
         raise FeatxError(f"data folder not found: {root}")
@@ -61,11 +83,26 @@ def discover(root: str | os.PathLike, min_classes: int = 2) -> Dataset:
         class_names.append(class_dir.name)
         paths.extend(found)
         labels.extend([label] * len(found))
-    for p in sorted(root.iterdir()):
-        if p.is_file():
-            skipped.append((p.name, "file outside a class folder"))
+    loose = sorted(p for p in root.iterdir() if not p.is_dir())
+    if unlabelled and not class_names and any(skip_reason(p.name) is None for p in loose):
+        return _unlabelled(root, loose, skipped)
+    for p in loose:
+        skipped.append((p.name, "file outside a class folder"))
     _check_classes(root, class_names, min_classes)
     return Dataset(root=root, class_names=class_names, paths=paths, labels=labels, skipped=skipped)
+
+
+def _unlabelled(root: Path, files: list[Path], skipped: list[tuple[str, str]]) -> Dataset:
+    """The images lying directly in ``root``, as one :data:`UNLABELLED` class."""
+    paths = []
+    for p in files:
+        reason = skip_reason(p.name)
+        if reason:
+            skipped.append((p.name, reason))
+        else:
+            paths.append(p.name)
+    return Dataset(root=root, class_names=[UNLABELLED], paths=paths, labels=[0] * len(paths),
+                   skipped=skipped)
 
 
 def _walk_class(root: Path, class_dir: Path, skipped: list[tuple[str, str]]) -> list[str]:
@@ -100,6 +137,11 @@ def _folder_id(path: Path) -> tuple[int, int]:
 
 
 def _check_classes(root: Path, class_names: list[str], min_classes: int) -> None:
+    if not class_names and any(p.is_file() and skip_reason(p.name) is None for p in root.iterdir()):
+        raise FeatxError(
+            f"{root} holds images but no class subfolders: this needs one subfolder per class, "
+            f"e.g. {root}/cat/*.jpg and {root}/dog/*.jpg (featx extract makes an unlabelled store "
+            f"of it, for neighbors, map, duplicates and export)")
     if not class_names:
         raise FeatxError(
             f"no images found in {root}: expected one subfolder per class, "
@@ -118,11 +160,11 @@ def content_hash(data: bytes) -> str:
 
 
 def hash_file(path: Path) -> tuple[str | None, str | None]:
-    """(content hash, None), or (None, reason) for an unreadable or empty file."""
+    """(content hash, None), or (None, reason) for an unreadable, empty or irregular file (read
+    through :func:`featx.decode.read_file`: a FIFO is refused, not waited on)."""
+    from featx.decode import DecodeError, read_file
+
     try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        return None, f"cannot read file: {e.strerror or e}"
-    if not data:
-        return None, "empty file"
-    return content_hash(data), None
+        return content_hash(read_file(path)), None
+    except DecodeError as e:
+        return None, str(e)

@@ -60,7 +60,15 @@ class ExtractorSettings:
         size = int(self.input_size or backbone.input_size)
         check_input_size(backbone, self.layer, size)
         pooling = "none" if self.layer in backbone.top_layers else self.pooling
-        return replace(self, pooling=pooling, input_size=size)
+        return replace(self, pooling=pooling, input_size=size, weights=_resolved(self.weights))
+
+
+def _resolved(weights: str) -> str:
+    """A weights file as an absolute path (as a store records ``data_dir``): a store or bundle
+    then finds it from any folder; "imagenet", "none" and a missing file are kept as given."""
+    if weights in ("imagenet", "none") or not Path(weights).is_file():
+        return weights
+    return str(Path(weights).resolve())
 
 
 class Extractor:

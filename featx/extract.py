@@ -21,8 +21,9 @@ summed over Ray's tasks and actors (``wait``: the actors' models idle between ba
 from __future__ import annotations
 
 import os
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -34,7 +35,7 @@ from featx.discover import discover
 from featx.embed import Extractor, ExtractorSettings
 from featx.errors import FeatxError
 from featx.files import check_output, free_bytes, human_bytes
-from featx.store import estimate_bytes
+from featx.store import estimate_bytes, parts_dir_for
 from featx.writer import StoreWriter
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -60,7 +61,8 @@ class ExtractReport:
     timings: dict[str, float] = field(default_factory=dict)
     n_mirrored: int = 0  # stored images whose mirror image was embedded now (a store gaining flips)
     n_duplicates: int = 0  # rows whose content an earlier row has (no vector of their own)
-    n_removed: int = 0  # rows of the previous store whose file is gone
+    n_removed: int = 0  # rows of the previous store whose file and content are gone
+    n_renamed: int = 0  # rows of the previous store whose content is now at another path
     engine: str = "local"
     workers: dict[str, int] = field(default_factory=dict)  # Ray: images embedded per actor
 
@@ -90,6 +92,17 @@ def default_output(data_dir: Path, settings: ExtractorSettings, folder: Path = P
     return folder / f"{name}.h5"
 
 
+def store_for(data_dir: Path, settings: ExtractorSettings, folder: Path = Path("features")) -> Path:
+    """The default store of ``data_dir`` for ``settings``; with ``augment="flip"``, the store that
+    differs only by ``augment`` when the ``_flip`` one was never started, so that it gains the
+    mirror images' vectors (only those are embedded) instead of a second store from scratch."""
+    out = default_output(data_dir, settings, folder)
+    if settings.augment == "none" or out.exists() or parts_dir_for(out).exists():
+        return out
+    plain = default_output(data_dir, replace(settings, augment="none"), folder)
+    return plain if plain.exists() else out
+
+
 def extract(
     data_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -105,6 +118,7 @@ def extract(
     num_workers: int | None = None,
     gpus_per_worker: float | None = None,
     min_classes: int = 2,
+    stop: threading.Event | None = None,
 ) -> ExtractReport:
     """Embed every image under ``data_dir`` into the store ``out``, resuming where it stands.
 
@@ -115,6 +129,8 @@ def extract(
     ``engine="ray"`` decodes and embeds on Ray (the cluster at ``address``, else a local instance)
     with ``num_workers`` model actors of ``gpus_per_worker`` GPUs each (default: one per GPU).
     ``min_classes``: class folders ``data_dir`` must have (1 for photos to be labelled).
+    ``stop``: once set (the CLI sets it on Ctrl-C or SIGTERM), the batch on the model is finished,
+    every vector embedded so far is committed (however few) and :class:`Interrupted` is raised.
     """
     for name, value in (("batch_size", batch_size), ("workers", workers),
                         ("commit_every", commit_every), ("num_workers", num_workers or 1)):
@@ -124,24 +140,37 @@ def extract(
     progress = on_progress or (lambda stage, done, total: None)
     extractor = Extractor(settings)
     t_start = time.perf_counter()
-    dataset = discover(data_dir, min_classes)
-    out = Path(out) if out else default_output(dataset.root, extractor.settings)
+    dataset = discover(data_dir, min_classes, unlabelled=True)
+    if not dataset.labelled and on_warning:
+        on_warning(f"{dataset.root} has no class subfolders: an unlabelled store of its "
+                   f"{len(dataset.paths)} images (neighbors, map, duplicates and export work on "
+                   f"it; fit needs one subfolder per class)")
+    out = Path(out) if out else store_for(dataset.root, extractor.settings)
     check_output(out, "the feature store")
     check_space(out, len(dataset.paths), extractor, strict, on_warning)
     _hint_size(dataset, extractor, on_warning)
     scan = reader.scan(dataset, workers, progress)
     timings = {"hash": time.perf_counter() - t_start, "decode": 0.0, "wait": 0.0, "model": 0.0}
     with StoreWriter(out, extractor.meta, commit_every) as writer:
-        before = _stored_paths(out)
+        before = _stored_rows(out)
         todo = scan.new_content(writer, writer.failed)
         todo_mirrored = [item for item in scan.content() if writer.needs_flipped(item[0])]
         pool: dict[str, int] = {}
+        # a few new images are one model call of their own size, not one padded to a full batch
+        # after a warm-up batch: adding one photo to a store ran 64 images (BENCHMARKS.md)
+        n_most = max(len(todo), len(todo_mirrored))
+        batch_size = min(batch_size, n_most) if n_most else batch_size
         try:
-            if (todo or todo_mirrored) and engine == "local":
+            if n_most and engine == "local":
                 t0 = time.perf_counter()
-                extractor.warm_up(batch_size)  # builds the model; timings then measure steady state
+                if n_most > batch_size:  # builds the model; timings then measure steady state
+                    extractor.warm_up(batch_size)
+                else:
+                    extractor.model  # noqa: B018  (builds it: one call follows)
                 timings["load_model"] = time.perf_counter() - t0
             for items, mirrored_only in ((todo, False), (todo_mirrored, True)):
+                if stop is not None and stop.is_set():
+                    break
                 if items and engine == "ray":
                     from featx import engine_ray
 
@@ -150,9 +179,12 @@ def extract(
                                                  gpus_per_worker, mirrored_only))
                 elif items:
                     _embed(items, scan, extractor, writer, batch_size, workers, timings, progress,
-                           mirrored_only)
+                           mirrored_only, stop)
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
             wrote = writer.finish(scan)
         except KeyboardInterrupt:
+            writer.commit(scan)  # what is embedded is kept, however few
             kept = writer.kept()
             raise Interrupted(out, kept, max(0, kept - writer.n_at_open)) from None
         rows = scan.rows(writer)
@@ -163,21 +195,33 @@ def extract(
     timings["total"] = time.perf_counter() - t_start
     n_embedded = len(todo) - n_failed
     n_duplicates = len(rows.hashes) - len(set(rows.hashes))
+    n_removed, n_renamed = _gone(before, rows)
     return ExtractReport(out=out, n_images=len(rows.paths), n_embedded=n_embedded,
                          n_reused=len(rows.paths) - n_embedded - n_duplicates, skipped=skipped,
                          dim=dim, wrote=wrote, timings={k: round(v, 3) for k, v in timings.items()},
                          n_mirrored=len(todo_mirrored), n_duplicates=n_duplicates,
-                         n_removed=len(before - set(rows.paths)), engine=engine, workers=pool)
+                         n_removed=n_removed, n_renamed=n_renamed, engine=engine, workers=pool)
 
 
-def _stored_paths(out: Path) -> set[str]:
-    """The rows (paths) the store holds before this run; none when it is new."""
+def _stored_rows(out: Path) -> dict[str, str]:
+    """path -> content hash of the rows the store holds before this run; none when it is new."""
     if not out.exists():
-        return set()
+        return {}
     from featx.store import open_store, read_rows
 
     with open_store(out) as f:
-        return set(read_rows(f).paths)
+        rows = read_rows(f)
+    return dict(zip(rows.paths, rows.hashes))
+
+
+def _gone(before: dict[str, str], rows) -> tuple[int, int]:
+    """(removed, renamed): earlier rows whose path is gone, split by whether their content is
+    now at a new path (a rename or a move: the same content, no model time) or gone too."""
+    now = set(rows.paths)
+    new_hashes = {h for p, h in zip(rows.paths, rows.hashes) if p not in before}
+    gone = [h for p, h in before.items() if p not in now]
+    renamed = sum(h in new_hashes for h in gone)
+    return len(gone) - renamed, renamed
 
 
 def _check_engine(engine: str, address: str | None, num_workers: int | None,
@@ -201,7 +245,7 @@ def _check_engine(engine: str, address: str | None, num_workers: int | None,
 
 def _embed(todo: list[reader.Item], scan: reader.Scan, extractor: Extractor, writer: StoreWriter,
            batch_size: int, workers: int, timings: dict[str, float], progress: Progress,
-           mirrored_only: bool = False) -> None:
+           mirrored_only: bool = False, stop: threading.Event | None = None) -> None:
     """Decode (threads) -> model (this thread) -> writer, timing each stage. ``mirrored_only``:
     embed the mirror images of content the store has (it gains flips)."""
     stage = "mirror" if mirrored_only else "embed"
@@ -229,6 +273,8 @@ def _embed(todo: list[reader.Item], scan: reader.Scan, extractor: Extractor, wri
             writer.add(batch.hashes, vectors, batch.failures, scan, flipped)
         done += len(batch)
         progress(stage, done, len(todo))
+        if stop is not None and stop.is_set():
+            break
     timings["embed_wall"] = timings.get("embed_wall", 0.0) + time.perf_counter() - start
 
 

@@ -85,10 +85,12 @@ def plot_curves(entries: list, out: str | os.PathLike, title: str):
                                 alpha=1.0 if prefix else 0.7,
                                 label=f"{label}, {'validation' if prefix else 'training'}")
                 curves[e.name][prefix + key] = [float(v) for v in line.get_ydata()]
+    n_epochs = max((len(ys) for c in curves.values() for ys in c.values()), default=1)
     for ax, what in ((ax_loss, "loss (categorical cross-entropy)"), (ax_acc, "accuracy")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(what)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, n_epochs + 0.5)  # whole epochs only, one run of 1 epoch included
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
     ax_loss.set_title("Validation loss (lower is better)")
     ax_acc.set_title("Validation accuracy (higher is better)")
@@ -148,9 +150,11 @@ def plot_sweep(rows: list[dict[str, Any]], out: str | os.PathLike, title: str,
         ax.invert_yaxis()
         lo, hi = float(vals.min()), float(vals.max())
         pad = max(0.01, 0.08 * (hi - lo))
-        ax.set_xlim(max(0.0, lo - pad), min(1.0, hi + pad) + 3 * pad)  # room for the labels
+        # an accuracy axis never runs past 1.0: the values are written left of their dots, in
+        # room left of the lowest one
+        ax.set_xlim(max(0.0, min(lo - 4 * pad, 1.0 - 5 * pad)), min(1.0, hi + pad))
         for yi, v in zip(y, vals):
-            ax.text(v, yi, f"  {v:.3f}", va="center", fontsize=8)
+            ax.text(v, yi, f"{v:.3f}  ", va="center", ha="right", fontsize=8)
     else:
         ax.text(0.5, 0.5, "no finished sweep point", ha="center", transform=ax.transAxes)
     ax.set_xlabel("validation accuracy (dots; the axis spans the values, it does not start at 0)")
@@ -335,11 +339,20 @@ def draw_sheet(rows: list[list[Cell]], out: str | os.PathLike, title: str,
             img = thumbnail(cell.path, thumb) if cell.path else None
             if img is not None:
                 ax.imshow(np.asarray(img))
+                frame(ax, img.size)
             fig.text((left + side / 2) / width, (bottom + side + 0.04) / height, cell.caption,
                      ha="center", va="bottom", fontsize=7,
                      color="crimson" if cell.alert else "black")
     fig.text(0.5, 1 - 0.08 / height, title, ha="center", va="top", fontsize=10)
     return save(fig, out, dpi=100)
+
+
+def frame(ax, size: tuple[int, int], colour: str = "0.55") -> None:
+    """A thin frame around an image drawn by ``imshow`` (an all-white photo is still seen)."""
+    from matplotlib.patches import Rectangle
+
+    w, h = size
+    ax.add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, edgecolor=colour, linewidth=0.8))
 
 
 def draw_cells(cells: list[Cell], out: str | os.PathLike, title: str, cols: int = 6) -> Path:

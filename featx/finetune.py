@@ -46,6 +46,7 @@ from featx.store import FLIPPED, open_store, read_attrs, read_rows_of, strings
 
 MAP_LAYER = "block4_pool"  # the frozen part's output
 TUNED_BLOCK = "block5"  # the trainable part: its convolutions, then its pooling
+TUNED_CONVS = 3  # VGG16's block5 has three 3x3 convolutions
 AUGMENTS = ("auto", "none", "flip", "flip-stored")
 HEAD_INITS = ("logreg", "random")
 SCALES = ("l2", "none")  # what featx fit's automatic choice picks between (l2, C=10 on both data sets)
@@ -73,6 +74,9 @@ class FinetuneSettings:
         for name in ("epochs", "batch_size", "tune"):
             if getattr(self, name) < 1:
                 raise FeatxError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+        if self.tune > TUNED_CONVS:  # checked here, before any model is built
+            raise FeatxError(f"`tune` is at most {TUNED_CONVS} ({TUNED_BLOCK}'s convolutions), "
+                             f"got {self.tune}")
         if self.patience < 0:
             raise FeatxError(f"`patience` must be 0 or more, got {self.patience}")
         if not self.lr > 0:

@@ -22,6 +22,7 @@ from featx.neighbors import normalize
 from featx.store import load_features
 
 DEFAULT_MAX_POINTS = 5000
+EXACT_UP_TO = 1000  # t-SNE: the exact method up to this many points, Barnes-Hut above
 METHODS = ("tsne", "pca")
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -80,8 +81,13 @@ def embed_2d(x: np.ndarray, method: str = "tsne", perplexity: float = 30.0,
     from sklearn.manifold import TSNE
 
     perplexity = min(perplexity, (len(x) - 1) / 3)  # t-SNE needs perplexity < n
+    # Up to EXACT_UP_TO points the exact gradient is faster than Barnes-Hut's tree and its
+    # threads (loaded 2-core box: 90 points 2.4 s against 28 s, 500: 50 s against 163 s, 1,000:
+    # 137 s against 219 s; the same or a lower KL divergence; scripts/bench_tsne.py, BENCHMARKS.md)
+    small = len(x) <= EXACT_UP_TO
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-                random_state=seed, n_jobs=2)
+                random_state=seed, method="exact" if small else "barnes_hut",
+                n_jobs=1 if small else 2)
     progress("t-SNE", 0, 1)
     coords = tsne.fit_transform(reduced).astype(np.float32)
     progress("t-SNE", 1, 1)

@@ -1,8 +1,9 @@
 """near_duplicates: exact duplicates (same content hash) and near-duplicates (cosine >= threshold).
 
-Pairs are found by a blocked all-pairs scan of the L2-normalised vectors (upper triangle only, so
-memory is bounded by ``block x N`` similarities). Groups are tight, not chains: every two members
-of a group are a pair (complete-linkage clustering, scipy, cut at the threshold, run within each
+Pairs are found by the store's :class:`featx.index.Index`: below its size threshold a blocked
+all-pairs scan of the L2-normalised vectors (upper triangle only, so memory is bounded by
+``block x N`` similarities), above it a range search of the approximate index, re-scored
+exactly. Groups are tight, not chains: every two members of a group are a pair (complete-linkage clustering, scipy, cut at the threshold, run within each
 connected component of the pairs), so A~B and B~C do not put A and C together unless A~C. Pairs and
 groups whose images carry different labels come first: they are likely label errors or leaks
 across classes.
@@ -17,12 +18,10 @@ from typing import Callable
 import numpy as np
 
 from featx.errors import FeatxError
-from featx.neighbors import normalize
-from featx.store import load_features
+from featx.index import EXACT_BELOW, Index, exact_pairs, lazy_features
 
 DEFAULT_THRESHOLD = 0.95
 MAX_PAIRS = 200_000
-BLOCK_CELLS = 1 << 24  # similarities computed at a time (64 MB of float32)
 MAX_LINKED = 5000  # images linked by pairs into one component: complete linkage is quadratic in it
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -67,26 +66,28 @@ class DuplicateReport:
 
 
 def find_duplicates(store: str | os.PathLike, threshold: float = DEFAULT_THRESHOLD,
-                    max_pairs: int = MAX_PAIRS, progress: Progress | None = None) -> DuplicateReport:
+                    max_pairs: int = MAX_PAIRS, progress: Progress | None = None,
+                    exact: bool | None = None, exact_below: int = EXACT_BELOW) -> DuplicateReport:
     """Exact and near-duplicate pairs of a store, in tight groups, cross-label ones first.
 
-    ``progress(stage, done, total)`` follows the scan (stage ``"pairs"``, rows done).
+    ``progress(stage, done, total)`` follows the scan (stage ``"pairs"``, rows done). ``exact``:
+    True for the exact scan, False for the index, None for exact below ``exact_below`` rows.
     """
     if not 0.0 < threshold <= 1.0:
         raise FeatxError(f"`threshold` must be in (0, 1], got {threshold}")
-    feats = load_features(store)
-    x = normalize(feats.features)
+    feats = lazy_features(store)
+    index = Index.for_store(store, exact=exact, exact_below=exact_below, progress=progress)
     pairs: dict[tuple[int, int], Pair] = {}
     for group in _hash_groups(feats.hashes):
         for i, a in enumerate(group):
             for b in group[i + 1:]:
                 pairs[(a, b)] = Pair(a, b, 1.0, "exact", bool(feats.labels[a] != feats.labels[b]))
-    for a, b, s in near_pairs(x, threshold, max_pairs, progress):
+    for a, b, s in index.range_pairs(threshold, max_pairs, progress):
         if (a, b) not in pairs:
             pairs[(a, b)] = Pair(a, b, round(s, 6), "near", bool(feats.labels[a] != feats.labels[b]))
     ordered = sorted(pairs.values(), key=lambda p: (not p.cross_label, -p.similarity, p.a, p.b))
     names = [feats.class_names[i] for i in feats.labels]
-    groups = tight_groups(x, ordered, threshold)
+    groups = tight_groups(feats.features, ordered, threshold)
     groups.sort(key=lambda g: (len({names[i] for i in g[0]}) == 1, -g[1], g[0][0]))
     return DuplicateReport(feats.n, threshold, ordered, [g for g, _ in groups],
                            [s for _, s in groups], feats.paths, names, feats.meta.get("data_dir"))
@@ -95,45 +96,20 @@ def find_duplicates(store: str | os.PathLike, threshold: float = DEFAULT_THRESHO
 def near_pairs(x: np.ndarray, threshold: float, max_pairs: int = MAX_PAIRS,
                progress: Progress | None = None) -> list[tuple[int, int, float]]:
     """(a, b, similarity) with a < b for rows of unit vectors ``x`` whose dot product >= threshold."""
-    return _scan(x, x, threshold, max_pairs, upper=True, progress=progress)
+    return exact_pairs(x, x, threshold, max_pairs, upper=True, progress=progress)
 
 
 def cross_pairs(x: np.ndarray, y: np.ndarray, threshold: float,
                 max_pairs: int = MAX_PAIRS) -> list[tuple[int, int, float]]:
     """(i, j, similarity) for rows i of ``x`` and j of ``y`` (unit vectors) whose dot product
     >= threshold: the pairs between two sets, e.g. the test and the training part."""
-    return _scan(x, y, threshold, max_pairs, upper=False)
-
-
-def _scan(x: np.ndarray, y: np.ndarray, threshold: float, max_pairs: int, upper: bool,
-          progress: Progress | None = None) -> list[tuple[int, int, float]]:
-    """Blocks of rows of ``x`` against ``y`` (only columns after the row when ``upper``);
-    ``progress("pairs", rows done, rows)`` after each block."""
-    n, m = len(x), len(y)
-    block = max(1, min(n, BLOCK_CELLS // max(m, 1)))
-    found: list[tuple[int, int, float]] = []
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        first = start if upper else 0  # upper triangle: columns from ``start`` on
-        sims = x[start:stop] @ y[first:].T
-        ii, jj = np.nonzero(sims >= threshold - 1e-6)
-        if upper:  # j is offset by ``start``; drop the diagonal and the lower triangle
-            keep = jj > ii
-            ii, jj = ii[keep], jj[keep]
-        for i, j in zip(ii, jj):
-            found.append((start + int(i), first + int(j), min(float(sims[i, j]), 1.0)))
-        if len(found) > max_pairs:
-            raise FeatxError(
-                f"more than {max_pairs:,} pairs have similarity >= {threshold}; "
-                f"raise `threshold` (near-duplicates are usually above 0.95)")
-        if progress:
-            progress("pairs", stop, n)
-    return found
+    return exact_pairs(x, y, threshold, max_pairs)
 
 
 def tight_groups(x: np.ndarray, pairs: list[Pair], threshold: float) -> list[tuple[list[int], float]]:
     """(rows, lowest similarity within) of each group of two or more rows in which every two rows
-    have similarity >= ``threshold``: complete linkage on each connected component of ``pairs``."""
+    of vectors ``x`` (any scale) have similarity >= ``threshold``: complete linkage on each
+    connected component of ``pairs``."""
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import pdist
 

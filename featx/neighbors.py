@@ -1,8 +1,8 @@
-"""neighbors: exact cosine k-nearest-neighbour search over a store's vectors.
+"""neighbors: cosine k-nearest-neighbour search over a store's vectors, by :mod:`featx.index`.
 
-Vectors are L2-normalised, so cosine similarity is a dot product; the store is scanned a block of
-rows at a time (:func:`featx.store.iter_chunks`) and a running top-k is kept per query, so memory
-is bounded by ``queries x chunk_rows`` whatever the store's size. A query is a stored image (by its
+Vectors are L2-normalised, so cosine similarity is a dot product. Small stores are scanned exactly
+a block of rows at a time (a running top-k per query, memory bounded by ``queries x chunk_rows``);
+from :data:`featx.index.EXACT_BELOW` rows on the store's approximate index answers. A query is a stored image (by its
 path in the store) or a new image file, embedded with the store's own extractor settings.
 """
 
@@ -15,45 +15,12 @@ from typing import Iterable
 
 import numpy as np
 
-from featx.discover import content_hash
+from featx.discover import hash_file
 from featx.errors import FeatxError
+from featx.index import EXACT_BELOW, Index, normalize, topk_cosine  # noqa: F401  (moved)
 from featx import store as st
 
 CHUNK_ROWS = 16384
-
-
-def normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (all-zero rows stay zero), as float32."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
-
-
-def topk_cosine(
-    queries: np.ndarray, blocks: Iterable[tuple[int, np.ndarray]], k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` rows by cosine similarity for each query, scanning ``(start_row, block)`` pairs.
-
-    Returns ``(rows, similarities)``, each (n_queries, k'), best first, where k' = min(k, rows seen);
-    ties are broken by the lower row index so results are reproducible.
-    """
-    q = normalize(queries)
-    best_rows = np.empty((len(q), 0), dtype=np.int64)
-    best_sims = np.empty((len(q), 0), dtype=np.float32)
-    for start, block in blocks:
-        block = np.asarray(block, dtype=np.float32)
-        norms = np.sqrt(np.einsum("ij,ij->i", block, block))  # no normalised copy of the block
-        sims = (q @ block.T) / np.maximum(norms, 1e-12)  # (n_queries, block_rows)
-        rows = np.broadcast_to(np.arange(start, start + block.shape[0]), sims.shape)
-        if sims.shape[1] > k:  # keep only this block's candidates before merging
-            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            sims, rows = np.take_along_axis(sims, part, 1), np.take_along_axis(rows, part, 1)
-        all_sims = np.concatenate([best_sims, sims], axis=1)
-        all_rows = np.concatenate([best_rows, rows], axis=1)
-        order = np.lexsort((all_rows, -all_sims), axis=1)[:, :k]
-        best_sims = np.take_along_axis(all_sims, order, 1)
-        best_rows = np.take_along_axis(all_rows, order, 1)
-    return best_rows, best_sims
 
 
 @dataclass
@@ -78,13 +45,14 @@ class QueryResult:
 
 def find_neighbors(
     store: str | os.PathLike, queries: list[str], k: int = 8, weights: str | None = None,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_rows: int = CHUNK_ROWS, exact: bool | None = None, exact_below: int = EXACT_BELOW,
 ) -> list[QueryResult]:
     """The ``k`` most similar stored images for each query (a stored path or an image file).
 
     A stored query is its own first neighbour (similarity 1). A file whose content is already in
     the store uses the stored vector; other files are embedded with the store's extractor
-    (``weights`` overrides the weights path recorded in the store).
+    (``weights`` overrides the weights path recorded in the store). ``exact``: True for an exact
+    scan, False for the index, None for exact below ``exact_below`` rows (:class:`Index`).
     """
     if k < 1:
         raise FeatxError(f"`k` must be at least 1, got {k}")
@@ -108,14 +76,18 @@ def find_neighbors(
                 self_rows[j] = row if stored else None
                 results.append(QueryResult(q, "stored" if stored else "file",
                                            class_names[labels[row]]))
-            elif Path(q).is_file():
+            elif Path(q).exists():  # the reader says why a FIFO or a folder is refused
                 to_embed.append(j)
                 results.append(QueryResult(q, "file", None))
             else:
                 raise FeatxError(f"{q} is neither a path stored in {store} nor an image file")
     if to_embed:
         _embed_queries(meta, weights, [queries[j] for j in to_embed], to_embed, vectors)
-    rows, sims = topk_cosine(np.stack(vectors), st_blocks(store, chunk_rows), k)
+    index = Index.for_store(store, exact=exact, exact_below=exact_below)
+    if index.kind == "exact":
+        rows, sims = topk_cosine(np.stack(vectors), st_blocks(store, chunk_rows), k)
+    else:
+        rows, sims = index.search(np.stack(vectors), k)
     for j, own in enumerate(self_rows):
         if own is not None:  # a stored query comes first among its exact copies
             _self_first(rows[j], sims[j], own)
@@ -153,10 +125,8 @@ def _stored_row(q: str, row_of_path: dict, row_of_hash: dict, data_dir: str | No
     rel = _relative_to_data(q, data_dir)
     if rel in row_of_path:
         return row_of_path[rel]
-    p = Path(q)
-    if p.is_file():
-        return row_of_hash.get(content_hash(p.read_bytes()))
-    return None
+    h, _ = hash_file(Path(q))  # through featx.decode.read_file: a FIFO is refused, not read
+    return row_of_hash.get(h) if h else None
 
 
 def _relative_to_data(q: str, data_dir: str | None) -> str | None:

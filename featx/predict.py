@@ -84,7 +84,7 @@ def expand_inputs(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[tup
                 files.extend(Path(dirpath, n) for n in sorted(names)
                              if is_image_name(n) and not n.startswith(".")
                              and n.lower() not in SYSTEM_FILES)
-        elif item.is_file():
+        elif item.exists():  # not only regular files: the reader says why a FIFO is refused
             files.append(item)
         else:
             errors.append((str(item), "no such file or folder"))
@@ -94,6 +94,15 @@ def expand_inputs(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[tup
 def top_k(proba: np.ndarray, class_names: list[str], k: int) -> list[tuple[str, float]]:
     order = np.argsort(-proba, kind="stable")[:max(1, k)]
     return [(class_names[i], round(float(proba[i]), 6)) for i in order]
+
+
+def new_report(b: Bundle, errors: list[tuple[str, str]] | None = None,
+               familiar: dict[str, Any] | None = None, notes: list[str] | None = None
+               ) -> PredictReport:
+    """An empty report of bundle ``b`` (``featx predict`` and ``featx serve`` start from it);
+    ``familiar``, ``notes``: from :func:`unfamiliar_threshold`."""
+    return PredictReport(bundle=b.path, class_names=b.class_names, errors=list(errors or []),
+                         familiar=familiar, notes=list(notes or []))
 
 
 def predictions_of(b: Bundle, x: np.ndarray, paths: list[str], k: int = 3,
@@ -141,8 +150,7 @@ def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike],
     files, errors = expand_inputs(inputs)
     if not files and not errors:
         raise FeatxError("no image files found in the given paths")
-    report = PredictReport(bundle=b.path, class_names=b.class_names, errors=errors,
-                           familiar=familiar, notes=notes)
+    report = new_report(b, errors, familiar, notes)
     if not files:
         return report
     extractor = extractor or b.reader(weights)  # image files -> what the model takes
@@ -187,3 +195,102 @@ def unfamiliar_threshold(b: Bundle, unfamiliar_at: float | None
                        "calibrated_threshold": record.threshold,
                        "target_pass": cal.get("target_pass"),
                        "val_flagged": cal.get("val_flagged")}, []
+
+
+UNFAMILIAR = "unfamiliar"  # the folder of photos a bundle says look like none of its classes
+
+
+def csv_text(report: PredictReport) -> str:
+    """The predictions as CSV: ``path, label, probability, unfamiliar, unfamiliar_score`` and one
+    column per class; an input that could not be predicted is a row with its ``error`` only."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "label", "probability", "unfamiliar", "unfamiliar_score",
+                     *report.class_names, "error"])
+    for p in report.predictions:
+        writer.writerow([p.path, p.label, p.top_k[0][1], _text(p.unfamiliar), _text(p.score),
+                         *(p.probabilities[c] for c in report.class_names), ""])
+    for path, reason in report.errors:
+        writer.writerow([path, "", "", "", "", *([""] * len(report.class_names)), reason])
+    return buf.getvalue()
+
+
+def check_sort_into(dest: str | os.PathLike, inputs: list[str | os.PathLike]) -> Path:
+    """Before any work: ``dest`` can be written and lies outside every input folder (else a rerun
+    would predict its own links)."""
+    from featx.files import check_output
+
+    dest = check_output(dest, "the sorted folder", folder=True)
+    for item in map(Path, inputs):
+        if item.is_dir() and dest.resolve().is_relative_to(item.resolve()):
+            raise FeatxError(f"`sort_into` {dest} is inside the input folder {item}; choose a "
+                             f"folder outside it")
+    return dest
+
+
+@dataclass
+class SortReport:
+    dest: Path
+    placed: list[tuple[str, str]] = field(default_factory=list)  # (source, new path)
+    already: int = 0  # sorted by an earlier run: the same file is there
+    mode: str = "link"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dest": str(self.dest), "mode": self.mode, "n_placed": len(self.placed),
+                "n_already": self.already,
+                "placed": [{"path": s, "to": t} for s, t in self.placed]}
+
+
+def sort_into(report: PredictReport, dest: str | os.PathLike, copy: bool = False) -> SortReport:
+    """Put each predicted photo into ``dest/<predicted class>/`` (``unfamiliar/`` when the bundle
+    says it looks like none of its classes): a symbolic link to the file, or with ``copy`` a copy.
+    The user's files are never moved, and nothing in ``dest`` is overwritten: a name taken by
+    another file gets a numbered name (``photo_2.jpg``), and a photo already there from an earlier
+    run is left as it is."""
+    import shutil
+
+    dest = Path(dest)
+    out = SortReport(dest, mode="copy" if copy else "link")
+    for p in report.predictions:
+        source = Path(p.path).resolve()
+        folder = dest / _folder_of(p)
+        folder.mkdir(parents=True, exist_ok=True)
+        target, same = _free_name(folder, source, copy)
+        if same:
+            out.already += 1
+            continue
+        if copy:
+            shutil.copy2(source, target)  # target does not exist: nothing is overwritten
+        else:
+            os.symlink(source, target)
+        out.placed.append((p.path, str(target)))
+    return out
+
+
+def _folder_of(p: Prediction) -> str:
+    return UNFAMILIAR if p.unfamiliar else p.label
+
+
+def _text(v) -> str:
+    """A CSV cell: empty for None (the bundle cannot tell), booleans as true / false."""
+    return "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _free_name(folder: Path, source: Path, copy: bool) -> tuple[Path, bool]:
+    """(a name in ``folder`` for ``source``, whether that name already holds it)."""
+    import filecmp
+
+    stem, suffix = source.stem, source.suffix
+    for n in range(1, 100_000):
+        target = folder / (source.name if n == 1 else f"{stem}_{n}{suffix}")
+        if not os.path.lexists(target):
+            return target, False
+        if target.is_symlink() and not copy:
+            if Path(os.readlink(target)) == source:
+                return target, True
+        elif copy and target.is_file() and filecmp.cmp(target, source, shallow=False):
+            return target, True
+    raise FeatxError(f"no free name for {source.name} in {folder}")

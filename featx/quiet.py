@@ -9,9 +9,9 @@ pointed at a temporary file, together with the device look-up; afterwards every 
 is not known noise (:data:`NOISE`) is written to stderr, so a real error is never lost. TensorFlow's
 Python logger then shows errors only (no tf.function retracing notes).
 
-The CLI installs it unless asked for everything (``featx --verbose`` or ``FEATX_VERBOSE=1``), and
-sets ``FEATX_QUIET_IMPORTS=1`` so that its worker processes (loky) install it when they import
-featx. A library user's process is left alone.
+``import featx`` installs it unless asked for everything (``FEATX_VERBOSE=1``; the CLI's
+``--verbose`` sets it and uninstalls), in the CLI and in a library user's process alike, and sets
+``FEATX_QUIET_IMPORTS=1`` for worker processes (loky), which import featx too.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from typing import Callable, Container, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from featx.decode import DecodeError, DecodeSettings, decode_file, decode_files
+from featx.decode import DecodeError, DecodeSettings, decode_file, decode_files, image_size
 from featx.discover import Dataset, discover, hash_file
 from featx.store import Rows
 
@@ -163,14 +163,11 @@ def decode_failures(scan: Scan, workers: int = 2, progress: Progress | None = No
 
 def typical_size(files: list[Path], k: int = 32) -> tuple[int, int] | None:
     """The median (width, height) of up to ``k`` files spread over the list (headers only)."""
-    from PIL import Image
-
     sizes = []
     for path in files[::max(1, len(files) // k)][:k]:
         try:
-            with Image.open(path) as im:
-                sizes.append(im.size)
-        except (OSError, ValueError, SyntaxError):
+            sizes.append(image_size(path))
+        except DecodeError:  # the scan records why; a hint only needs the others
             continue
     if not sizes:
         return None

@@ -85,6 +85,8 @@ class Entry:
                 "model": self.label, "val_accuracy": self.accuracy("val"),
                 "test_accuracy": self.accuracy("test"), "n_train": s.get("n_train"),
                 "n_val": s.get("n_val"), "n_test": s.get("n_test"),
+                "refit_on": s.get("refit_on", "train"), "cv": s.get("cv"),
+                "cv_score": (self.info.get("selection") or {}).get("score"),
                 "fit_seconds": m.get("fit_seconds"), "epochs": len(h.get("loss", [])) or None}
 
 
@@ -412,10 +414,24 @@ def _fmt(v, digits=4) -> str:
 def _table(report: Report) -> tuple[list[str], list[list[str]]]:
     head = ["model", "bundle", "val accuracy", "test accuracy", "train / val / test",
             "epochs", "fit s"]
-    body = [[r["model"], r["name"], _fmt(r["val_accuracy"]), _fmt(r["test_accuracy"]),
-             f"{r['n_train']} / {r['n_val']} / {r['n_test']}", _fmt(r["epochs"]),
-             _fmt(r["fit_seconds"], 1)] for r in report.table]
+    body = [[r["model"], r["name"], _val_cell(r), _fmt(r["test_accuracy"]), _parts_cell(r),
+             _fmt(r["epochs"]), _fmt(r["fit_seconds"], 1)] for r in report.table]
     return head, body
+
+
+def _val_cell(r: dict[str, Any]) -> str:
+    """A bundle refitted on train+val after K-fold CV has no held-out validation score: its
+    cross-validated one is shown, and said to be one."""
+    if r.get("refit_on") == "train+val":
+        score = r.get("cv_score")
+        return f"{_fmt(score)} ({r.get('cv')}-fold CV)" if score is not None else "in training"
+    return _fmt(r["val_accuracy"])
+
+
+def _parts_cell(r: dict[str, Any]) -> str:
+    if r.get("refit_on") == "train+val":
+        return f"{r['n_train'] + r['n_val']} (train+val) / - / {r['n_test']}"
+    return f"{r['n_train']} / {r['n_val']} / {r['n_test']}"
 
 
 def _inline_html(markdown: str) -> str:

@@ -269,8 +269,9 @@ class Review:
         for part in PARTS:
             self.part_of[self.parts[part]] = part
         self._write_lock = threading.Lock()  # decisions
-        self._compute_lock = threading.Lock()  # the first fit and audit, refits, the map
+        self._compute_lock = threading.Lock()  # the first fit and audit, refits
         self._rank_lock = threading.Lock()  # a refit's audit
+        self._map_lock = threading.Lock()
         self._refits = self._ranked = 0
         self._apply(corr.load(self.store))  # refuses a file of another store
         self.ranking: Ranking | None = None
@@ -381,10 +382,13 @@ class Review:
         from featx.selection import predict_labels
         from featx.split import split_features
 
+        from threadpoolctl import threadpool_limits
+
         s = self.settings
         split = split_features(self.feats, self.store, s.fractions, s.split_seed)
         params = self._head_params(split)
-        result = fit_store(self.store, s.clf, split=split, **params)
+        with threadpool_limits(limits=1, user_api="blas"):  # as the audit's fits: see BENCHMARKS
+            result = fit_store(self.store, s.clf, split=split, **params)
         flip = self.feats.flipped if split.flips.tta else None
         in_force = np.full(self.feats.n, -1, dtype=np.int64)
         for rows in split.rows.values():
@@ -422,10 +426,10 @@ class Review:
         return params
 
     def refit(self, wait: bool = True) -> dict[str, Any]:
-        """Refit the head on the labels in force and audit them afresh, side by side in two
-        threads; old and new accuracy, the photos whose prediction changed and, once the audit is
-        done (at once with ``wait``, else ``ranking`` says "running" until it is), the fresh
-        ranking's head."""
+        """Refit the head on the labels in force, then audit them afresh in another thread; old
+        and new accuracy, the photos whose prediction changed and, once the audit is done (at
+        once with ``wait``, else ``ranking`` says "running" until it is), the fresh ranking's
+        head."""
         if self.head is None or self.ranking is None:
             raise FeatxError("the first fit and audit are still running; refit when they are done")
         with self._compute_lock:
@@ -439,9 +443,9 @@ class Review:
                                        args=(self._refits, labels, excluded, result),
                                        name="featx-review-audit", daemon=True)
             t0 = time.perf_counter()
-            auditor.start()
             new = self._fit()
             result["seconds"]["fit"] = round(time.perf_counter() - t0, 3)
+            auditor.start()  # after the fit, so that the answer does not wait on its CPU
         changed = np.flatnonzero((old.pred != new.pred) & ~excluded)
         names = self.feats.class_names
         result.update({
@@ -600,8 +604,9 @@ class Review:
                 "points": [[r, x, y, int(in_force[r])] for r, x, y in m["points"]]}
 
     def compute_map(self, progress: Progress | None = None) -> None:
-        """The 2-D map of :func:`featx.maps.make_map`, from the cache when it was made of this store."""
-        with self._compute_lock:
+        """The 2-D map of :func:`featx.maps.make_map`, from the cache when it was made of this store
+        (its own lock: a t-SNE of minutes never holds up a refit)."""
+        with self._map_lock:
             self._run("map", lambda: self._map(progress))
 
     def _map(self, progress: Progress | None) -> None:

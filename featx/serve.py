@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from featx import __version__
 from featx.bundle import Bundle, load_bundle
 from featx.errors import FeatxError
-from featx.predict import Prediction, PredictReport, predictions_of
+from featx.predict import Prediction, new_report, predictions_of, unfamiliar_threshold
 
 MATCH_KEYS = ("model", "layer", "pooling", "weights_id", "input_size", "resize")
 
@@ -42,6 +42,8 @@ class ServeSettings:
     top_k: int = 3
     neighbors: int = 6  # stored photos shown per prediction (with a store)
     decode_threads: int = 4
+    reject: bool = False  # answer "none" for photos unlike the training photos
+    unfamiliar_at: float | None = None  # the unfamiliarity threshold (None: the bundle's)
 
     def check(self) -> "ServeSettings":
         for name in ("max_batch", "max_files", "top_k", "decode_threads"):
@@ -108,6 +110,8 @@ class Model:
         self.reader = bundle.reader(weights)  # checks the weights; builds nothing yet
         self.decode = self.reader.decode_settings
         self.store = StoreVectors(store, bundle) if store is not None else None
+        self.threshold, self.familiar, self.notes = unfamiliar_threshold(bundle,
+                                                                         settings.unfamiliar_at)
 
     def warm_up(self) -> None:
         """Build the model and trace every batch shape it will run."""
@@ -124,7 +128,8 @@ class Model:
         x = self.reader.embed_pixels(pixels, batch_size=size)
         flipped = self.reader.embed_pixels(pixels[:, :, ::-1], batch_size=size) \
             if self.bundle.tta else None
-        preds = predictions_of(self.bundle, x, names, self.settings.top_k, flipped)
+        preds = predictions_of(self.bundle, x, names, self.settings.top_k, flipped,
+                               self.threshold, self.settings.reject)
         near = self.store.nearest(x, self.settings.neighbors) \
             if self.store is not None and self.settings.neighbors else [None] * len(preds)
         return list(zip(preds, near))
@@ -241,8 +246,9 @@ def create_serve_app(bundle: str | os.PathLike, store: str | os.PathLike | None 
         good = [(u.name, d) for u, d in zip(uploads, decoded) if not isinstance(d, DecodeError)]
         errors = [(u.name, str(d)) for u, d in zip(uploads, decoded) if isinstance(d, DecodeError)]
         results = await asyncio.gather(*(batcher.submit(d, name) for name, d in good))
-        report = PredictReport(bundle=b.path, class_names=b.class_names,
-                               predictions=[p for p, _ in results], errors=errors).as_dict()
+        report = new_report(b, errors, model.familiar, model.notes)
+        report.predictions.extend(p for p, _ in results)
+        report = report.as_dict()
         for entry, (_, near) in zip(report["predictions"], results):
             if near is not None:
                 entry["neighbors"] = near

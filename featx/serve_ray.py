@@ -8,6 +8,7 @@ spreads requests over the replicas (up to ``max_ongoing_requests`` each, enough 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -52,26 +53,40 @@ def run_ray(bundle, store=None, settings: ServeSettings = ServeSettings(), weigh
             address: str | None = None, num_cpus: float = 1.0, ready=None) -> None:
     """Start Ray (``address``: join that cluster; else a local instance), deploy, serve until
     SIGINT/SIGTERM, then shut Serve down (its proxy drains in-flight requests)."""
+    # Ray's C++ failure handler would catch SIGTERM, print a stack trace and abort (exit 134)
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     import ray
     from ray import serve
 
     from featx.engine_ray import quiet_ray
 
     quiet_ray()
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its start-up notices
     stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(*_) -> None:
+        stop.set()
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, on_signal) for s in handled}
+    started = not ray.is_initialized()
     try:
-        if not ray.is_initialized():
+        if started:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      logging_level="WARNING")
+            for s in handled:  # ray.init installs a SIGTERM handler of its own (exit 15)
+                signal.signal(s, on_signal)
         serve.start(http_options={"host": host, "port": port})
-        serve.run(deployment(bundle, store, settings, weights, token, replicas, num_cpus),
-                  name=APP_NAME, route_prefix="/")
-        if ready:
+        if not stop.is_set():
+            serve.run(deployment(bundle, store, settings, weights, token, replicas, num_cpus),
+                      name=APP_NAME, route_prefix="/")
+        if ready and not stop.is_set():
             ready()
         while not stop.wait(1.0):  # a timeout keeps the main thread responsive to signals
             pass
     finally:
+        serve.shutdown()
+        if started:
+            ray.shutdown()
         for s, handler in previous.items():
             signal.signal(s, handler)
-        serve.shutdown()

@@ -32,6 +32,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from featx.discover import check_labelled
 from featx.errors import FeatxError
 
 PARTS = ("train", "val", "test")
@@ -228,6 +229,7 @@ def split_rows(hashes, labels, paths: list[str], class_names: list[str], *,
     where = store if store is not None else "the data"
     labels = np.asarray(labels, dtype=np.int64)
     present = np.unique(labels)
+    check_labelled(where, class_names, purpose)
     if len(class_names) < 2 or len(present) < 2:
         name = class_names[present[0]] if len(present) else "none"
         raise FeatxError(f"{where} holds one class ({name}); {purpose} needs at least two")

@@ -208,7 +208,7 @@ def suggest(store: str | os.PathLike, folder: str | os.PathLike, n: int = 50,
     check_output(unlabelled_store, "the unlabelled photos' store")
     fitted = fit_store(store, clf, fractions, split_seed, exclude=exclude,
                        exclude_findings=exclude_findings, corrections=corrections,
-                       train_flips=train_flips, tta=False, n_jobs=n_jobs, **params)
+                       train_flips=train_flips, n_jobs=n_jobs, **params)
     report = embed_folder(store, folder, unlabelled_store, batch_size, workers, weights,
                           on_progress)
     new = load_features(unlabelled_store)

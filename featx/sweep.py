@@ -92,6 +92,15 @@ class SweepResult:
                 "files": self.files}
 
 
+def refit_info(info: dict[str, Any], cv: int | None) -> dict[str, Any]:
+    """The split a refitted best was trained on: with ``cv``, train+val (``n_fit`` rows), so its
+    bundle does not read as if a validation part had been held out."""
+    if not cv:
+        return info
+    return {**info, "refit_on": "train+val", "cv": cv,
+            "n_fit": int(info.get("n_train", 0)) + int(info.get("n_val", 0))}
+
+
 def small_val_note(n_val: int, accuracy: float | None) -> str | None:
     """What one error weighs on a small validation part, and its standard error (None if large)."""
     if n_val >= SMALL_VAL or n_val == 0:
@@ -194,7 +203,7 @@ def run_sweep(store: str | os.PathLike, clfs: list[str], grid: dict[str, list[An
         if bundle:
             result.files["bundle"] = str(save_bundle(
                 bundle, head, split.feats.class_names, split.feats.meta, store=store,
-                split=split.info, metrics={"val": val, "test": test, "fit_seconds": seconds},
+                split=refit_info(split.info, cv), metrics={"val": val, "test": test, "fit_seconds": seconds},
                 extra={"selection": {"by": result.selection, "score": score_of(top)}},
                 familiar=from_split(split)))
     if out:

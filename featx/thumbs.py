@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
+
+from featx.decode import DecodeError, load_rgb, open_image
 
 
 def resolve(path: str, data_dir: str | None) -> Path:
@@ -21,14 +23,15 @@ def resolve(path: str, data_dir: str | None) -> Path:
 
 
 def thumbnail(path: str | os.PathLike, size: int) -> Image.Image:
-    """An RGB thumbnail fitting in ``size`` x ``size`` (aspect kept); grey if unreadable."""
+    """An RGB thumbnail fitting in ``size`` x ``size`` (aspect kept); grey if unreadable (opened
+    through :func:`featx.decode.open_image`, like every image featx reads)."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale, much faster
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            im.thumbnail((size, size), Image.Resampling.BILINEAR)
-            return im.copy()
-    except (OSError, ValueError, SyntaxError):
+            rgb = load_rgb(im)
+            rgb.thumbnail((size, size), Image.Resampling.BILINEAR)
+            return rgb.copy()
+    except DecodeError:
         return Image.new("RGB", (size, size), (160, 160, 160))
 
 

@@ -37,7 +37,8 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
     def __init__(self, cache: str | os.PathLike = "featx-cache.h5", store: str | None = None,
                  model: str = "vgg16",
                  layer: str = "fc2", pooling: str = "avg", weights: str = "imagenet",
-                 precision: str = "float32", resize: str = "squash", batch_size: int = 32):
+                 precision: str = "float32", resize: str = "squash", batch_size: int = 32,
+                 input_size: int | None = None):
         self.cache = cache
         self.store = store
         self.model = model
@@ -47,6 +48,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         self.precision = precision
         self.resize = resize
         self.batch_size = batch_size
+        self.input_size = input_size
 
     @classmethod
     def like_store(cls, store: str | os.PathLike, cache: str | os.PathLike,
@@ -55,7 +57,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         meta = st.read_meta(store)
         return cls(cache=cache, store=str(store), model=meta["model"], layer=meta["layer"],
                    pooling=meta["pooling"], weights=weights or meta["weights"], precision=meta["precision"],
-                   resize=meta["resize"], **kw)
+                   resize=meta["resize"], input_size=meta.get("input_size"), **kw)
 
     def fit(self, X, y=None) -> "EmbeddingTransformer":
         """Nothing to learn; checks the settings (and the cache's, if it exists)."""
@@ -99,7 +101,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
 
         settings = ExtractorSettings(model=self.model, layer=self.layer, pooling=self.pooling,
                                      weights=str(self.weights), precision=self.precision,
-                                     resize=self.resize)
+                                     resize=self.resize, input_size=self.input_size)
         key = (settings, self.batch_size)
         if getattr(self, "_extractor_key", None) != key:
             self._extractor_obj = Extractor(settings)

@@ -215,6 +215,10 @@ class StoreWriter:
         self._buffer = (list(hashes), [], list(failures), [flipped] if len(hashes) else [])
         self._commit(listing, flipped_only=True)
 
+    def commit(self, listing: Listing) -> None:
+        """Commit the vectors taken so far now, as a part file (an interrupted run keeps them)."""
+        self._commit(listing)
+
     def _commit(self, listing: Listing, flipped_only: bool = False) -> None:
         hashes, vectors, failures, flipped = self._buffer
         if not hashes and not failures:

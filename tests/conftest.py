@@ -196,6 +196,128 @@ def ray_session():
     ray.shutdown()
 
 
+def structured_vectors(n: int, dim: int = 64, clusters: int = 40, rank: int = 6, twins: int = 30,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Vectors with the structure of image embeddings: non-negative, in clusters that vary along
+    a few directions each (a low-dimensional manifold, not isotropic noise), plus ``twins``
+    planted near-twins (a row plus a little noise, cosine about 0.99). Returns (vectors, cluster
+    of each row, the planted (original, twin) row pairs)."""
+    rng = np.random.default_rng(seed)
+    base = n - twins
+    centres = np.maximum(rng.normal(size=(clusters, dim)), 0) + 0.2
+    bases = rng.normal(size=(clusters, rank, dim)) * 0.5
+    c = rng.integers(0, clusters, base)
+    z = rng.normal(size=(base, rank))
+    x = np.maximum(centres[c] + np.einsum("nr,nrd->nd", z, bases[c])
+                   + 0.05 * rng.normal(size=(base, dim)), 0)
+    src = rng.choice(base, twins, replace=False)
+    twin = np.maximum(x[src] + 0.03 * rng.normal(size=(twins, dim)), 0)
+    x = np.concatenate([x, twin]).astype(np.float32)
+    return x, np.concatenate([c, c[src]]), [(int(s), base + i) for i, s in enumerate(src)]
+
+
+def structured_store(path: Path, n: int, classes: int = 4, **kw) -> tuple[Path, list[tuple[int, int]]]:
+    """:func:`structured_vectors` as a store (label = cluster mod ``classes``, one hash a row)."""
+    from featx.store import Features, save_features
+
+    x, c, twins = structured_vectors(n, **kw)
+    y = c % classes
+    names = [f"class{k}" for k in range(classes)]
+    hashes = np.array([f"{i:064x}" for i in range(n)])
+    save_features(path, Features(x, y, [f"{names[k]}/{i}.jpg" for i, k in enumerate(y)], hashes,
+                                 names, dict(META)))
+    return path, twins
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels and holds almost no data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(
+            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+            + chunk(b"IEND", b""))
+
+
+def bad_image_corpus(folder: Path) -> tuple[dict[str, str], list[str]]:
+    """Odd files in ``folder``, and a folder named ``folder.jpg``: (bad file name -> expected reason
+    fragment, names of files that must decode: every PIL mode, EXIF rotation, a PNG named .jpg).
+
+    ``unreadable.jpg`` is ``chmod 000``, which stops no one when tests run as root: there use
+    :func:`simulate_unreadable`, which makes featx's one file reader refuse it as the OS would."""
+    import io
+    import stat
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bad = {"bomb.png": "decompression bomb", "huge_header.png": "decompression bomb",
+           "truncated.jpg": "truncated", "empty.jpg": "empty file",
+           "text.jpg": "not an image", "fifo.jpg": "not a regular file",
+           "unreadable.jpg": "cannot read file"}
+    # a real bomb over featx's 64 Mpx limit (1-bit, so cheap to write) and a header past PIL's
+    Image.new("1", (8200, 8200)).save(folder / "bomb.png")
+    (folder / "huge_header.png").write_bytes(_png_header(20_000, 20_000))
+    photo = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), np.uint8)).save(
+        photo, "JPEG")
+    (folder / "truncated.jpg").write_bytes(photo.getvalue()[:len(photo.getvalue()) // 2])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image at all\n")
+    os.mkfifo(folder / "fifo.jpg")
+    (folder / "unreadable.jpg").write_bytes(photo.getvalue()[:-1] + b"\xd9")
+    os.chmod(folder / "unreadable.jpg", 0)
+    good = []
+    rgb = np.random.default_rng(1).integers(0, 255, (24, 32, 3), np.uint8)
+    base = Image.fromarray(rgb)
+    modes = {"L": base.convert("L"), "LA": base.convert("LA"), "RGBA": base.convert("RGBA"),
+             "P": base.convert("P"), "CMYK": base.convert("CMYK"), "1": base.convert("1"),
+             "I16": Image.fromarray(rgb[..., 0].astype(np.uint16) * 257),
+             "F": Image.fromarray(rgb[..., 1].astype(np.float32))}
+    for name, im in modes.items():
+        ext = {"CMYK": ".jpg", "F": ".tif"}.get(name, ".png")
+        im.save(folder / f"mode_{name}{ext}")
+        good.append(f"mode_{name}{ext}")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90
+    base.save(folder / "exif_rotated.jpg", exif=exif)
+    base.save(folder / "png_named.jpg", format="PNG")
+    good += ["exif_rotated.jpg", "png_named.jpg"]
+    (folder / "folder.jpg").mkdir()
+    assert stat.S_ISFIFO(os.stat(folder / "fifo.jpg").st_mode)
+    return bad, good
+
+
+def simulate_unreadable(monkeypatch, name: str = "unreadable.jpg") -> None:
+    """As root (where ``chmod 000`` reads fine), make :func:`featx.decode.read_file`, the one
+    place featx reads image files, get the PermissionError a normal user gets for ``name``."""
+    import builtins
+
+    import featx.decode
+
+    if os.geteuid() != 0:
+        return
+
+    def fake_open(path, *args, **kwargs):
+        if Path(path).name == name:
+            raise PermissionError(13, "Permission denied", str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(featx.decode, "open", fake_open, raising=False)
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """``featx ARGS`` in this process: (exit code, stdout, stderr)."""
+    from featx.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return e.value.code, captured.out, captured.err
+
+
 # --- web: real server processes and a headless browser ------------------------------------------
 
 ARTEFACTS = ROOT / "reports" / "test-artefacts"  # screenshots of pages under test (not in git)
@@ -307,6 +429,14 @@ def screenshot(page, name: str) -> Path:
     path = ARTEFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_store, tmp_path_factory) -> Path:
+    """A logreg bundle fitted on ``tiny_store`` (VGG16 32x32, random weights)."""
+    from featx.fit import fit_store
+
+    return fit_store(tiny_store, "logreg", out=tmp_path_factory.mktemp("bundle") / "b", n_jobs=1).bundle
 
 
 # --- review: a store with planted label errors --------------------------------------------------

@@ -60,13 +60,14 @@ def test_captured_stderr_is_replayed_without_noise(capfd):
     assert capfd.readouterr().err == "F0000 real failure\n"
 
 
-def test_the_cli_and_its_worker_processes_install_the_quiet_import(tmp_path: Path):
+def test_the_cli_its_workers_and_a_library_user_get_the_quiet_import(tmp_path: Path):
     code = """
 import os, sys
 from featx.quiet import _QuietFinder
 quiet = lambda: any(isinstance(f, _QuietFinder) for f in sys.meta_path)
-import featx  # a library user's process: left alone
-assert not quiet()
+import featx  # a library user's process: the same quiet start-up as the CLI
+assert quiet() and os.environ["FEATX_QUIET_IMPORTS"] == "1"
+featx.quiet.uninstall()
 from featx.cli import main
 try:
     main(["info", "absent.h5"])
@@ -84,13 +85,19 @@ print("ok")
                             capture_output=True, text=True, timeout=300, cwd=tmp_path,
                             env={**env, "FEATX_QUIET_IMPORTS": "1"})
     assert worker.stdout == "True\n", worker.stderr
+    verbose = subprocess.run([sys.executable, "-c", "import sys, featx, featx.quiet as q; "
+                              "print(any(isinstance(f, q._QuietFinder) for f in sys.meta_path))"],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                             env={**env, "FEATX_VERBOSE": "1"})
+    assert verbose.stdout == "False\n", verbose.stderr
 
 
 def test_sweep_workers_importing_tensorflow_print_nothing(tmp_path: Path):
     """A softmax point makes a loky worker import TensorFlow; logreg wins, so only the worker does."""
     store = synthetic_store(tmp_path / "s.h5", counts=(30, 30), dim=8)
     res = _cli("sweep", str(store), "--clf", "logreg,softmax", "--C", "1", "--epochs", "1",
-               "--lr", "1e-7", "--jobs", "2", "-o", str(tmp_path / "sweep"), "--json")
+               "--lr", "1e-7", "--jobs", "2", "-o", str(tmp_path / "sweep"), "--json",
+               "--quiet")
     assert res.returncode == 0, res.stderr
     assert res.stderr == ""
 

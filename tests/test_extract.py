@@ -201,7 +201,7 @@ def test_interrupt_before_the_first_commit_says_nothing_was_kept(tmp_path: Path,
     with pytest.raises(SystemExit) as e:
         main(["extract", str(data), "-o", str(tmp_path / "s.h5"), *TINY_ARGS])
     err = capsys.readouterr().err
-    assert e.value.code == 130 and "before the first commit: no vectors were kept" in err
+    assert e.value.code == 130 and "before any vector was embedded: nothing to keep" in err
     assert list(tmp_path.glob("s.h5*")) == []
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -40,10 +42,13 @@ def _options(
     verbose: bool = typer.Option(
         False, "--verbose", "-v",
         help="Also show third-party start-up output (TensorFlow's; or set FEATX_VERBOSE=1)."),
+    no_progress: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress on stderr (warnings and errors still show)."),
 ) -> None:
     """Transfer learning on images by cached features: embed once, fit classifiers in seconds."""
     from featx import quiet
 
+    _QUIET[0] = no_progress
     if verbose:
         os.environ[quiet.VERBOSE_ENV] = "1"
     if quiet.verbose():
@@ -60,16 +65,26 @@ def emit(result: Any, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
+_QUIET = [False]  # --quiet: no progress
+
+
+def quiet_progress() -> bool:
+    """Whether ``--quiet`` asked for no progress lines."""
+    return _QUIET[0]
+
+
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
     """Progress on stderr, driven by (stage, done, total) callbacks: a rich bar on a terminal,
-    plain lines (:class:`PlainProgress`) in a log or a pipe."""
-    if not enabled:
+    plain lines (:class:`PlainProgress`) in a log or a pipe; none with ``--quiet``. ``--json``
+    keeps it: it goes to stderr, the JSON document alone to stdout."""
+    if not enabled or quiet_progress():
         yield lambda stage, done, total: None
         return
     if not err.is_terminal:
         yield PlainProgress(lambda line: err.print(line, markup=False, highlight=False,
-                                                   soft_wrap=True))
+                                                   soft_wrap=True),
+                            interval=float(os.environ.get("FEATX_PROGRESS_SECONDS", 5)))
         return
     tasks: dict[str, Any] = {}
     columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
@@ -80,6 +95,62 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
         yield update
+
+
+class StopRequest(threading.Event):
+    """Set by the first Ctrl-C or SIGTERM (see :func:`graceful_stop`); ``signum`` says which."""
+
+    signum: int = signal.SIGINT
+
+    @property
+    def exit_code(self) -> int:
+        """130 for Ctrl-C, 143 for SIGTERM: 128 + the signal's number, as a shell reports it."""
+        return 128 + int(self.signum)
+
+
+@contextmanager
+def graceful_stop(what: str = "the current batch") -> Iterator[StopRequest]:
+    """While the block runs, the first Ctrl-C or SIGTERM sets the yielded event and says at once
+    on stderr that ``what`` is being finished; a second one stops at once (KeyboardInterrupt).
+
+    The message comes from a watcher thread woken through :func:`signal.set_wakeup_fd`, so it is
+    printed even while the main thread is inside a long model call (Python runs signal handlers
+    only between bytecodes of the main thread)."""
+    stop = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals can only be handled on the main thread
+        return
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    count = [0]
+
+    def handler(signum, frame) -> None:
+        count[0] += 1
+        if count[0] > 1:
+            raise KeyboardInterrupt
+
+    def watch() -> None:
+        while data := os.read(r, 64):
+            if not stop.is_set() and data[0] in (signal.SIGINT, signal.SIGTERM):
+                stop.signum = signal.Signals(data[0])
+                name = "Ctrl-C" if stop.signum == signal.SIGINT else "SIGTERM"
+                os.write(2, f"featx: {name}: finishing {what}, then stopping and keeping "
+                            f"every vector embedded so far (Ctrl-C again: stop now)\n".encode())
+                stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=watch, name="featx-signals", daemon=True)
+    watcher.start()
+    try:
+        yield stop
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        for s, h in old.items():
+            signal.signal(s, h)
+        os.close(w)  # the watcher reads end-of-file and returns
+        watcher.join(timeout=5)
+        os.close(r)
 
 
 class PlainProgress:
@@ -154,8 +225,9 @@ def _argument_name(param: Any) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: ``featx ...``. User errors print one line and exit 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if "--verbose" in argv[1:]:  # also after the command: featx fit STORE --verbose
-        argv = ["--verbose", *(a for a in argv if a != "--verbose")]
+    for flag in ("--verbose", "--quiet"):  # also after the command: featx fit STORE --verbose
+        if flag in argv[1:]:
+            argv = [flag, *(a for a in argv if a != flag)]
     _ARGV[:] = argv
     try:
         code = app(args=argv, prog_name="featx", standalone_mode=False)
@@ -224,6 +296,7 @@ from featx.cli import fit as _fit  # noqa: E402,F401  (fit, sweep, predict)
 from featx.cli import baseline as _baseline  # noqa: E402,F401  (baseline, report)
 from featx.cli import audit as _audit  # noqa: E402,F401  (audit)
 from featx.cli import finetune as _finetune  # noqa: E402,F401  (finetune)
+from featx.cli import evaluate as _evaluate  # noqa: E402,F401  (evaluate)
 from featx.cli import serve as _serve  # noqa: E402,F401  (serve)
 from featx.cli import review as _review  # noqa: E402,F401  (review)
 from featx.cli import curve as _curve  # noqa: E402,F401  (curve, suggest)

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from featx.cli import JSON_OPTION, app, emit, out, progress_bar
-from featx.cli.fit import NO_CORRECTIONS_OPTION, SPLIT_OPTION, SPLIT_SEED_OPTION
+from featx.cli.fit import GROUP_OPTION, NO_CORRECTIONS_OPTION, SPLIT_OPTION, SPLIT_SEED_OPTION
+from featx.cli.reuse import EXACT_OPTION
 
 
 @app.command()
@@ -27,6 +28,8 @@ def audit(
     split: str = SPLIT_OPTION,
     split_seed: int = SPLIT_SEED_OPTION,
     no_corrections: bool = NO_CORRECTIONS_OPTION,
+    group: str = GROUP_OPTION,
+    exact: Optional[bool] = EXACT_OPTION,
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Folder for the sheets, audit.html, audit.json, suspects.csv "
         "(default: reports/<store>_audit/)."),
@@ -36,11 +39,11 @@ def audit(
     from featx.audit import audit_store, default_output
     from featx.split import parse_fractions
 
-    with progress_bar(not as_json) as progress:
+    with progress_bar() as progress:
         report = audit_store(store, clf, folds, top, seed=seed, fractions=parse_fractions(split),
                              split_seed=split_seed, threshold=threshold, neighbors=neighbors,
                              out=output or default_output(store), progress=progress,
-                             corrections=not no_corrections, C=C)
+                             corrections=not no_corrections, group=group, exact=exact, C=C)
     emit(report.as_dict(), as_json, lambda: _print_audit(report))
 
 

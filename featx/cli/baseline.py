@@ -39,7 +39,7 @@ def baseline(
 
     settings = BaselineSettings(size=size, resize=resize, epochs=epochs, batch_size=batch_size,
                                 lr=lr, seed=seed, workers=workers)
-    with progress_bar(not as_json) as progress:
+    with progress_bar() as progress:
         result = train_baseline(data_dir, settings, store=store, fractions=parse_fractions(split),
                                 split_seed=split_seed, out=output or default_output(data_dir),
                                 corrections=not no_corrections, progress=progress)

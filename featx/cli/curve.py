@@ -115,7 +115,7 @@ def suggest(
     from featx.split import parse_fractions
     from featx.suggest import default_output, suggest as run_suggest
 
-    with progress_bar(not as_json) as bar:
+    with progress_bar() as bar:
         result = run_suggest(store, unlabelled_dir, n, clf, strategy,
                              out_dir=output or default_output(unlabelled_dir),
                              unlabelled_store=unlabelled_store, fractions=parse_fractions(split),

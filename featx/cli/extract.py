@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar, warn
+from featx.cli import JSON_OPTION, app, emit, err, graceful_stop, out, progress_bar, warn
 
 
 @app.command()
@@ -63,25 +63,28 @@ def extract(
     settings = ExtractorSettings(model=model, layer=layer, pooling=pooling, weights=weights,
                                  precision=precision, resize=resize, input_size=input_size,
                                  augment=augment, store_dtype=store_dtype)
-    try:
-        with progress_bar(not as_json) as bar:
-            report = run_extract(data_dir, output, settings, batch_size=batch_size,
-                                 workers=workers, commit_every=commit_every,
-                                 on_progress=bar, strict=strict, on_warning=warn,
-                                 engine=engine, address=address, num_workers=num_workers,
-                                 gpus_per_worker=gpus_per_worker)
-    except Interrupted as e:
-        if e.n_kept:
-            err.print(f"interrupted: {e.n_kept} vectors are kept in {e.out} ({e.n_new} committed "
-                      f"by this run); run the same command to resume", markup=False)
-        else:
-            err.print("interrupted before the first commit: no vectors were kept; run the same "
-                      "command to start again", markup=False)
-        sys.exit(130)
+    with graceful_stop() as stop:  # Ctrl-C, SIGTERM: finish the batch, commit, exit 130 / 143
+        try:
+            with progress_bar() as bar:
+                report = run_extract(data_dir, output, settings, batch_size=batch_size,
+                                     workers=workers, commit_every=commit_every,
+                                     on_progress=bar, strict=strict, on_warning=warn,
+                                     engine=engine, address=address, num_workers=num_workers,
+                                     gpus_per_worker=gpus_per_worker, stop=stop)
+        except Interrupted as e:
+            if e.n_kept:
+                err.print(f"interrupted: {e.n_kept} vectors are kept in {e.out} ({e.n_new} "
+                          f"committed by this run); run the same command to resume",
+                          markup=False)
+            else:
+                err.print("interrupted before any vector was embedded: nothing to keep; run the "
+                          "same command to start again", markup=False)
+            sys.exit(stop.exit_code if stop.is_set() else 130)
     result = {
         "out": str(report.out), "n_images": report.n_images, "n_embedded": report.n_embedded,
         "n_reused": report.n_reused, "n_duplicates": report.n_duplicates,
-        "n_removed": report.n_removed, "n_mirrored": report.n_mirrored,
+        "n_removed": report.n_removed, "n_renamed": report.n_renamed,
+        "n_mirrored": report.n_mirrored,
         "n_skipped": len(report.skipped), "dim": report.dim,
         "wrote": report.wrote, "images_per_second": round(report.images_per_second, 2),
         "timings": report.timings, "engine": report.engine, "workers": report.workers,
@@ -95,7 +98,9 @@ def _print_extract(report) -> None:
         out.print(f"{report.out}: up to date, {report.n_images} vectors; nothing to embed")
     else:
         mirrored = f", {report.n_mirrored} mirror images added" if report.n_mirrored else ""
-        removed = f"; {report.n_removed} removed since the last run" if report.n_removed else ""
+        changes = [f"{n} {what}" for n, what in ((report.n_renamed, "renamed or moved"),
+                                                  (report.n_removed, "removed")) if n]
+        removed = f"; {', '.join(changes)} since the last run" if changes else ""
         out.print(f"{report.out}: {report.n_images} vectors of {report.dim} dims "
                   f"({report.n_embedded} embedded, {report.n_reused} already stored, "
                   f"{report.n_duplicates} exact duplicate{'' if report.n_duplicates == 1 else 's'} "
@@ -123,14 +128,58 @@ def _print_skipped(skipped: list[tuple[str, str]], limit: int = 20) -> None:
 
 @app.command()
 def info(
-    store: Path = typer.Argument(..., help="A featx feature store (.h5)."),
+    store: Path = typer.Argument(..., help="A featx feature store (.h5) or a model bundle folder."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Show what a feature store holds: counts per class, dimensions, settings, skipped files."""
+    """Show what a feature store holds (counts per class, dimensions, settings, skipped files) or
+    what a model bundle is (head, classes, extractor, store, split, scores, files)."""
+    from featx.bundle import describe_bundle, is_bundle
+
+    if is_bundle(store):
+        result = describe_bundle(store)
+        emit(result, as_json, lambda: _print_bundle_info(result))
+        return
     from featx.split import describe_store
 
     result = describe_store(store)
     emit(result, as_json, lambda: _print_info(store, result))
+
+
+def _print_bundle_info(d: dict) -> None:
+    params = ", ".join(f"{k}={v}" for k, v in d["params"].items() if v is not None)
+    out.print(f"{d['bundle']}: a {d['kind']} bundle, {d['clf']} ({params})", markup=False)
+    out.print(f"  classes ({len(d['class_names'])}): {', '.join(d['class_names'])}", markup=False)
+    inp, ex = d["input"], d["extractor"]
+    if inp.get("type") == "vectors":
+        out.print(f"  input: {inp.get('dim')}-d vectors of {ex.get('model')} {ex.get('layer')}/"
+                  f"{ex.get('pooling')} at {ex.get('input_size')} px ({ex.get('precision')}, "
+                  f"resize {ex.get('resize')}); weights {ex.get('weights')} "
+                  f"({str(ex.get('weights_id'))[:19]})", markup=False)
+    else:
+        out.print(f"  input: pixels, {inp.get('input_size')} px (resize {inp.get('resize')})",
+                  markup=False)
+    store = d["store"]
+    out.print(f"  trained on: {store.get('path') or store.get('data_dir')} "
+              f"({store.get('n')} images; data folder {store.get('data_dir')})", markup=False)
+    split = d["split"]
+    if split.get("refit_on") == "train+val":
+        out.print(f"  split: {split.get('n_fit')} train+val (refitted after {split.get('cv')}-fold "
+                  f"cross-validation) / {split.get('n_test')} test, seed {split.get('seed')}",
+                  markup=False)
+    elif split:
+        parts = "/".join(str(split.get(f"n_{p}", "?")) for p in ("train", "val", "test"))
+        out.print(f"  split: {parts} (train/val/test), seed {split.get('seed')}", markup=False)
+    scores = ", ".join(f"{p} accuracy {v:.4f}" for p, v in d["accuracy"].items() if v is not None)
+    if scores:
+        out.print(f"  {scores}", markup=False)
+    if d["selection"]:
+        out.print(f"  picked by cross-validation: {d['selection']}", markup=False)
+    if d["epochs"]:
+        out.print(f"  trained for {d['epochs']} epochs", markup=False)
+    versions = ", ".join(f"{k} {v}" for k, v in d["versions"].items() if v)
+    out.print(f"  created {d['created']} with {versions}", markup=False)
+    out.print("  files: " + ", ".join(f"{n} ({b:,} bytes)" for n, b in d["files"].items()),
+              markup=False)
 
 
 def _print_info(store: Path, d: dict) -> None:

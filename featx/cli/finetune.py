@@ -54,7 +54,7 @@ def finetune(
                                 dropout=dropout, augment=augment, tune=tune, head_init=head_init,
                                 scale=scale, C=C, precision=precision, seed=seed)
     try:
-        with progress_bar(not as_json) as bar:
+        with progress_bar() as bar:
             result = run_finetune(store, settings, fractions=parse_fractions(split),
                                   split_seed=split_seed, out=output or default_output(store),
                                   progress=bar, corrections=not no_corrections,

@@ -9,7 +9,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar, warn
+from featx.cli import (JSON_OPTION, app, check_outputs, emit, err, out, progress_bar,
+                       quiet_progress, warn)
 from featx.errors import FeatxError
 from featx.heads import DEFAULTS
 
@@ -18,6 +19,9 @@ SOFTMAX = DEFAULTS["softmax"]
 SPLIT_OPTION = typer.Option("70/15/15", "--split",
                             help="train/val/test shares adding up to 100, e.g. 70/15/15.")
 SPLIT_SEED_OPTION = typer.Option(0, "--split-seed", help="Seed of the derived split.")
+GROUP_OPTION = typer.Option(
+    "hash", "--group", help="What the split keeps in one part: hash (exact duplicates) or near "
+    "(near-twins too: cosine >= 0.95, groups of at most 50; by the store's index).")
 EXCLUDE_OPTION = typer.Option(
     None, "--exclude", help="Drop these paths from training: a CSV with a path column (featx "
     "audit's suspects.csv: its label issues and leaks) or one path a line.")
@@ -83,6 +87,7 @@ def fit(
     train_flips: Optional[bool] = TRAIN_FLIPS_OPTION,
     tta: Optional[str] = TTA_OPTION,
     no_corrections: bool = NO_CORRECTIONS_OPTION,
+    group: str = GROUP_OPTION,
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Bundle directory [default: models/<store>_<clf>/]."),
     as_json: bool = JSON_OPTION,
@@ -90,9 +95,12 @@ def fit(
     """Train one classifier on a store's cached vectors, evaluate it, save a model bundle."""
     from featx.bundle import default_bundle_dir
     from featx.fit import fit_store
+    from featx.index import split_groups
     from featx.split import parse_fractions
 
-    result = fit_store(store, clf, parse_fractions(split), split_seed,
+    groups, group_name = split_groups(store, group)
+    result = fit_store(store, clf, parse_fractions(split), split_seed, groups=groups,
+                       group_name=group_name,
                        out=output or default_bundle_dir(store.stem, clf), exclude=exclude,
                        exclude_from_test=exclude_from_test, train_flips=train_flips,
                        tta=parse_tta(tta), n_jobs=jobs, corrections=not no_corrections,
@@ -141,14 +149,18 @@ def _print_fit(s: dict[str, Any]) -> None:
               f"always '{ref['majority_class']}': val {_share(ref['majority_val'])}, "
               f"test {_share(ref['majority_test'])})")
     if s.get("test"):
-        names, t = s["class_names"], s["test"]
-        table = Table("class (test)", "precision", "recall", "n", *names, box=None, pad_edge=False)
-        for i, name in enumerate(names):
-            table.add_row(name, f"{t['precision'][i]:.3f}", f"{t['recall'][i]:.3f}",
-                          str(t["support"][i]), *map(str, t["confusion"][i]))
-        out.print("  confusion matrix: rows are true classes, columns predicted")
-        out.print(table)
+        print_metrics(s["class_names"], s["test"], "class (test)")
     out.print(f"  bundle: {s['bundle']}")
+
+
+def print_metrics(names: list[str], m: dict[str, Any], heading: str = "class") -> None:
+    """Per-class precision, recall and support beside the confusion matrix's rows."""
+    table = Table(heading, "precision", "recall", "n", *names, box=None, pad_edge=False)
+    for i, name in enumerate(names):
+        table.add_row(name, f"{m['precision'][i]:.3f}", f"{m['recall'][i]:.3f}",
+                      str(m["support"][i]), *map(str, m["confusion"][i]))
+    out.print("  confusion matrix: rows are true classes, columns predicted")
+    out.print(table)
 
 
 def _print_familiar(f: dict[str, Any] | None) -> None:
@@ -233,21 +245,24 @@ def sweep(
     train_flips: Optional[bool] = TRAIN_FLIPS_OPTION,
     tta: Optional[str] = TTA_OPTION,
     no_corrections: bool = NO_CORRECTIONS_OPTION,
+    group: str = GROUP_OPTION,
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Folder for results.csv / .json [default: reports/<store>_sweep/]."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also save the best as a bundle."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Fit a grid of classifiers in parallel, select on validation (or --cv K), test the best once."""
+    from featx.index import split_groups
     from featx.split import parse_fractions
     from featx.sweep import default_output, parse_grid, parse_values, point_label, run_sweep
 
+    groups, group_name = split_groups(store, group)
     grid = parse_grid(C=C, class_weight=class_weight, scale=scale, solver=solver, lr=lr,
                       epochs=epochs)
     out_dir = output or default_output(store)
 
-    def progress(row, done, total):
-        if not as_json:
+    def progress(row, done, total):  # progress on stderr, also with --json; not with --quiet
+        if not quiet_progress():
             err.print(f"  [{done}/{total}] {point_label(row)}: "
                       + (_score(row) + f", {row['fit_seconds']:.2f} s" if "error" not in row
                          else row["error"]), markup=False, highlight=False)
@@ -257,7 +272,8 @@ def sweep(
                        out_dir=out_dir, bundle=bundle, exclude=exclude,
                        exclude_from_test=exclude_from_test, train_flips=train_flips,
                        tta=parse_tta(tta), corrections=not no_corrections,
-                       exclude_findings=exclusion_findings(exclude_outliers), on_row=progress)
+                       exclude_findings=exclusion_findings(exclude_outliers), on_row=progress,
+                       groups=groups, group_name=group_name)
     emit(result.as_dict(), as_json, lambda: _print_sweep(result))
     if result.interrupted:
         err.print(f"interrupted: {len(result.rows)} finished rows kept in {out_dir}")
@@ -321,6 +337,13 @@ def predict(
     unfamiliar_at: Optional[float] = typer.Option(
         None, "--unfamiliar-at", help="Flag photos scoring above this [the bundle's threshold, "
         "calibrated so that 95% of validation photos pass]."),
+    csv_file: Optional[Path] = typer.Option(
+        None, "--csv", help="Also write the predictions to this CSV file (path, label, "
+        "probability, one column per class, error)."),
+    sort_into: Optional[Path] = typer.Option(
+        None, "--sort-into", help="Link each photo into DIR/<predicted class>/ (never moves or "
+        "overwrites a file)."),
+    copy: bool = typer.Option(False, "--copy", help="With --sort-into: copies instead of links."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Class probabilities for new images, embedded exactly as the bundle's store was; each
@@ -329,13 +352,28 @@ def predict(
     Exit code 3 when any input could not be predicted (each has its own line on stderr; the
     others are still predicted), 2 on bad input such as a missing bundle.
     """
+    from featx.files import write_text
+    from featx.predict import check_sort_into, csv_text
     from featx.predict import predict as run_predict
+    from featx.predict import sort_into as run_sort
 
-    with progress_bar(not as_json) as bar:
+    if copy and sort_into is None:
+        raise FeatxError("`copy` applies to `sort_into` only")
+    check_outputs(predictions_csv=csv_file)
+    if sort_into is not None:
+        check_sort_into(sort_into, images)
+    with progress_bar() as bar:
         report = run_predict(bundle, images, k=top_k, weights=weights, batch_size=batch_size,
                              tta=parse_tta(tta), reject=reject, unfamiliar_at=unfamiliar_at,
                              progress=bar)
-    emit(report.as_dict(), as_json, lambda: _print_predict(report))
+    result = report.as_dict()
+    if csv_file is not None:
+        write_text(csv_file, csv_text(report), "the predictions CSV file")
+        result["csv"] = str(csv_file)
+    sorted_ = run_sort(report, sort_into, copy) if sort_into is not None else None
+    if sorted_ is not None:
+        result["sorted"] = sorted_.as_dict()
+    emit(result, as_json, lambda: _print_predict(report, csv_file, sorted_))
     for note in report.notes:  # said once, also with --json
         err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     for path, reason in report.errors:  # per-file errors on stderr, also with --json
@@ -344,7 +382,7 @@ def predict(
         sys.exit(PARTIAL_EXIT)
 
 
-def _print_predict(r) -> None:
+def _print_predict(r, csv_file=None, sorted_=None) -> None:
     for p in r.predictions:
         tops = ", ".join(f"{c} {v:.3f}" for c, v in p.top_k)
         flag = "" if p.unfamiliar is None else \
@@ -356,3 +394,9 @@ def _print_predict(r) -> None:
         by = ("--unfamiliar-at" if f["set_by"] != "bundle" else
               f"the bundle's, passing {f['target_pass']:.0%} of validation photos")
         out.print(f"{line} (score above {f['threshold']:.4f}: {by})", markup=False)
+    if csv_file is not None:
+        out.print(f"predictions: {csv_file}", markup=False)
+    if sorted_ is not None:
+        kind = "copies" if sorted_.mode == "copy" else "links"
+        again = f"; {sorted_.already} already there" if sorted_.already else ""
+        out.print(f"sorted into {sorted_.dest}: {len(sorted_.placed)} {kind}{again}", markup=False)

@@ -10,6 +10,10 @@ import typer
 from featx.cli import JSON_OPTION, app, check_outputs, emit, err, out, progress_bar
 
 STORE_ARG = typer.Argument(..., help="A featx feature store (.h5).")
+EXACT_OPTION = typer.Option(
+    None, "--exact/--approx",
+    help="Exact scan, or the approximate index kept beside the store (FILE.h5.index/) "
+         "[default: exact below 50,000 images].")
 
 
 @app.command()
@@ -22,13 +26,14 @@ def neighbors(
         None, "--grid", help="Write a PNG: one row per query, the query then its neighbours."),
     weights: Optional[str] = typer.Option(
         None, help="Where the store's weights file is now, if it moved (for new image files)."),
+    exact: Optional[bool] = EXACT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Most similar stored images (cosine similarity) for stored paths or new image files."""
     from featx.neighbors import find_neighbors
 
     check_outputs(grid=grid)
-    results = find_neighbors(store, queries, k=k, weights=weights)
+    results = find_neighbors(store, queries, k=k, weights=weights, exact=exact)
     if grid:
         from featx.figures import draw_neighbors
         from featx.store import read_meta
@@ -73,7 +78,7 @@ def map_(
     check_outputs(output=output, mosaic=mosaic)
     if coords:
         check_coords(coords)
-    with progress_bar(not as_json) as bar:
+    with progress_bar() as bar:
         t0 = time.perf_counter()
         m = make_map(store, method=method, max_points=max_points, perplexity=perplexity,
                      seed=seed, progress=bar)
@@ -106,6 +111,7 @@ def duplicates(
         None, "--sheet", help="PNG of the pairs, cross-label ones first."),
     sheet_max: int = typer.Option(20, "--sheet-max", help="Pairs drawn on the sheet."),
     limit: int = typer.Option(30, help="Groups printed (all are in --json)."),
+    exact: Optional[bool] = EXACT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Exact (same content) and near-duplicate images; pairs across labels are listed first."""
@@ -113,8 +119,8 @@ def duplicates(
     from featx.near_duplicates import find_duplicates
 
     check_outputs(sheet=sheet)
-    with progress_bar(not as_json) as bar:
-        report = find_duplicates(store, threshold=threshold, progress=bar)
+    with progress_bar() as bar:
+        report = find_duplicates(store, threshold=threshold, progress=bar, exact=exact)
     if sheet and report.pairs:
         draw_pairs(report, sheet, limit=sheet_max)
     elif sheet:
@@ -135,6 +141,19 @@ def duplicates(
                 out.print(f"    {mem['label']:<14} {mem['path']}")
         if len(result["groups"]) > limit:
             out.print(f"  ... and {len(result['groups']) - limit} more groups (all with --json)")
+        group_of = {i: k for k, g in enumerate(report.groups) for i in g}
+        loose = [q for p, q in zip(report.pairs, result["pairs"])
+                 if p.a not in group_of or group_of.get(p.a) != group_of.get(p.b)]
+        if loose:
+            out.print(f"  {len(loose)} pairs outside any one group (their images are not all "
+                      f"pairs with each other):")
+        for q in loose[:limit]:
+            flag = "CROSS-LABEL " if q["cross_label"] else ""
+            out.print(f"  {flag}{q['kind']} pair, cosine {q['similarity']:.3f}: "
+                      f"{q['a']['label']} {q['a']['path']}  ~  {q['b']['label']} {q['b']['path']}",
+                      markup=False)
+        if len(loose) > limit:
+            out.print(f"  ... and {len(loose) - limit} more pairs (all with --json)")
         if result["sheet"]:
             out.print(f"sheet: {result['sheet']}")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -27,6 +29,11 @@ def serve(
     max_files: int = typer.Option(64, "--max-files", help="Most photos in one request (413)."),
     top_k: int = typer.Option(3, "--top-k", help="Classes listed per photo."),
     neighbors: int = typer.Option(6, "--neighbors", help="Stored photos shown per photo (--store)."),
+    reject: bool = typer.Option(
+        False, "--reject", help="Answer 'none' for photos unlike the training photos."),
+    unfamiliar_at: Optional[float] = typer.Option(
+        None, "--unfamiliar-at", help="Unfamiliarity threshold (default: the bundle's, "
+        "calibrated so that 95% of validation photos pass)."),
     weights: Optional[str] = typer.Option(
         None, help="Where the bundle's weights file is now, if it moved."),
     engine: str = typer.Option("local", "--engine", help="local (uvicorn) or ray (Ray Serve)."),
@@ -47,7 +54,8 @@ def serve(
         raise FeatxError(f"`replicas` must be at least 1, got {replicas}")
     settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms,
                              max_upload_mb=max_upload_mb, max_files=max_files, top_k=top_k,
-                             neighbors=neighbors).check()
+                             neighbors=neighbors, reject=reject,
+                             unfamiliar_at=unfamiliar_at).check()
     token = resolve_token(token)
     check_port(host, port)
     warning = host_warning(host, token)
@@ -69,3 +77,7 @@ def serve(
               f"warm; Ctrl-C stops)", markup=False, highlight=False)
     run_server(server_app, host, port)
     err.print("featx: stopped", markup=False)
+    # drained and stopped: skip the interpreter's teardown of TensorFlow (seconds on a busy box)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -42,8 +42,6 @@ def create_app(title: str, token: str | None = None,
     routes and security headers. ``startup()`` runs once in a worker thread after the server
     starts; ``/readyz`` answers 200 when it has returned. ``public``: paths served without the
     token (besides the health routes), e.g. a page that holds no data itself."""
-    state = {"ready": startup is None, "failed": None}
-
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if startup is not None:
@@ -60,7 +58,7 @@ def create_app(title: str, token: str | None = None,
 
     app = FastAPI(title=title, version=__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None)
-    app.state.ready, app.state.failed = state["ready"], state["failed"]
+    app.state.ready, app.state.failed = startup is None, None
     _add_errors(app)
     _add_auth(app, token, set(PUBLIC) | set(public))
     _add_health(app)

@@ -17,7 +17,7 @@ pages. A decision shows as done only once the server has answered: the correctio
                                             old and new accuracy, the changed predictions
 ``GET /v1/review/refit``                    the last refit's answer with its fresh ranking once
                                             ``ranking`` is "ready" (null before a refit)
-``GET /v1/review/map``                      the 2-D map's points (computed on first request)
+``GET /v1/review/map``                      the 2-D map's points, or its status while computed
 ``GET /v1/thumbs/{row}``                    a stored photo's thumbnail, by row
 ==========================================  =====================================================
 """
@@ -45,11 +45,24 @@ class Decision(BaseModel):
 
 
 def create_review_app(review: Review, token: str | None = None) -> FastAPI:
-    """The review app: ``review.prepare()`` (fit and audit) runs at start-up; ``/readyz`` answers
-    200 when it is done, and the page says what it is waiting for meanwhile."""
-    app = create_app("featx review", token=token, startup=review.prepare, public=["/"])
-    add_thumbnail_route(app, ThumbnailCache(StoreImages(review.store), size=160))
+    """The review app: ``review.prepare()`` (fit and audit) runs at start-up, then the map starts
+    in its own thread; ``/readyz`` answers 200 when the fit and audit are done, and the page says
+    what it is waiting for meanwhile."""
     map_started = threading.Lock()
+
+    def start_map() -> None:
+        """The map in its own thread, once (t-SNE can take minutes; the page polls it)."""
+        if review.map is None and map_started.acquire(False):
+            review.status["map"] = "queued"
+            threading.Thread(target=_quietly, args=(review.compute_map,), name="featx-map",
+                             daemon=True).start()
+
+    def startup() -> None:
+        review.prepare()
+        start_map()  # ready for the Map view by the time someone opens it
+
+    app = create_app("featx review", token=token, startup=startup, public=["/"])
+    add_thumbnail_route(app, ThumbnailCache(StoreImages(review.store), size=160))
     page_html = resources.files("featx.web").joinpath("review.html").read_text()
 
     @app.get("/")
@@ -92,10 +105,7 @@ def create_review_app(review: Review, token: str | None = None) -> FastAPI:
 
     @app.get("/v1/review/map")
     def map_points() -> dict:
-        if review.map is None and review.status["map"] == "waiting" and map_started.acquire(False):
-            review.status["map"] = "queued"
-            threading.Thread(target=_quietly, args=(review.compute_map,), name="featx-map",
-                             daemon=True).start()
+        start_map()
         return review.map_points()
 
     return app
