@@ -7,7 +7,9 @@ label issues       out-of-fold class probabilities for every row (k-fold over th
                    (the out-of-fold probability of the given label, "self-confidence")
 leaks              near-duplicate pairs (cosine >= ``threshold``, :mod:`featx.near_duplicates`) whose
                    images fall in different parts of the derived split (:mod:`featx.split`)
-outliers           mean cosine distance to the ``k`` nearest images of the same class
+outliers           mean cosine distance to the ``k`` nearest images of the same class, scored by the
+                   modified z-score within the class (median and MAD: Iglewicz and Hoaglin); the
+                   images above ``outlier_z`` (3.5) are listed, so the list scales with the store
 summary            per class: images, label issues, outliers, out-of-fold recall; cleanlab's estimate
                    of the share of wrong labels and the (given, likely true) class pairs it confuses
 =================  ================================================================================
@@ -48,6 +50,10 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 DEFAULT_FOLDS = 5
 DEFAULT_TOP = 50
 DEFAULT_NEIGHBORS = 10
+# Outliers: a modified z-score above 3.5 (Iglewicz and Hoaglin's rule). On clean pets-dev
+# vectors it lists 1 of 80, 4 of 300 and 14 of 2,000 images, where a fixed 50 was 62% of 80
+# (BENCHMARKS.md, "Audit outliers").
+OUTLIER_Z = 3.5
 # The head's C when none is given. Label noise pulls a weakly regularised head towards the wrong
 # labels: on VGG16 block5_pool vectors C=0.01 gave the best or near-best out-of-fold log-loss
 # (pets-dev, clean and with 2% planted errors; flowers5-200), where the fit default C=1 gave
@@ -94,6 +100,7 @@ class Outlier:
     label: str
     distance: float  # mean cosine distance to the k nearest images of the same class
     predicted: str  # the out-of-fold prediction
+    z: float = 0.0  # the distance's modified z-score within the class
 
 
 @dataclass
@@ -302,6 +309,20 @@ def _keep_top(best: np.ndarray, start: int, sims: np.ndarray, k: int) -> None:
     best[rows] = np.partition(both, -k, axis=1)[:, -k:]
 
 
+def outlier_scores(distance: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row, the modified z-score of its distance within its class: 0.6745 (d - median) / MAD
+    (0 where a class's distances do not spread)."""
+    z = np.zeros(len(distance))
+    for c in np.unique(labels):
+        members = labels == c
+        d = distance[members]
+        median = np.median(d)
+        mad = np.median(np.abs(d - median))
+        if mad > 0:
+            z[members] = 0.6745 * (d - median) / mad
+    return z
+
+
 def summarize(y: np.ndarray, proba: np.ndarray, class_names: list[str],
               issues: list[LabelIssue], outliers: list[Outlier], leaks: list[Leak]) -> dict[str, Any]:
     """Per-class counts, cleanlab's estimate of the share of wrong labels, the most confused pairs."""
@@ -346,12 +367,13 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
                 split_seed: int = 0, threshold: float = DEFAULT_THRESHOLD,
                 neighbors: int = DEFAULT_NEIGHBORS, out: str | os.PathLike | None = None,
                 progress: Progress | None = None, corrections: bool = True,
-                group: str = "hash", exact: bool | None = None, exact_below: int = EXACT_BELOW,
-                **params: Any) -> AuditReport:
-    """Audit a store: label issues, leaks across the split, the ``top`` outliers, a summary; with
-    ``out``, write the sheets, the page, ``audit.json`` and ``suspects.csv`` there. ``group``:
-    what the split keeps in one part (:func:`featx.index.split_groups`); ``exact``,
-    ``exact_below``: how leaks and outliers are searched (:meth:`featx.index.Index.for_store`)."""
+                outlier_z: float = OUTLIER_Z, group: str = "hash", exact: bool | None = None,
+                exact_below: int = EXACT_BELOW, **params: Any) -> AuditReport:
+    """Audit a store: label issues, leaks across the split, the outliers (modified z-score
+    above ``outlier_z``), a summary; with ``out``, write the sheets (the first ``top`` of each
+    finding), the page, ``audit.json`` and ``suspects.csv`` there. ``group``: what the split
+    keeps in one part (:func:`featx.index.split_groups`); ``exact``, ``exact_below``: how leaks
+    and outliers are searched (:meth:`featx.index.Index.for_store`)."""
     check_clf(clf)
     if params.get("C") is None and clf in DEFAULT_C:
         params["C"] = DEFAULT_C[clf]
@@ -387,9 +409,10 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
     leaks = timed("leaks", lambda: find_leaks(x, feats.hashes, y, rows, threshold, index=index))
     distance = timed("outliers", lambda: knn_distance(x, y, neighbors, progress, index=index))
     pred = proba.argmax(axis=1)
-    worst = np.argsort(-distance, kind="stable")[:top]
+    z = outlier_scores(distance, y)
+    worst = [i for i in np.argsort(-z, kind="stable") if z[i] > outlier_z]
     outliers = [Outlier(int(i), feats.paths[i], names[y[i]], round(float(distance[i]), 6),
-                        names[pred[i]]) for i in worst]
+                        names[pred[i]], round(float(z[i]), 3)) for i in worst]
     part_of = np.empty(len(y), dtype=object)
     for part in PARTS:
         part_of[rows[part]] = part
@@ -398,7 +421,7 @@ def audit_store(store: str | os.PathLike, clf: str = "logreg", folds: int = DEFA
         class_names=names, labels=y, part_of=part_of, proba=proba,
         settings={"clf": clf, "params": make_head(clf, seed=seed, **params).get_params(),
                   "folds": k, "seed": seed, "threshold": threshold, "neighbors": neighbors,
-                  "top": top},
+                  "top": top, "outlier_z": outlier_z},
         split=split, label_issues=issues, leaks=leaks,
         outliers=outliers, summary=summarize(y, proba, names, issues, outliers, leaks),
         notes=[note] if note else [])
@@ -500,12 +523,13 @@ def _draw_sheets(report: AuditReport, out: Path) -> dict[str, str]:
             f"{report.settings['threshold']}); {s['test_with_twin_in_train']} test images have a "
             f"near-twin in train; first {len(leaks)} pairs shown"), cols=6))
     if report.outliers:
-        cells = [cell(x.row, f"#{n} {x.label}, dist {x.distance:.3f}"
+        cells = [cell(x.row, f"#{n} {x.label}, dist {x.distance:.3f}, z {x.z:.1f}"
                              + (f"\npredicted {x.predicted}" if x.predicted != x.label else ""))
-                 for n, x in enumerate(report.outliers, 1)]
+                 for n, x in enumerate(report.outliers[:top], 1)]
         files["outliers"] = str(draw_cells(cells, out / "outliers.png", (
-            f"{store}: the {len(cells)} images least like the rest of their class (mean cosine "
-            f"distance to the {report.settings['neighbors']} nearest of the same class)")))
+            f"{store}: {len(report.outliers)} images far from the rest of their class (mean "
+            f"cosine distance to the {report.settings['neighbors']} nearest of the same class, "
+            f"modified z-score above {report.settings['outlier_z']}); first {len(cells)} shown")))
     return files
 
 
@@ -554,7 +578,8 @@ def _page(report: AuditReport) -> str:
                   [[report.paths[x.held], x.held_part, report.paths[x.twin], x.twin_part,
                     f"{x.similarity:.4f}"] for x in report.leaks[:top]]),
         "outliers": (["path", "class", "distance", "predicted"],
-                     [[x.path, x.label, f"{x.distance:.4f}", x.predicted] for x in report.outliers]),
+                     [[x.path, x.label, f"{x.distance:.4f}", x.predicted]
+                      for x in report.outliers[:top]]),
     }
     for key, caption in SECTIONS.items():
         parts += [f"<h2>{e(key.replace('_', ' '))}</h2><p>{e(caption)}</p>"]

@@ -240,6 +240,10 @@ class BaselineResult:
     def metrics(self) -> dict[str, Any]:
         return {"val": self.val, "test": self.test, "fit_seconds": round(self.fit_seconds, 4)}
 
+    def as_dict(self) -> dict[str, Any]:
+        """The result as JSON: :meth:`summary`."""
+        return self.summary()
+
     def summary(self) -> dict[str, Any]:
         """The JSON document of ``featx baseline --json`` (the keys of ``featx fit --json``)."""
         return {"bundle": str(self.bundle) if self.bundle else None,

@@ -3,13 +3,14 @@
 An :class:`Extractor` is everything needed to embed an image the way a store was built (model,
 layer, pooling, weights, precision, decode settings). ``extract`` runs it over folders; ``predict``
 and ``neighbors`` rebuild it from a store's metadata with :meth:`Extractor.from_meta`.
+:class:`EmbeddedBatch` is what every extraction engine yields (the engine contract).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,24 @@ from featx.errors import FeatxError
 
 AUGMENTS = ("none", "flip")
 STORE_DTYPES = ("float32", "float16")
+
+
+@dataclass
+class EmbeddedBatch:
+    """What an engine yields: the contents embedded (``hashes``, ``vectors``; with
+    ``augment="flip"`` their mirror images' ``flipped``; for a store gaining flips, ``vectors``
+    are the mirror images'), the contents that failed to decode (``failures``: (hash, reason)),
+    the seconds spent by stage, and which worker embedded how many (Ray)."""
+
+    hashes: list[str]
+    vectors: np.ndarray | None
+    failures: list[tuple[str, str]]
+    flipped: np.ndarray | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # decode, model, wait, load, ...
+    workers: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.hashes) + len(self.failures)
 
 
 @dataclass(frozen=True)

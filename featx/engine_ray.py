@@ -12,7 +12,8 @@ and owns the :class:`featx.writer.StoreWriter` (part files, merges, lock, resume
   device, and the model itself runs one batch at a time;
 
 and the vectors stream back to the driver in bounded batches (Ray Data's streaming executor and its
-backpressure), where they are committed as in the local engine. The two steps ask for different
+backpressure), yielded as :class:`featx.embed.EmbeddedBatch` es to extract's one write loop,
+exactly as the local engine's: this module never writes. The two steps ask for different
 resources (decode 1 CPU, embed :data:`EMBED_CPUS`) so Ray Data never fuses decoding into the model
 actors. Image files and a weights file must be readable at the same path on every node.
 
@@ -254,67 +255,46 @@ def decoded(ray, todo: list[reader.Item], settings: DecodeSettings, batch_size: 
                           fn_kwargs={"settings": settings})
 
 
-def embed(todo: list[reader.Item], listing, extractor, writer, batch_size: int,
-          timings: dict[str, float], progress: Progress, address: str | None = None,
+def embed(todo: list[reader.Item], extractor, batch_size: int, address: str | None = None,
           num_workers: int | None = None, gpus_per_worker: float | None = None,
-          mirrored_only: bool = False) -> dict[str, int]:
-    """Embed ``todo`` on Ray and hand every batch to ``writer``; images embedded per actor.
-    ``mirrored_only``: the mirror images of content the store has (it gains flips)."""
+          mirrored_only: bool = False) -> Iterator:
+    """The Ray engine: embed ``todo`` on Ray and yield :class:`featx.embed.EmbeddedBatch` es
+    (each content once, a retry's repeats dropped); it never writes. ``mirrored_only``: the
+    mirror images of content the store has (it gains flips). FeatxError when Ray stops, or when
+    not every image sent came back."""
+    from featx.embed import EmbeddedBatch
+
     t0 = time.perf_counter()
+    seen: set[str] = set()  # content hashes back, vectors or failures
     with session(address) as ray:
-        timings["connect"] = time.perf_counter() - t0
         actors, gpus = plan_workers(ray, num_workers, gpus_per_worker)
-        got = Collector(writer, listing, timings, mirrored_only)
-        stage = "mirror" if mirrored_only else "embed"
-        progress(stage, 0, len(todo))
-        start = time.perf_counter()
+        connect = time.perf_counter() - t0
         try:
-            batches = embedded_batches(ray, todo, extractor, batch_size, actors, gpus, mirrored_only)
-            for batch in batches:
-                got.take(batch)
-                progress(stage, len(got.seen), len(todo))
+            for b in embedded_batches(ray, todo, extractor, batch_size, actors, gpus,
+                                      mirrored_only):
+                new = np.array([h not in seen for h in b["hash"]], dtype=bool)
+                ok, failed = new & (b["err"] == ""), new & (b["err"] != "")
+                seen.update(b["hash"][new].tolist())
+                hashes = b["hash"][ok].tolist()
+                seconds = {"decode": float(b["decode_s"].sum()), "model": float(b["model_s"].sum()),
+                           "wait": float(b["wait_s"].sum()), "connect": connect}
+                if b["load_s"].any():
+                    seconds["load"] = float(b["load_s"].sum())
+                connect = 0.0
+                workers: dict[str, int] = {}
+                for name in b["worker"][ok]:
+                    workers[name] = workers.get(name, 0) + 1
+                yield EmbeddedBatch(
+                    hashes, b["vec"][ok] if hashes else None,
+                    list(zip(b["hash"][failed].tolist(), b["err"][failed].tolist())),
+                    b["flip"][ok] if "flip" in b and hashes else None, seconds, workers)
         except ray.exceptions.RayError as e:
             raise FeatxError(f"the Ray run stopped: {_reason(e)}; the vectors committed so far "
                              f"are kept, run the same command to resume") from None
-        load = max(got.load, default=0.0)  # the actors build in parallel
-        timings["load_model"] = timings.get("load_model", 0.0) + load
-        timings["embed_wall"] = (timings.get("embed_wall", 0.0) + time.perf_counter() - start
-                                 - load)
-    missing = len({h for h, _ in todo} - got.seen)
+    missing = len({h for h, _ in todo} - seen)
     if missing:
         raise FeatxError(f"Ray returned {len(todo) - missing} of {len(todo)} images; the vectors "
                          f"committed so far are kept, run the same command to resume")
-    return got.workers
-
-
-class Collector:
-    """The driver's end of the stream: new rows to the writer; what came back, and from whom."""
-
-    def __init__(self, writer, listing, timings: dict[str, float], mirrored_only: bool) -> None:
-        self.writer, self.listing, self.timings = writer, listing, timings
-        self.mirrored_only = mirrored_only
-        self.seen: set[str] = set()  # content hashes back, vectors or failures
-        self.workers: dict[str, int] = {}  # actor -> images embedded
-        self.load: list[float] = []  # model build seconds, per actor
-
-    def take(self, b: dict[str, np.ndarray]) -> None:
-        new = np.array([h not in self.seen for h in b["hash"]], dtype=bool)  # not a retry's repeat
-        ok, failed = new & (b["err"] == ""), new & (b["err"] != "")
-        hashes = b["hash"][ok].tolist()
-        failures = list(zip(b["hash"][failed].tolist(), b["err"][failed].tolist()))
-        if self.mirrored_only:
-            self.writer.add_flipped(hashes, b["vec"][ok], failures, self.listing)
-        else:
-            self.writer.add(hashes, b["vec"][ok] if hashes else None, failures, self.listing,
-                            b["flip"][ok] if "flip" in b and hashes else None)
-        self.seen.update(b["hash"][new].tolist())
-        self.timings["decode"] += float(b["decode_s"].sum())
-        for stage in ("model", "wait"):
-            self.timings[stage] += float(b[f"{stage}_s"].sum())
-        if b["load_s"].any():
-            self.load.append(float(b["load_s"].sum()))
-        for name in b["worker"][ok]:
-            self.workers[name] = self.workers.get(name, 0) + 1
 
 
 def _reason(e: BaseException) -> str:

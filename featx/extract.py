@@ -12,10 +12,14 @@ merges, lock). This module only connects them and times each stage:
 ``write``      committing part files and merging them into the store
 =============  ===================================================================================
 
-``engine="ray"`` replaces only the decode threads and the model call (:mod:`featx.engine_ray`):
-scan, what is new, and the writer stay here, in this process. There ``decode`` and ``model`` are
-summed over Ray's tasks and actors (``wait``: the actors' models idle between batches),
-``connect`` is joining (or starting) Ray, and ``load_model`` the slowest actor's model build.
+An **engine** turns the content to embed into :class:`featx.embed.EmbeddedBatch` es (hashes,
+vectors, the mirror images' vectors, decode failures, seconds by stage) and never writes: the local
+engine (:func:`local_batches`: decode threads, the model on this thread) or Ray's
+(:func:`featx.engine_ray.embed`: decode tasks, an actor pool). One loop here,
+:func:`write_batches`, hands every batch to the writer and owns the timings; scan, what is new and
+the writer stay in this process whatever the engine. With Ray, ``decode`` and ``model`` are summed
+over its tasks and actors (``wait``: the actors' models idle between batches), ``connect`` is
+joining (or starting) Ray, and ``load_model`` the slowest actor's model build.
 """
 
 from __future__ import annotations
@@ -25,14 +29,14 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from featx import reader
 from featx.backbones import check_precision, get_backbone
 from featx.discover import discover
-from featx.embed import Extractor, ExtractorSettings
+from featx.embed import EmbeddedBatch, Extractor, ExtractorSettings  # noqa: F401  (the contract)
 from featx.errors import FeatxError
 from featx.files import check_output, free_bytes, human_bytes
 from featx.store import estimate_bytes, parts_dir_for
@@ -70,6 +74,19 @@ class ExtractReport:
     def images_per_second(self) -> float:
         busy = self.timings.get("embed_wall", 0.0)
         return self.n_embedded / busy if busy > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        """The JSON document of ``featx extract --json``."""
+        return {
+            "out": str(self.out), "n_images": self.n_images, "n_embedded": self.n_embedded,
+            "n_reused": self.n_reused, "n_duplicates": self.n_duplicates,
+            "n_removed": self.n_removed, "n_renamed": self.n_renamed,
+            "n_mirrored": self.n_mirrored,
+            "n_skipped": len(self.skipped), "dim": self.dim,
+            "wrote": self.wrote, "images_per_second": round(self.images_per_second, 2),
+            "timings": self.timings, "engine": self.engine, "workers": self.workers,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+        }
 
 
 def default_output(data_dir: Path, settings: ExtractorSettings, folder: Path = Path("features")) -> Path:
@@ -151,7 +168,7 @@ def extract(
     _hint_size(dataset, extractor, on_warning)
     scan = reader.scan(dataset, workers, progress)
     timings = {"hash": time.perf_counter() - t_start, "decode": 0.0, "wait": 0.0, "model": 0.0}
-    with StoreWriter(out, extractor.meta, commit_every) as writer:
+    with StoreWriter(out, extractor.meta, commit_every, listing=scan) as writer:
         before = _stored_rows(out)
         todo = scan.new_content(writer, writer.failed)
         todo_mirrored = [item for item in scan.content() if writer.needs_flipped(item[0])]
@@ -171,20 +188,23 @@ def extract(
             for items, mirrored_only in ((todo, False), (todo_mirrored, True)):
                 if stop is not None and stop.is_set():
                     break
-                if items and engine == "ray":
+                if not items:
+                    continue
+                if engine == "ray":
                     from featx import engine_ray
 
-                    pool.update(engine_ray.embed(items, scan, extractor, writer, batch_size,
-                                                 timings, progress, address, num_workers,
-                                                 gpus_per_worker, mirrored_only))
-                elif items:
-                    _embed(items, scan, extractor, writer, batch_size, workers, timings, progress,
-                           mirrored_only, stop)
+                    batches = engine_ray.embed(items, extractor, batch_size, address, num_workers,
+                                               gpus_per_worker, mirrored_only)
+                else:
+                    batches = local_batches(items, extractor, batch_size, workers, mirrored_only)
+                pool.update(write_batches(batches, writer, len(items), timings, progress,
+                                          "mirror" if mirrored_only else "embed", mirrored_only,
+                                          stop))
             if stop is not None and stop.is_set():
                 raise KeyboardInterrupt
-            wrote = writer.finish(scan)
+            wrote = writer.finish()
         except KeyboardInterrupt:
-            writer.commit(scan)  # what is embedded is kept, however few
+            writer.commit()  # what is embedded is kept, however few
             kept = writer.kept()
             raise Interrupted(out, kept, max(0, kept - writer.n_at_open)) from None
         rows = scan.rows(writer)
@@ -243,39 +263,66 @@ def _check_engine(engine: str, address: str | None, num_workers: int | None,
     engine_ray.check_address(address)
 
 
-def _embed(todo: list[reader.Item], scan: reader.Scan, extractor: Extractor, writer: StoreWriter,
-           batch_size: int, workers: int, timings: dict[str, float], progress: Progress,
-           mirrored_only: bool = False, stop: threading.Event | None = None) -> None:
-    """Decode (threads) -> model (this thread) -> writer, timing each stage. ``mirrored_only``:
-    embed the mirror images of content the store has (it gains flips)."""
-    stage = "mirror" if mirrored_only else "embed"
-    done, start = 0, time.perf_counter()
-    progress(stage, 0, len(todo))
+def local_batches(todo: list[reader.Item], extractor: Extractor, batch_size: int, workers: int,
+                  mirrored_only: bool = False) -> Iterator[EmbeddedBatch]:
+    """The local engine: decode in ``workers`` threads (a bounded window), the model on this
+    thread. ``mirrored_only``: embed the mirror images of content the store has (it gains
+    flips)."""
     prepare = ((lambda x: extractor.preprocess(x[:, :, ::-1])) if mirrored_only
                else extractor.preprocess)
     batches = reader.decoded_batches(todo, extractor.decode_settings, batch_size, workers, prepare)
     while True:
         t_wait = time.perf_counter()
         batch = next(batches, None)
-        timings["wait"] += time.perf_counter() - t_wait
+        wait = time.perf_counter() - t_wait
         if batch is None:
-            break
-        timings["decode"] += batch.seconds
+            return
         t_model = time.perf_counter()
-        if mirrored_only:
-            vectors = extractor.embed_preprocessed(batch.pixels, batch_size) if batch.hashes else None
-            timings["model"] += time.perf_counter() - t_model
-            writer.add_flipped(batch.hashes, vectors, batch.failures, scan)
-        else:
-            vectors, flipped = (extractor.embed_batch(batch.pixels, batch_size) if batch.hashes
-                                else (None, None))
-            timings["model"] += time.perf_counter() - t_model
-            writer.add(batch.hashes, vectors, batch.failures, scan, flipped)
-        done += len(batch)
-        progress(stage, done, len(todo))
-        if stop is not None and stop.is_set():
-            break
-    timings["embed_wall"] = timings.get("embed_wall", 0.0) + time.perf_counter() - start
+        vectors = flipped = None
+        if batch.hashes and mirrored_only:
+            vectors = extractor.embed_preprocessed(batch.pixels, batch_size)
+        elif batch.hashes:
+            vectors, flipped = extractor.embed_batch(batch.pixels, batch_size)
+        seconds = {"decode": batch.seconds, "wait": wait, "model": time.perf_counter() - t_model}
+        yield EmbeddedBatch(batch.hashes, vectors, batch.failures, flipped, seconds)
+
+
+def write_batches(batches: Iterable[EmbeddedBatch], writer: StoreWriter, total: int,
+                  timings: dict[str, float], progress: Progress, stage: str = "embed",
+                  mirrored_only: bool = False, stop: threading.Event | None = None
+                  ) -> dict[str, int]:
+    """The one loop that writes: every batch an engine yields to the writer, its seconds into
+    ``timings``, progress after each; returns the images embedded per worker. Once ``stop`` is
+    set, it stops after the batch in hand. ``embed_wall``: the loop's wall time less the
+    workers' model builds (``load``, in parallel: the slowest)."""
+    done, start, loads, pool = 0, time.perf_counter(), [], {}
+    progress(stage, 0, total)
+    try:
+        for batch in batches:
+            if mirrored_only:
+                writer.add_flipped(batch.hashes, batch.vectors, batch.failures)
+            else:
+                writer.add(batch.hashes, batch.vectors, batch.failures, flipped=batch.flipped)
+            for key, value in batch.seconds.items():
+                if key == "load":
+                    loads.append(value)
+                else:
+                    timings[key] = timings.get(key, 0.0) + value
+            for name, n in batch.workers.items():
+                pool[name] = pool.get(name, 0) + n
+            done += len(batch)
+            progress(stage, done, total)
+            if stop is not None and stop.is_set():
+                break
+    finally:
+        close = getattr(batches, "close", None)
+        if close:
+            close()  # a generator engine lets go of its threads or its Ray session now
+    load = max(loads, default=0.0)
+    if loads:
+        timings["load_model"] = timings.get("load_model", 0.0) + load
+    timings["embed_wall"] = timings.get("embed_wall", 0.0) + time.perf_counter() - start - load
+    return pool
 
 
 def _hint_size(dataset, extractor: Extractor, on_warning: Callable[[str], None] | None) -> None:

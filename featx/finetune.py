@@ -39,14 +39,15 @@ import numpy as np
 from featx.backbones import build_extractor, check_precision, get_backbone
 from featx.bundle import check_bundle_output, default_bundle_dir, save_bundle
 from featx.errors import FeatxError
-from featx.heads import FinetuneHead, with_pooled
+from featx.heads import FinetuneHead, make_head, with_pooled
 from featx.metrics import classification_metrics
 from featx.split import DEFAULT_FRACTIONS, Rows as SplitRows, split_rows
 from featx.store import FLIPPED, open_store, read_attrs, read_rows_of, strings
 
-MAP_LAYER = "block4_pool"  # the frozen part's output
-TUNED_BLOCK = "block5"  # the trainable part: its convolutions, then its pooling
-TUNED_CONVS = 3  # VGG16's block5 has three 3x3 convolutions
+VGG16 = get_backbone("vgg16")
+MAP_LAYER = VGG16.tune_from  # the frozen part's output (the backbone registry's)
+TUNED_BLOCK = VGG16.tune_block  # the trainable part: its convolutions, then its pooling
+TUNED_CONVS = VGG16.tune_depth  # VGG16's block5 has three 3x3 convolutions
 AUGMENTS = ("auto", "none", "flip", "flip-stored")
 HEAD_INITS = ("logreg", "random")
 SCALES = ("l2", "none")  # what featx fit's automatic choice picks between (l2, C=10 on both data sets)
@@ -252,10 +253,10 @@ def block5_weights(meta: dict) -> list[list[np.ndarray]]:
     extractor = Extractor.from_meta(meta)  # checks the weights file against the store's hash
     s = extractor.settings
     with contextlib.redirect_stdout(sys.stderr):
-        base = build_extractor(get_backbone(s.model), "block5_pool", "avg",
-                               s.weights, "float32", s.input_size)
-    return [layer.get_weights() for layer in base.layers
-            if layer.name.startswith(f"{TUNED_BLOCK}_conv")]
+        backbone = get_backbone(s.model)
+        base = build_extractor(backbone, backbone.tune_pool, "avg", s.weights, "float32",
+                               s.input_size)
+    return [layer.get_weights() for layer in backbone.tune_convs(base.layers)]
 
 
 def build_model(map_shape: tuple[int, int, int], n_classes: int, conv_weights: list,
@@ -294,28 +295,10 @@ def build_model(map_shape: tuple[int, int, int], n_classes: int, conv_weights: l
 
 
 def logreg_head(pooled: np.ndarray, y: np.ndarray, n_classes: int, C: float, seed: int):
-    """(kernel (D, K), bias (K,)) of a softmax layer equal to a logistic regression fitted on the
-    pooled vectors (``featx fit --clf logreg``'s head; two classes: the sigmoid as a softmax)."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    clf = LogisticRegression(C=C, max_iter=1000, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(pooled, y)
-    kernel = np.zeros((pooled.shape[1], n_classes), np.float32)
-    bias = np.zeros(n_classes, np.float32)
-    if len(clf.classes_) == 2:  # one decision function z: softmax([-z/2, z/2]) = sigmoid(z)
-        a, b = clf.classes_
-        kernel[:, a], kernel[:, b] = -clf.coef_[0] / 2, clf.coef_[0] / 2
-        bias[a], bias[b] = -clf.intercept_[0] / 2, clf.intercept_[0] / 2
-    else:
-        kernel[:, clf.classes_] = clf.coef_.T
-        bias[clf.classes_] = clf.intercept_
-        bias[np.setdiff1d(np.arange(n_classes), clf.classes_)] = -1e3  # absent from train
-    return kernel, bias
+    """(kernel (D, K), bias (K,)) of a softmax layer equal to ``featx fit --clf logreg --scale
+    none``'s head fitted on the pooled vectors (:meth:`featx.heads.SklearnHead.softmax_weights`)."""
+    head = make_head("logreg", C=C, scale="none", seed=seed).fit(pooled, y, n_classes=n_classes)
+    return head.softmax_weights()
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -447,6 +430,10 @@ class FinetuneResult:
         return {"best_epoch": self.best_epoch, "epochs_run": len(self.history.get("loss", [])),
                 "initial": self.initial, "head_seconds": round(self.head_seconds, 3),
                 "seconds_per_epoch": round(float(np.mean(seconds)), 3) if seconds else None}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as JSON: :meth:`summary`."""
+        return self.summary()
 
     def summary(self) -> dict[str, Any]:
         """The JSON document of ``featx finetune --json`` (the keys of ``featx fit --json``)."""

@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from featx.bundle import check_bundle_output, save_bundle
+from featx.bundle import check_bundle_output, default_bundle_dir, save_bundle
+from featx.errors import FeatxError
 from featx.familiar import from_split
-from featx.heads import Head, make_head
-from featx.metrics import classification_metrics
-from featx.selection import choose_params, predict_labels
+from featx.heads import Head, make_head, unused_params
+from featx.metrics import classification_metrics, small_sample_note
+from featx.selection import choose_params, degenerate, predict_labels, predict_proba
 from featx.split import (  # noqa: F401  Flips, with_flips, load_split, Split lived here before
     DEFAULT_FRACTIONS, EXCLUDE_FINDINGS, Flips, Split, load_split, with_flips)
 
@@ -44,6 +45,40 @@ def evaluate(head: Head, split: Split, part: str) -> dict[str, Any] | None:
         return None
     return classification_metrics(split.y(part), predict_labels(head, split.X(part), split.X_flip(part)),
                                   len(split.feats.class_names))
+
+
+def default_output(store: str | os.PathLike, clf: str) -> Path:
+    """models/<store>_<clf>/: where ``featx fit`` saves a bundle unless told."""
+    return default_bundle_dir(Path(store).stem, clf)
+
+
+def check_degenerate(head: Head, split: Split, allow: bool = False) -> None:
+    """FeatxError when the head gives every image of its validation part (training part without
+    one) the same probabilities: it answers one thing to everything (an RBF SVM with a tiny C
+    and unscaled vectors: a constant decision function, which Platt scaling maps to one value)."""
+    part = "val" if split.n("val") > 1 else "train"
+    if allow or not degenerate(predict_proba(head, split.X(part), split.X_flip(part))):
+        return
+    raise FeatxError(f"the fitted {head.name} head gives every {part} image the same "
+                     "probabilities (a constant decision function); it would answer one class "
+                     "for everything. Raise `C`, or give `scale`=l2; `allow_degenerate` saves it "
+                     "anyway")
+
+
+def accuracy_warnings(result: "FitResult") -> list[str]:
+    """Plain warnings on the accuracies: below chance on the validation part (loud: something
+    is wrong), or resting on fewer than 100 images."""
+    lines = []
+    chance = result.extra["reference"]["chance"]
+    if result.val and result.val["accuracy"] < chance:
+        lines.append(f"the validation accuracy {result.val['accuracy']:.3f} is below chance "
+                     f"({chance:.3f}): the head is worse than guessing; check the labels, `C` "
+                     "and `scale`")
+    for part in ("val", "test"):
+        note = small_sample_note(part, getattr(result, part))
+        if note:
+            lines.append(note)
+    return lines
 
 
 @dataclass
@@ -70,6 +105,10 @@ class FitResult:
     @property
     def metrics(self) -> dict[str, Any]:
         return {"val": self.val, "test": self.test, "fit_seconds": round(self.fit_seconds, 4)}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as JSON: :meth:`summary`."""
+        return self.summary()
 
     def summary(self) -> dict[str, Any]:
         """The JSON document of ``featx fit --json``."""
@@ -99,15 +138,19 @@ def fit_store(store: str | os.PathLike, clf: str = "logreg", fractions=DEFAULT_F
               exclude=None, exclude_from_test: bool = False, train_flips: bool | None = None,
               tta: bool | None = None, n_jobs: int = 2, corrections: bool = True,
               exclude_findings=EXCLUDE_FINDINGS, groups=None, group_name: str = "content hash",
-              **params: Any) -> FitResult:
+              allow_degenerate: bool = False, **params: Any) -> FitResult:
     """Fit ``clf`` on a store's train part and evaluate it on the validation and test parts;
     with ``out``, save it there as a bundle (see :func:`featx.bundle.save_bundle`); ``exclude``,
     ``exclude_findings``, ``corrections``, ``train_flips``, ``tta``: see :func:`load_split`.
 
     ``C`` or ``scale`` left None are picked by cross-validation on the train part
     (:func:`featx.selection.choose_params`, ``n_jobs`` in parallel); the choice is in ``selection``.
+    A head whose probabilities are the same for every image is refused (FeatxError) unless
+    ``allow_degenerate``; ``warnings`` says what does not apply, what rests on few images and
+    an accuracy below chance.
     """
     make_head(clf, **params)  # validate the name and parameters before loading any data
+    notes = unused_params(clf, **params)
     if out is not None:
         check_bundle_output(out)
     split = split or load_split(store, fractions, split_seed, exclude=exclude,
@@ -123,6 +166,7 @@ def fit_store(store: str | os.PathLike, clf: str = "logreg", fractions=DEFAULT_F
                                   n_jobs=n_jobs)
         params.update(selection["picked"] or {})
     head, seconds = fit_split(split, clf, **params)
+    check_degenerate(head, split, allow_degenerate)
     extra: dict[str, Any] = {"reference": reference_levels(split), "n_iter": head.n_iter,
                              "converged": head.converged}
     if head.history:
@@ -133,8 +177,9 @@ def fit_store(store: str | os.PathLike, clf: str = "logreg", fractions=DEFAULT_F
         store=Path(store), store_meta=split.feats.meta, split=split.info,
         val=evaluate(head, split, "val"), test=evaluate(head, split, "test"),
         fit_seconds=seconds, history=head.history, selection=selection, extra=extra,
-        warnings=list(split.warnings), familiar=from_split(split),
+        warnings=notes + list(split.warnings), familiar=from_split(split),
     )
+    result.warnings += accuracy_warnings(result)
     if out is not None:
         result.bundle = save_bundle(out, head, result.class_names, result.store_meta, store=store,
                                     split=result.split, metrics=result.metrics,

@@ -40,7 +40,7 @@ from featx.errors import FeatxError
 from featx.files import check_output, write_text
 from featx.figures import (LABELS, Cell, draw_sheet, inline_png, plot_confusion, plot_curves,
                             plot_scores, plot_sweep, with_history)
-from featx.metrics import confusion_matrix
+from featx.metrics import SMALL_TEST, confusion_matrix
 from featx.thumbs import resolve, short
 
 
@@ -85,9 +85,22 @@ class Entry:
                 "model": self.label, "val_accuracy": self.accuracy("val"),
                 "test_accuracy": self.accuracy("test"), "n_train": s.get("n_train"),
                 "n_val": s.get("n_val"), "n_test": s.get("n_test"),
+                "test_interval": self.interval("test"),
                 "refit_on": s.get("refit_on", "train"), "cv": s.get("cv"),
                 "cv_score": (self.info.get("selection") or {}).get("score"),
                 "fit_seconds": m.get("fit_seconds"), "epochs": len(h.get("loss", [])) or None}
+
+    def interval(self, part: str) -> list[float] | None:
+        """The part's accuracy's 95% Wilson interval (recomputed for bundles saved before it was
+        recorded)."""
+        from featx.metrics import wilson_interval
+
+        m = (self.info.get("metrics") or {}).get(part)
+        if not m:
+            return None
+        n = m.get("n") or (self.info.get("split") or {}).get(f"n_{part}")
+        return m.get("accuracy_interval") or (list(wilson_interval(round(m["accuracy"] * n), n))
+                                              if n else None)
 
 
 @dataclass
@@ -268,6 +281,11 @@ def make_report(store: str | os.PathLike, out_dir: str | os.PathLike, *,
         report.notes.append("the bundles were not all trained on the same split; compare with care")
     if not any(e.kind == "cnn" for e in entries):
         report.notes.append("no scratch-CNN bundle (featx baseline) for this data set")
+    n_test = min((r["n_test"] for r in report.table if r.get("n_test")), default=None)
+    if n_test is not None and n_test < SMALL_TEST:
+        report.notes.append(f"the test part has {n_test} images: one image is "
+                            f"{100 / n_test:.1f} points, and the accuracies' 95% intervals are "
+                            "wide (see the table); compare the models with care")
 
     drawn = with_history(entries)
     if drawn:
@@ -412,10 +430,11 @@ def _fmt(v, digits=4) -> str:
 
 
 def _table(report: Report) -> tuple[list[str], list[list[str]]]:
-    head = ["model", "bundle", "val accuracy", "test accuracy", "train / val / test",
-            "epochs", "fit s"]
-    body = [[r["model"], r["name"], _val_cell(r), _fmt(r["test_accuracy"]), _parts_cell(r),
-             _fmt(r["epochs"]), _fmt(r["fit_seconds"], 1)] for r in report.table]
+    head = ["model", "bundle", "val accuracy", "test accuracy", "test 95% interval",
+            "train / val / test", "epochs", "fit s"]
+    body = [[r["model"], r["name"], _val_cell(r), _fmt(r["test_accuracy"]),
+             "{:.3f}-{:.3f}".format(*r["test_interval"]) if r.get("test_interval") else "n/a",
+             _parts_cell(r), _fmt(r["epochs"]), _fmt(r["fit_seconds"], 1)] for r in report.table]
     return head, body
 
 

@@ -196,16 +196,16 @@ def _distances(feats: Features, labels: np.ndarray, k: int, previous: Ranking | 
     return distance
 
 
-_UNIT: dict[int, np.ndarray] = {}
+_UNIT: tuple = (None, None)  # (the vectors, their unit copy): the array itself, not its id
 
 
 def unit_vectors(feats: Features) -> np.ndarray:
-    """The store's vectors L2-normalised (computed once per :class:`Features`)."""
-    key = id(feats.features)
-    if key not in _UNIT:
-        _UNIT.clear()
-        _UNIT[key] = normalize(feats.features)
-    return _UNIT[key]
+    """The store's vectors L2-normalised (computed once for the last store asked about)."""
+    global _UNIT
+    cached = _UNIT
+    if cached[0] is not feats.features:
+        cached = _UNIT = (feats.features, normalize(feats.features))
+    return cached[1]
 
 
 def store_digest(feats: Features) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 
 from featx.errors import FeatxError
 from featx.heads import DEFAULTS, Head, check_clf, head_params, make_head
+from featx.metrics import log_loss
 from featx.parallel import joblib_backend
 from featx.split import Flips, with_flips
 
@@ -29,14 +30,31 @@ GRID_KEYS = ("C", "class_weight", "scale", "solver", "lr", "epochs", "batch_size
 # What `featx fit` tries when C or scale is not given (measured: README, "Classifiers").
 AUTO_GRID: dict[str, list[Any]] = {"scale": ["none", "l2"], "C": [0.01, 0.1, 1.0, 10.0, 100.0]}
 AUTO_FOLDS = 3
-TIE_BREAK = "ties go to the smaller C (the simpler model), then to grid order"
+TIE_BREAK = ("ties go to the lower log loss (the better probabilities), then to the smaller C "
+             "(the simpler model), then to grid order")
+
+
+def predict_proba(head: Head, X: np.ndarray, X_flip: np.ndarray | None = None) -> np.ndarray:
+    """Class probabilities; with ``X_flip``, the mean of both copies'."""
+    proba = head.predict_proba(X)
+    return proba if X_flip is None else (proba + head.predict_proba(X_flip)) / 2
 
 
 def predict_labels(head: Head, X: np.ndarray, X_flip: np.ndarray | None = None) -> np.ndarray:
     """Class indices; with ``X_flip``, from the mean of both copies' probabilities."""
     if X_flip is None:
         return head.predict(X)
-    return np.argmax(head.predict_proba(X) + head.predict_proba(X_flip), axis=1)
+    return np.argmax(predict_proba(head, X, X_flip), axis=1)
+
+
+DEGENERATE_SPREAD = 0.01  # probabilities that vary less than this over all rows read as one answer
+
+
+def degenerate(proba: np.ndarray) -> bool:
+    """Whether every row has the same probabilities to within :data:`DEGENERATE_SPREAD` (a head
+    that answers one thing to everything; an RBF SVM with C=0.01 on unscaled pets vectors gave
+    0.500 +- 0.0003 to every photo, its argmax flipping on noise)."""
+    return len(proba) > 1 and float(np.ptp(proba, axis=0).max()) < DEGENERATE_SPREAD
 
 
 def point_label(row: dict[str, Any]) -> str:
@@ -64,12 +82,16 @@ def score_of(row: dict[str, Any]) -> float | None:
     return row.get("cv_mean", row.get("val_accuracy"))
 
 
-def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best first: score descending, then the smaller C (the simpler model), then grid order."""
+def sort_rows(rows: list[dict[str, Any]], tie_break: str = "log_loss") -> list[dict[str, Any]]:
+    """Best first: heads that answer everything alike (``degenerate``) last; score descending;
+    then (``tie_break="log_loss"``) the lower log loss; then the smaller C (the simpler model),
+    then grid order. ``tie_break="C"`` skips the log loss (featx before 0.x; kept to measure)."""
     def key(r: dict[str, Any]):
         score = score_of(r)
         C = r.get("C")  # scores equal to 9 places tie: a mean of folds differs in its last bits
-        return (-round(score if score is not None else -1.0, 9),
+        loss = r.get("log_loss") if tie_break == "log_loss" else None
+        return (bool(r.get("degenerate")), -round(score if score is not None else -1.0, 9),
+                round(loss, 9) if loss is not None else float("inf"),
                 float(C) if C is not None else float("inf"), r.get("point", 0))
     return sorted(rows, key=key)
 
@@ -84,7 +106,11 @@ def _fit_and_score(clf: str, params: dict[str, Any], fixed: dict[str, Any], X: n
     try:
         head = make_head(clf, **{**fixed, **params})
         head.fit(X, y, *((X_held, y_held) if held_is_val else (None, None)), n_classes=n_classes)
-        row["score"] = float(np.mean(predict_labels(head, X_held, X_held_flip) == y_held))
+        proba = predict_proba(head, X_held, X_held_flip)
+        row["score"] = float(np.mean(proba.argmax(axis=1) == y_held))
+        row["log_loss"] = round(log_loss(y_held, proba), 6)
+        if degenerate(proba):
+            row["degenerate"] = True
         row["train_accuracy"] = float(np.mean(head.predict(X) == y))
         row["fit_seconds"] = round(head.fit_seconds, 4)
         if head.history:
@@ -134,7 +160,10 @@ def _combine(clf: str, params: dict[str, Any], point: int,
         return row
     scores = [r["score"] for r in folds]
     row.update(cv_mean=float(np.mean(scores)), cv_std=float(np.std(scores)), cv_scores=scores,
-               train_accuracy=float(np.mean([r["train_accuracy"] for r in folds])))
+               train_accuracy=float(np.mean([r["train_accuracy"] for r in folds])),
+               log_loss=round(float(np.mean([r["log_loss"] for r in folds])), 6))
+    if any(r.get("degenerate") for r in folds):
+        row["degenerate"] = True
     if "epochs_run" in folds[0]:
         row["epochs_run"] = int(max(r["epochs_run"] for r in folds))
     if "converged" in folds[0]:
@@ -201,7 +230,7 @@ def cv_rows(points, data: tuple, flips: Flips, folds, n_classes: int, fixed: dic
 
 def choose_params(split, clf: str, fixed: dict[str, Any], keys: Iterable[str] = ("C", "scale"),
                   folds: int = AUTO_FOLDS, seed: int = 0, n_jobs: int = 2,
-                  backend: str = "threading") -> dict[str, Any]:
+                  backend: str = "threading", tie_break: str = "log_loss") -> dict[str, Any]:
     """Pick ``keys`` (of :data:`AUTO_GRID`) for ``clf`` by K-fold cross-validation on the training
     part alone; the validation and test parts are never read. ``fixed``: the other parameters.
 
@@ -214,7 +243,8 @@ def choose_params(split, clf: str, fixed: dict[str, Any], keys: Iterable[str] = 
     smallest = min(len(set(groups[y == c])) for c in np.unique(y))
     k = min(folds, smallest)
     how = {"by": f"{k}-fold cross-validation on the training part", "folds": k, "seed": seed,
-           "grid": grid, "tie_break": TIE_BREAK}
+           "grid": grid, "tie_break": TIE_BREAK if tie_break == "log_loss" else
+           "ties go to the smaller C, then to grid order"}
     if k < 2:
         return {**how, "picked": None,
                 "note": "a class has one training image: too few to cross-validate"}
@@ -222,11 +252,12 @@ def choose_params(split, clf: str, fixed: dict[str, Any], keys: Iterable[str] = 
     points = build_grid([clf], grid)
     rows = sort_rows(list(cv_rows(points, (X, y, X_flip), split.flips, cv_folds(y, groups, k, seed),
                                   len(split.feats.class_names), {**fixed, "seed": seed}, n_jobs,
-                                  backend)))
+                                  backend)), tie_break)
     ok = [r for r in rows if r.get("cv_mean") is not None]
     if not ok:
         raise FeatxError(f"every {clf} fit of the automatic choice failed: {rows[0]['error']}")
-    table = [{**{key: r[key] for key in keys}, "cv_mean": r["cv_mean"], "cv_std": r["cv_std"]}
+    table = [{**{key: r[key] for key in keys}, "cv_mean": r["cv_mean"], "cv_std": r["cv_std"],
+              "log_loss": r["log_loss"], **({"degenerate": True} if r.get("degenerate") else {})}
              for r in ok]
     return {**how, "picked": {key: ok[0][key] for key in keys}, "cv_mean": ok[0]["cv_mean"],
             "cv_std": ok[0]["cv_std"], "rows": table,

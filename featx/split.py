@@ -363,6 +363,15 @@ class Flips:
         return {"train": self.train, "tta": self.tta}
 
 
+def parse_tta(tta: str | None) -> bool | None:
+    """``tta`` flip | none -> True / False (None: not given, so on when the store has mirrors)."""
+    if tta is None:
+        return None
+    if tta not in ("flip", "none"):
+        raise FeatxError(f"`tta` is flip or none, got {tta!r}")
+    return tta == "flip"
+
+
 def with_flips(X: np.ndarray, y: np.ndarray, X_flip: np.ndarray | None
                ) -> tuple[np.ndarray, np.ndarray]:
     """Rows to fit on: ``X`` and, when given, the mirrored copies after them (same labels)."""
@@ -467,7 +476,10 @@ def check_vectors(meta: dict, store, purpose: str) -> None:
     100,352 values a row for VGG16): a head or an audit on them is not what was meant, and
     pooling them here would give other vectors than the store says. The message gives the
     command that makes pooled vectors of the same folder."""
-    if not meta.get("map_shape") or meta.get("layer") != "block4_pool":
+    from featx.backbones import BACKBONES
+
+    backbone = BACKBONES.get(meta.get("model"))
+    if not meta.get("map_shape") or backbone is None or meta.get("layer") != backbone.tune_from:
         return
     parts = ["featx extract", str(meta.get("data_dir") or "DATA_DIR")]
     if meta.get("model") not in (None, "vgg16"):

@@ -32,15 +32,16 @@ from featx.errors import FeatxError
 from featx.familiar import from_split
 from featx.files import check_output, write_text
 from featx.fit import evaluate, fit_split
-from featx.heads import make_head
+from featx.heads import CLASSIFIERS, DEFAULTS, make_head
+from featx.metrics import wilson_interval
 from featx.parallel import check_backend
 from featx.selection import (  # noqa: F401  re-exported: they lived here before featx.selection
     AUTO_FOLDS, AUTO_GRID, GRID_KEYS, TIE_BREAK, build_grid, choose_params, cv_folds, cv_rows,
     holdout_rows, point_label, score_of, sort_rows)
 from featx.split import DEFAULT_FRACTIONS, EXCLUDE_FINDINGS, load_split, with_flips
 
-CSV_FIELDS = ("clf", *GRID_KEYS, "val_accuracy", "cv_mean", "cv_std", "cv_scores",
-              "train_accuracy", "fit_seconds", "epochs_run", "converged", "error")
+CSV_FIELDS = ("clf", *GRID_KEYS, "val_accuracy", "cv_mean", "cv_std", "cv_scores", "log_loss",
+              "train_accuracy", "fit_seconds", "epochs_run", "converged", "degenerate", "error")
 SMALL_VAL = 1000  # below this many validation images, the sweep says how coarse its scores are
 
 
@@ -92,6 +93,17 @@ class SweepResult:
                 "files": self.files}
 
 
+def unused_keys(clfs: list[str], grid: dict[str, list[Any]]) -> list[str]:
+    """A line per grid key given values that none of the swept heads takes."""
+    lines = []
+    for key, values in grid.items():
+        takers = [c for c in CLASSIFIERS if key in DEFAULTS[c]]
+        if values and takers and not any(key in DEFAULTS[c] for c in clfs):
+            lines.append(f"`{key}` applies to the {' and '.join(takers)} head only; "
+                         f"{', '.join(clfs)} ignore{'s' * (len(clfs) == 1)} it")
+    return lines
+
+
 def refit_info(info: dict[str, Any], cv: int | None) -> dict[str, Any]:
     """The split a refitted best was trained on: with ``cv``, train+val (``n_fit`` rows), so its
     bundle does not read as if a validation part had been held out."""
@@ -102,14 +114,16 @@ def refit_info(info: dict[str, Any], cv: int | None) -> dict[str, Any]:
 
 
 def small_val_note(n_val: int, accuracy: float | None) -> str | None:
-    """What one error weighs on a small validation part, and its standard error (None if large)."""
+    """What one error weighs on a small validation part, and the 95% Wilson interval of the best
+    accuracy (None if large)."""
     if n_val >= SMALL_VAL or n_val == 0:
         return None
     p = accuracy if accuracy is not None else 0.5
-    se = 100 * (p * (1 - p) / n_val) ** 0.5
+    lo, hi = wilson_interval(round(p * n_val), n_val)
     return (f"the validation part has {n_val} images: one error is {100 / n_val:.2f} points and "
-            f"the standard error of an accuracy of {p:.3f} is {se:.2f} points, so closer scores "
-            f"do not tell points apart; --cv 5 selects by 5-fold cross-validation on train+val")
+            f"an accuracy of {p:.3f} is anywhere from {lo:.3f} to {hi:.3f} (95% Wilson interval), "
+            f"so closer scores do not tell points apart; --cv 5 selects by 5-fold "
+            f"cross-validation on train+val")
 
 
 def _collect(stream: Iterator[dict[str, Any]], total: int, out: Path | None,
@@ -184,7 +198,7 @@ def run_sweep(store: str | os.PathLike, clfs: list[str], grid: dict[str, list[An
                          cv=cv, files={"csv": str(out / "results.csv")} if out else {})
     ok = [r for r in result.rows if score_of(r) is not None]
     note = None if cv else small_val_note(split.n("val"), score_of(ok[0]) if ok else None)
-    result.notes += list(split.warnings) + ([note] if note else [])
+    result.notes += unused_keys(clfs, grid) + list(split.warnings) + ([note] if note else [])
     if ok and not interrupted:
         top = ok[0]
         params = {k: v for k, v in top.items() if k in GRID_KEYS}

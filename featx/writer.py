@@ -101,8 +101,10 @@ class VectorCache:
 class StoreWriter:
     """Commit new vectors to a store as they come, crash-safely (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike, meta: dict, commit_every: int = 256) -> None:
+    def __init__(self, path: str | os.PathLike, meta: dict, commit_every: int = 256,
+                 listing: Listing | None = None) -> None:
         self.path = Path(path)
+        self.listing = listing  # the images' rows, given once (or to each call, as before)
         self.meta = meta  # the extractor's settings, stored as attributes
         self.commit_every = commit_every
         self.parts_dir = st.parts_dir_for(self.path)
@@ -190,10 +192,18 @@ class StoreWriter:
 
     # -- taking new vectors ------------------------------------------------------------------
 
+    def _listing(self, listing: Listing | None) -> Listing:
+        listing = listing if listing is not None else self.listing
+        if listing is None:
+            raise ValueError("the writer needs the images' listing: pass `listing` once, to "
+                             "StoreWriter")
+        return listing
+
     def add(self, hashes: list[str], vectors: np.ndarray | None, failures: list[tuple[str, str]],
-            listing: Listing, flipped: np.ndarray | None = None) -> None:
+            listing: Listing | None = None, flipped: np.ndarray | None = None) -> None:
         """Take new vectors (and content that failed to decode; and with ``augment="flip"`` the
-        mirrored images' vectors); commit and merge when due."""
+        mirrored images' vectors); commit and merge when due. ``listing``: the writer's own
+        unless given."""
         if self.flips and hashes and flipped is None:
             raise ValueError("this store keeps the mirrored images' vectors: pass `flipped`")
         buf_h, buf_v, buf_f, buf_m = self._buffer
@@ -208,18 +218,18 @@ class StoreWriter:
             self._commit(listing)
 
     def add_flipped(self, hashes: list[str], flipped: np.ndarray, failures: list[tuple[str, str]],
-                    listing: Listing) -> None:
+                    listing: Listing | None = None) -> None:
         """Take the mirrored images' vectors of content the store already has; committed as a
         part file of its own."""
         self._commit(listing)  # what is buffered goes first: parts hold one kind of rows
         self._buffer = (list(hashes), [], list(failures), [flipped] if len(hashes) else [])
         self._commit(listing, flipped_only=True)
 
-    def commit(self, listing: Listing) -> None:
+    def commit(self, listing: Listing | None = None) -> None:
         """Commit the vectors taken so far now, as a part file (an interrupted run keeps them)."""
         self._commit(listing)
 
-    def _commit(self, listing: Listing, flipped_only: bool = False) -> None:
+    def _commit(self, listing: Listing | None, flipped_only: bool = False) -> None:
         hashes, vectors, failures, flipped = self._buffer
         if not hashes and not failures:
             return
@@ -237,9 +247,10 @@ class StoreWriter:
             if self._pending >= max(self.n_stored, 4 * self.commit_every):
                 self._merge(listing)
 
-    def finish(self, listing: Listing) -> bool:
+    def finish(self, listing: Listing | None = None) -> bool:
         """Commit what is buffered and write the store unless it already holds exactly these
         rows; True when it was written."""
+        listing = self._listing(listing)
         self._commit(listing)
         if self.dim is None:
             raise FeatxError(f"no image under {listing.root} could be read; see the reasons "
@@ -253,7 +264,8 @@ class StoreWriter:
             self._merge(listing)
         return True
 
-    def _merge(self, listing: Listing) -> None:
+    def _merge(self, listing: Listing | None) -> None:
+        listing = self._listing(listing)
         rows = listing.rows(self.cache)
         skipped = listing.skipped(self.failed)
         now = utc_now()

@@ -83,6 +83,40 @@ def time_auto_choice(store: Path | None, args, tmp: Path) -> dict:
     return res
 
 
+def time_gridsearch(split, args, rounds: int = 2) -> dict:
+    """The automatic choice two ways on the same folds and grid, alternated: featx's loop
+    (:func:`featx.selection.choose_params`: joblib threads, one task per point x fold) and
+    scikit-learn's GridSearchCV over a head (StratifiedGroupKFold, the same n_jobs, threads)."""
+    from joblib import parallel_backend
+    from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+    from threadpoolctl import threadpool_limits
+
+    from featx.heads import make_head
+    from featx.selection import AUTO_FOLDS, AUTO_GRID, choose_params
+
+    X, y, groups, _ = split.pool("train")
+    res: dict = {"train_shape": list(X.shape), "grid": AUTO_GRID, "folds": AUTO_FOLDS}
+    for clf in args.gridsearch_clf.split(","):
+        times: dict[str, list[float]] = {"featx_loop": [], "gridsearchcv": []}
+        picks = {}
+        for _ in range(rounds):
+            t = time.perf_counter()
+            sel = choose_params(split, clf, {}, n_jobs=args.jobs)
+            times["featx_loop"].append(time.perf_counter() - t)
+            picks["featx_loop"] = sel["picked"]
+            t = time.perf_counter()
+            folds = StratifiedGroupKFold(AUTO_FOLDS, shuffle=True, random_state=0)
+            with threadpool_limits(1, user_api="blas"), parallel_backend("threading", args.jobs):
+                search = GridSearchCV(make_head(clf, seed=0), AUTO_GRID, cv=folds, refit=False,
+                                      n_jobs=args.jobs).fit(X, y, groups=groups)
+            times["gridsearchcv"].append(time.perf_counter() - t)
+            picks["gridsearchcv"] = search.best_params_
+        best = {k: round(min(v), 2) for k, v in times.items()}
+        res[clf] = {"seconds_min_of_rounds": best, "rounds": rounds, "picked": picks,
+                    "gridsearch_over_loop": round(best["gridsearchcv"] / best["featx_loop"], 2)}
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", type=Path, help="a real featx store (default: synthetic)")
@@ -97,7 +131,21 @@ def main() -> None:
     ap.add_argument("--sweep-C", default="0.001,0.01,0.1,1,10,100")
     ap.add_argument("--adam", action="store_true", help="also time 10 Adam epochs (the old head)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--gridsearch", action="store_true",
+                    help="only the automatic choice: featx's loop vs GridSearchCV, alternated")
+    ap.add_argument("--gridsearch-clf", default="logreg,softmax")
     args = ap.parse_args()
+    if args.gridsearch:
+        from featx.split import load_split as split_of
+
+        with tempfile.TemporaryDirectory(prefix="bench_fit_") as tmp:
+            store = args.store or synthetic_store(Path(tmp) / "auto.h5", args.n, args.auto_dim, 1)
+            res = {"machine": f"{cpu_description()}, load {os.getloadavg()[0]:.1f}",
+                   "store": str(args.store or "synthetic"),
+                   **time_gridsearch(split_of(store, train_flips=False, tta=False), args)}
+            res["load_after"] = round(os.getloadavg()[0], 1)
+        print(json.dumps(res, indent=2, default=str))
+        return
 
     from featx.fit import load_split
     from featx.sweep import run_sweep

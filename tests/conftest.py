@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,32 @@ from PIL import Image
 from featx.errors import FeatxError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """``featx ARGS`` in this process (paths taken as they are): (exit code, stdout, stderr)."""
+    from featx.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return e.value.code, captured.out, captured.err
+
+
+def spawn_cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    """featx in a child process (stdout and stderr piped, text)."""
+    cmd = [sys.executable, "-c", "from featx.cli import main; main()", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})}, **kw)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+    """Poll a condition on the files a child writes (not a sleep standing in for sync)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "timed out waiting for the child"
+        time.sleep(0.05)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FEATX_SHARED", ROOT.parent / "shared"))  # worktrees: set it
@@ -308,14 +336,7 @@ def simulate_unreadable(monkeypatch, name: str = "unreadable.jpg") -> None:
     monkeypatch.setattr(featx.decode, "open", fake_open, raising=False)
 
 
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """``featx ARGS`` in this process: (exit code, stdout, stderr)."""
-    from featx.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return e.value.code, captured.out, captured.err
+run_cli = cli  # the name some test files use for the same helper
 
 
 # --- web: real server processes and a headless browser ------------------------------------------

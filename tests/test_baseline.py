@@ -16,14 +16,7 @@ from featx.cli import main
 from featx.errors import FeatxError
 from featx.split import split_indices
 from featx.store import load_features
-from tests.conftest import TINY, make_images
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    captured = capsys.readouterr()
-    return e.value.code, captured.out, captured.err
+from tests.conftest import TINY, cli, make_images
 
 
 @pytest.fixture(scope="module")

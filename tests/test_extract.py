@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -18,7 +14,7 @@ from featx import load_features
 from featx.embed import ExtractorSettings
 from featx.errors import FeatxError
 from featx.extract import extract
-from tests.conftest import TINY, TINY_ARGS, TINY_DIM, make_images
+from tests.conftest import TINY, TINY_ARGS, TINY_DIM, make_images, spawn_cli, wait_for
 
 SETTINGS = ExtractorSettings(**TINY)
 
@@ -131,21 +127,6 @@ def test_decompression_bomb_is_skipped(image_tree: Path, tmp_path: Path):
     assert "decompression bomb" in dict(report.skipped)["dog/bomb.png"]
 
 
-def _run_cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
-    cmd = [sys.executable, "-c", "from featx.cli import main; main()", *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})}, **kw)
-
-
-def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 240.0) -> None:
-    """Poll a condition on the files a child writes (not a sleep standing in for sync)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "timed out waiting for the child"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("sig, when", [
     (signal.SIGKILL, "after-merge"), (signal.SIGINT, "after-merge"), (signal.SIGKILL, "parts-only"),
 ], ids=["kill-9-after-merge", "ctrl-c-after-merge", "kill-9-before-any-merge"])
@@ -154,12 +135,12 @@ def test_killed_run_leaves_readable_store_and_resumes(tmp_path: Path, sig, when)
     out = tmp_path / "s.h5"
     args = ["extract", str(data), "-o", str(out), "--model", TINY["model"], "--layer", TINY["layer"],
             "--weights", "none", "--input-size", "32", "--batch-size", "4", "--commit-every", "4"]
-    proc = _run_cli(*args)
+    proc = spawn_cli(*args)
     parts = tmp_path / "s.h5.parts"
     if when == "after-merge":  # the store has been merged once (16 rows) and more parts are committed
-        _wait_for(lambda: out.exists() and len(list(parts.glob("part-*.h5"))) >= 1, proc)
+        wait_for(lambda: out.exists() and len(list(parts.glob("part-*.h5"))) >= 1, proc)
     else:  # a first run with committed parts and no store yet
-        _wait_for(lambda: len(list(parts.glob("part-*.h5"))) >= 1, proc)
+        wait_for(lambda: len(list(parts.glob("part-*.h5"))) >= 1, proc)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
     if sig == signal.SIGINT:
@@ -173,7 +154,7 @@ def test_killed_run_leaves_readable_store_and_resumes(tmp_path: Path, sig, when)
         partial = load_features(out)  # readable, and every row complete
         assert 0 < partial.n < 40 and len(set(partial.paths)) == partial.n
     else:  # featx info says what the interrupted run holds and how to resume
-        info = _run_cli("info", str(out))
+        info = spawn_cli("info", str(out))
         stdout, _ = info.communicate(timeout=120)
         n_parts = sum(len(h5py.File(p)["hashes"]) for p in parts.glob("part-*.h5"))
         assert info.returncode == 0 and f"interrupted run holds {n_parts} vectors" in stdout
@@ -197,7 +178,7 @@ def test_interrupt_before_the_first_commit_says_nothing_was_kept(tmp_path: Path,
     def interrupted(*a, **kw):
         raise KeyboardInterrupt  # Ctrl-C while the model runs, before any part is written
 
-    monkeypatch.setattr(ex, "_embed", interrupted)
+    monkeypatch.setattr(ex, "local_batches", interrupted)
     with pytest.raises(SystemExit) as e:
         main(["extract", str(data), "-o", str(tmp_path / "s.h5"), *TINY_ARGS])
     err = capsys.readouterr().err
@@ -209,13 +190,13 @@ def test_cli_extract_json_and_info(image_tree: Path, tmp_path: Path):
     import json
 
     out = tmp_path / "s.h5"
-    proc = _run_cli("extract", str(image_tree), "-o", str(out), *TINY_ARGS, "--json")
+    proc = spawn_cli("extract", str(image_tree), "-o", str(out), *TINY_ARGS, "--json")
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     result = json.loads(stdout)
     assert result["n_images"] == 12 and result["n_embedded"] == 12 and result["dim"] == TINY_DIM
     assert set(result["timings"]) >= {"hash", "decode", "model", "write", "total"}
-    proc = _run_cli("info", str(out), "--json")
+    proc = spawn_cli("info", str(out), "--json")
     stdout, _ = proc.communicate(timeout=120)
     info = json.loads(stdout)
     assert info["classes"] == {"cat": 6, "dog": 6} and info["meta"]["layer"] == "block5_pool"
@@ -232,7 +213,7 @@ def test_cli_misuse_is_one_clear_line(image_tree: Path, tmp_path: Path, make_arg
     args = make_args(image_tree, tmp_path)
     if args[0] != "info":
         args = ["extract", *args]
-    proc = _run_cli(*args, "--weights", "none") if args[0] == "extract" else _run_cli(*args)
+    proc = spawn_cli(*args, "--weights", "none") if args[0] == "extract" else spawn_cli(*args)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2
     lines = [ln for ln in stderr.splitlines() if ln.startswith("featx: error:")]
@@ -244,7 +225,7 @@ def test_offline_imagenet_download_names_weights_option(image_tree: Path, tmp_pa
     # An unreachable proxy makes the download fail the same way on any machine, online or not.
     env = {"KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9",
            "HTTP_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
-    proc = _run_cli("extract", str(image_tree), "-o", str(tmp_path / "s.h5"), env=env)
+    proc = spawn_cli("extract", str(image_tree), "-o", str(tmp_path / "s.h5"), env=env)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 2
     assert "could not download the ImageNet weights" in stderr and "--weights PATH" in stderr

@@ -17,26 +17,18 @@ import numpy as np
 import pytest
 
 from featx import load_features
-from featx.cli import main
 from featx.embed import ExtractorSettings
 from featx.errors import FeatxError
 from featx.extract import extract
 from featx.files import check_output, free_bytes
 from featx.store import estimate_bytes
 from featx.writer import store_lock
-from tests.conftest import TINY, TINY_ARGS, TINY_DIM, make_images, synthetic_store
+from tests.conftest import TINY, TINY_ARGS, TINY_DIM, cli, make_images, synthetic_store
 
 SETTINGS = ExtractorSettings(**TINY)
 
 
 PROGRESS_LINE = re.compile(r"^[\w-]+: \d+/\d+ \(\d+%\)")  # progress on stderr off a terminal
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    captured = capsys.readouterr()
-    return e.value.code, captured.out, captured.err
 
 
 def one_error_line(err: str) -> str:

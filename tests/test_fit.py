@@ -12,24 +12,17 @@ import pytest
 from PIL import Image
 
 from featx.bundle import load_bundle, read_bundle_info
-from featx.cli import main
+from featx.errors import FeatxError
 from featx.fit import fit_store, load_split
 from featx.heads import CLASSIFIERS
 from featx.split import split_indices
 from featx.store import Features, load_features, save_features
 from featx.sweep import build_grid, run_sweep
-from tests.conftest import META, needs_shared, synthetic_store
+from tests.conftest import META, cli, needs_shared, synthetic_store
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     return synthetic_store(tmp_path / "syn.h5")
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    captured = capsys.readouterr()
-    return e.value.code, captured.out, captured.err
 
 
 @pytest.mark.parametrize("clf", CLASSIFIERS)
@@ -106,7 +99,7 @@ def test_bundle_round_trip_via_cli(store: Path, tmp_path: Path, capsys):
 def test_softmax_bundle_keeps_history(store: Path, tmp_path: Path):
     from featx.bundle import save_bundle
 
-    r = fit_store(store, "softmax", epochs=5)
+    r = fit_store(store, "softmax", epochs=5, C=0.01, scale="none")  # runs all 5 iterations
     path = save_bundle(tmp_path / "b", r.head, r.class_names, r.store_meta, metrics=r.metrics)
     b = load_bundle(path)
     assert b.history == r.history and len(b.history["val_accuracy"]) == 5
@@ -363,12 +356,14 @@ def test_sweep_cv_selects_by_the_mean_of_its_fold_scores(tmp_path: Path):
     assert result.notes == []  # no small-validation note: the validation part is not used
 
 
-def test_sweep_ties_go_to_the_smaller_C_and_small_val_parts_are_flagged(store: Path, capsys):
-    # well separated blobs: every point scores 1.0 on val
+def test_sweep_ties_go_to_the_lower_log_loss_and_small_val_parts_are_flagged(store: Path, capsys):
+    # well separated blobs: every point scores 1.0 on val; the surer probabilities win the tie
     result = run_sweep(store, ["logreg"], {"C": [10.0, 0.1, 1.0]}, n_jobs=1)
     assert {r["val_accuracy"] for r in result.rows} == {1.0}
-    assert [r["C"] for r in result.rows] == [0.1, 1.0, 10.0] and result.best["C"] == 0.1
-    assert result.as_dict()["tie_break"].startswith("ties go to the smaller C")
+    losses = [r["log_loss"] for r in result.rows]
+    assert losses == sorted(losses) and len(set(losses)) == 3 and result.best == {
+        **result.best, **{k: result.rows[0][k] for k in ("C", "log_loss")}}
+    assert result.as_dict()["tie_break"].startswith("ties go to the lower log loss")
     from featx.sweep import sort_rows  # a mean of folds that differs in its last bits is a tie
 
     rows = [{"clf": "logreg", "C": 10.0, "cv_mean": 0.9788235294117648, "point": 0},
@@ -379,7 +374,7 @@ def test_sweep_ties_go_to_the_smaller_C_and_small_val_parts_are_flagged(store: P
         result.notes[0]
     code, out, _ = cli(capsys, "sweep", str(store), "--clf", "logreg", "--C", "1,0.1", "-o",
                        str(store.parent / "sw"), "--jobs", "1")
-    assert code == 0 and "ties go to the smaller C" in out and "note: the validation part" in out
+    assert code == 0 and "ties go to the lower log loss" in out and "note: the validation part" in out
 
 
 def test_sweep_with_softmax_points_writes_rows_as_they_finish(store: Path, tmp_path: Path):
@@ -413,3 +408,71 @@ def test_softmax_head_scores_as_logreg_on_real_vectors(fixture: str, request):
             X = split.X(part)
             assert np.mean(softmax.head.predict(X) == logreg.head.predict(X)) >= 0.97
         assert softmax.extra["converged"] and softmax.extra["epochs_run"] < 1000
+
+
+# --- what a user is told: degenerate heads, options that do not apply, small numbers, maps -------
+
+
+def test_a_degenerate_svm_is_refused_and_below_chance_is_loud(tmp_path: Path):
+    """RBF SVM, C=0.01, unscaled, on barely separable vectors: every probability 0.500 (to
+    0.001), predictions flipping on noise. fit refuses to save it unless asked; the sweep ranks
+    such points last."""
+    store = synthetic_store(tmp_path / "s.h5", counts=(40, 40), dim=32, sep=0.3)
+    with pytest.raises(FeatxError, match="same probabilities"):
+        fit_store(store, "svm", C=0.01, scale="none", out=tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+    kept = fit_store(store, "svm", C=0.01, scale="none", allow_degenerate=True)
+    assert kept.val["accuracy"] < 0.5 and "below chance" in kept.warnings[0]
+    swept = run_sweep(store, ["svm"], {"C": [0.01, 1.0], "scale": ["none"]}, n_jobs=1)
+    assert swept.rows[-1]["C"] == 0.01 and swept.rows[-1]["degenerate"] is True
+    assert "degenerate" not in swept.rows[0]
+
+
+def test_options_a_head_ignores_are_one_line_each_and_accuracies_come_with_intervals(
+        tmp_path: Path, capsys):
+    store = synthetic_store(tmp_path / "s.h5", counts=(30, 30))
+    code, _, err = cli(capsys, "fit", str(store), "--clf", "svm", "--solver", "adam", "--C", "1",
+                       "--scale", "l2", "-o", str(tmp_path / "a"))
+    assert code == 0 and "warning: --solver applies to the softmax head only; svm ignores it" in err
+    code, out, err = cli(capsys, "fit", str(store), "--clf", "logreg", "--epochs", "5", "--lr",
+                         "0.1", "--C", "1", "--scale", "l2", "--exclude-from-test",
+                         "-o", str(tmp_path / "b"))
+    assert code == 0 and "--epochs applies to the softmax head only" in err
+    assert "--lr applies to the softmax head only" in err
+    assert "--exclude-from-test applies with --exclude only" in err
+    assert "test accuracy 1.0000 (95% CI 0.6" in out and "the test part has only 8 images" in err
+    code, _, err = cli(capsys, "fit", str(store), "--clf", "softmax", "--lr", "0.1", "--C", "1",
+                       "--scale", "l2", "-o", str(tmp_path / "c"))
+    assert code == 0 and "--lr applies to the softmax head's adam solver only" in err
+    code, out, _ = cli(capsys, "sweep", str(store), "--clf", "logreg", "--C", "1", "--lr", "0.1",
+                       "-o", str(tmp_path / "sw"), "--jobs", "1")
+    assert code == 0 and "note: --lr applies to the softmax head only; logreg ignores it" in out
+
+
+def test_wilson_interval_and_log_loss_break_ties():
+    from featx.metrics import wilson_interval
+    from featx.selection import sort_rows
+
+    assert wilson_interval(12, 12) == (0.7575, 1.0) and wilson_interval(0, 12)[0] == 0.0
+    lo, hi = wilson_interval(80, 100)
+    assert lo < 0.8 < hi and hi - lo < wilson_interval(8, 10)[1] - wilson_interval(8, 10)[0]
+    rows = [{"clf": "logreg", "C": 0.01, "cv_mean": 0.9, "log_loss": 0.40, "point": 0},
+            {"clf": "logreg", "C": 10.0, "cv_mean": 0.9, "log_loss": 0.20, "point": 1}]
+    assert [r["C"] for r in sort_rows(rows)] == [10.0, 0.01]
+    assert [r["C"] for r in sort_rows(rows, tie_break="C")] == [0.01, 10.0]
+
+
+def test_fit_and_audit_refuse_a_block4_map_store(tmp_path: Path, capsys):
+    from featx.store import Features, save_features
+
+    rng = np.random.default_rng(0)
+    meta = {**META, "layer": "block4_pool", "pooling": "none", "map_shape": [2, 2, 4],
+            "data_dir": str(tmp_path / "photos")}
+    y = np.arange(40) % 2
+    save_features(tmp_path / "maps.h5", Features(
+        rng.random((40, 16), dtype=np.float32), y, [f"{i}.jpg" for i in range(40)],
+        np.array([f"{i:064x}" for i in range(40)]), ["a", "b"], meta))
+    for command in ("fit", "audit"):
+        code, _, err = cli(capsys, command, str(tmp_path / "maps.h5"), "-o", str(tmp_path / command))
+        assert code == 2 and "holds block4_pool maps of shape (2, 2, 4)" in err, command
+        assert f"featx extract {tmp_path / 'photos'} --weights none -o maps_vectors.h5" in err

@@ -14,8 +14,7 @@ from featx.bundle import load_bundle
 from featx.fit import fit_store, load_split
 from featx.store import load_features, save_features
 from featx.sweep import run_sweep
-from tests.conftest import TINY, make_images, synthetic_store
-from tests.test_fit import cli
+from tests.conftest import TINY, cli, make_images, synthetic_store
 
 
 def with_mirrors(store: Path, out: Path, noise: float = 1.0, seed: int = 1) -> Path:
@@ -70,7 +69,6 @@ def test_no_flips_is_the_store_without_them(flip_store: Path, tmp_path: Path):
     assert [r["val_accuracy"] for r in off.rows] == [r["val_accuracy"] for r in ref.rows]
     on = run_sweep(flip_store, ["logreg"], grid, n_jobs=1, cv=3)
     assert on.split["flips"] == {"train": True, "tta": True} and on.best["refit_on"] == "train+val"
-    assert all(0 <= r["cv_mean"] <= 1 for r in on.rows)
 
 
 def test_asking_for_flips_a_store_lacks_is_one_line(tmp_path: Path, capsys):

@@ -181,3 +181,25 @@ def test_bad_parameters_name_themselves():
                             ({"epochs": 0}, "epochs must be at least 1")]:
         with pytest.raises(FeatxError, match=re.escape(message)):
             make_head("softmax", **params)
+
+
+@pytest.mark.parametrize("clf", CLASSIFIERS)
+def test_heads_follow_scikit_learns_estimator_conventions(clf: str):
+    """clone gives an unfitted head with the same parameters; set_params checks names; a head
+    goes into cross_validate (with StratifiedGroupKFold) as it is; fitted attributes end in _."""
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedGroupKFold, cross_validate
+
+    X, y = blobs(n=90, dim=6, sep=4.0)
+    head = make_head(clf, C=0.5, scale="l2")
+    copy = clone(head)
+    assert copy is not head and copy.get_params() == head.get_params() and not copy.fitted
+    assert copy.set_params(C=2.0) is copy and (copy.params["C"], head.params["C"]) == (2.0, 0.5)
+    with pytest.raises(FeatxError, match="takes no parameter gamma_x"):
+        head.set_params(gamma_x=1)
+    folds = StratifiedGroupKFold(3, shuffle=True, random_state=0)
+    scores = cross_validate(head, X, y, groups=np.arange(len(y)) // 2, cv=folds)["test_score"]
+    assert len(scores) == 3 and min(scores) > 0.8  # separable blobs
+    fitted = head.fit(X, y)
+    assert fitted is head and fitted.n_features_in_ == 6 and list(fitted.classes_) == [0, 1, 2]
+    assert fitted.score(X, y) == np.mean(fitted.predict(X) == y)

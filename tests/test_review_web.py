@@ -177,11 +177,23 @@ def test_the_map_shows_a_photo_on_hover_and_neighbours_on_click(served, page):
     screenshot(page, "review-map")
 
 
-def test_with_a_token_then_kill_9_keeps_every_answered_decision_and_a_readable_file(tmp_path):
+AUTH = {"authorization": "Bearer t0ken"}
+
+
+@pytest.fixture
+def token_server(tmp_path):
+    """A server of its own, with a token (killed in the test; here too if the test fails first)."""
     store, _ = planted_store(tmp_path, COUNTS, PLANTED)
-    auth = {"authorization": "Bearer t0ken"}
     server = start_server(["review", str(store), "--map-method", "pca", "--token", "t0ken"],
-                          tmp_path / "server.log", headers=auth)
+                          tmp_path / "server.log", headers=AUTH)
+    yield server, store
+    if server.alive():
+        server.stop(signal.SIGKILL, timeout=30)
+
+
+def test_with_a_token_then_kill_9_keeps_every_answered_decision_and_a_readable_file(token_server):
+    server, store = token_server
+    auth = AUTH
     with httpx.Client(base_url=server.url) as anonymous:
         assert anonymous.get("/").status_code == 200  # the page holds no data itself
         assert anonymous.get("/v1/review/overview").status_code == 401

@@ -279,6 +279,11 @@ def check_outputs(**outputs) -> None:
 _ARGV: list[str] = []  # the command line being run, to name flags in warnings
 
 
+def flagged(message: str) -> str:
+    """A library message (parameters in backticks) with this command's flags in their place."""
+    return as_flags(FeatxError(message), _ARGV)
+
+
 def warn(message: str) -> None:
     """A warning line on stderr (the run goes on); parameters named as this command's flags."""
     err.print(f"featx: warning: {as_flags(FeatxError(message), _ARGV)}", markup=False,

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from featx import audit as A
 from featx.cli import JSON_OPTION, app, emit, out, progress_bar
 from featx.cli.fit import GROUP_OPTION, NO_CORRECTIONS_OPTION, SPLIT_OPTION, SPLIT_SEED_OPTION
 from featx.cli.reuse import EXACT_OPTION
@@ -16,12 +17,16 @@ from featx.cli.reuse import EXACT_OPTION
 def audit(
     store: Path = typer.Argument(..., help="A featx feature store (.h5)."),
     clf: str = typer.Option("logreg", "--clf", help="Head for the out-of-fold probabilities."),
-    folds: int = typer.Option(5, "--folds", help="Folds of the out-of-fold predictions."),
-    top: int = typer.Option(50, "--top", help="Outliers listed; entries drawn and printed per finding."),
+    folds: int = typer.Option(A.DEFAULT_FOLDS, "--folds", help="Folds of the out-of-fold predictions."),
+    top: int = typer.Option(A.DEFAULT_TOP, "--top",
+                            help="Entries drawn on the sheets and listed on the page, per finding."),
+    outlier_z: float = typer.Option(
+        A.OUTLIER_Z, "--outlier-z", help="Outliers: modified z-score of the class distance above this."),
     threshold: float = typer.Option(
-        0.95, "--threshold", help="Cosine similarity of a near-duplicate (leaks across the split)."),
+        A.DEFAULT_THRESHOLD, "--threshold",
+        help="Cosine similarity of a near-duplicate (leaks across the split)."),
     neighbors: int = typer.Option(
-        10, "--neighbors", "-k", help="Same-class neighbours of the outlier distance."),
+        A.DEFAULT_NEIGHBORS, "--neighbors", "-k", help="Same-class neighbours of the outlier distance."),
     C: Optional[float] = typer.Option(
         None, "--C", help="The head's inverse L2 strength [logreg: 0.01; others: as for fit]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the folds and the head."),
@@ -43,7 +48,8 @@ def audit(
         report = audit_store(store, clf, folds, top, seed=seed, fractions=parse_fractions(split),
                              split_seed=split_seed, threshold=threshold, neighbors=neighbors,
                              out=output or default_output(store), progress=progress,
-                             corrections=not no_corrections, group=group, exact=exact, C=C)
+                             corrections=not no_corrections, outlier_z=outlier_z, group=group,
+                             exact=exact, C=C)
     emit(report.as_dict(), as_json, lambda: _print_audit(report))
 
 
@@ -70,7 +76,8 @@ def _print_audit(r, shown: int = 10) -> None:
     for x in r.leaks[:shown]:
         out.print(f"  {x.similarity:.4f}  {x.held_part} {r.paths[x.held]}  ~  {x.twin_part} "
                   f"{r.paths[x.twin]}", markup=False)
-    out.print(f"outliers: the {len(r.outliers)} images farthest from their class")
+    out.print(f"outliers: {len(r.outliers)} images far from their class (modified z-score above "
+              f"{st['outlier_z']})")
     for x in r.outliers[:shown]:
         out.print(f"  {x.distance:.4f}  {x.label}  {x.path}", markup=False)
     for key, path in r.files.items():

@@ -7,9 +7,12 @@ from typing import Any, Optional
 
 import typer
 
+from featx.baseline import MIN_SIZE, BaselineSettings
 from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
+from featx.cli.fit import SPLIT_OPTION, SPLIT_SEED_OPTION
 
-SPLIT_HELP = "train/val/test shares adding up to 100, e.g. 70/15/15 (as for featx fit)."
+D = BaselineSettings()  # the library's defaults
+
 
 
 @app.command()
@@ -18,15 +21,15 @@ def baseline(
     store: Optional[Path] = typer.Option(
         None, "--store", help="Take the rows (hence the split) from this store of DATA_DIR; "
         "otherwise they are computed from the folder, with the same result."),
-    size: int = typer.Option(224, "--size", help="Input size in pixels (square, at least 46)."),
-    resize: str = typer.Option("squash", "--resize", help="squash or crop (as for extract)."),
-    epochs: int = typer.Option(10, "--epochs", help="Training epochs."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Images per step."),
-    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
-    workers: int = typer.Option(2, "--workers", help="Decoding threads."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the weights' initialisation and shuffling."),
-    split: str = typer.Option("70/15/15", "--split", help=SPLIT_HELP),
-    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the derived split."),
+    size: int = typer.Option(D.size, "--size", help=f"Input size in pixels (square, at least {MIN_SIZE})."),
+    resize: str = typer.Option(D.resize, "--resize", help="squash or crop (as for extract)."),
+    epochs: int = typer.Option(D.epochs, "--epochs", help="Training epochs."),
+    batch_size: int = typer.Option(D.batch_size, "--batch-size", help="Images per step."),
+    lr: float = typer.Option(D.lr, "--lr", help="Adam learning rate."),
+    workers: int = typer.Option(D.workers, "--workers", help="Decoding threads."),
+    seed: int = typer.Option(D.seed, "--seed", help="Seed of the weights' initialisation and shuffling."),
+    split: str = SPLIT_OPTION,
+    split_seed: int = SPLIT_SEED_OPTION,
     no_corrections: bool = typer.Option(
         False, "--no-corrections", help="Ignore the --store's label corrections (FILE.h5.labels.csv)."),
     output: Optional[Path] = typer.Option(
@@ -34,7 +37,7 @@ def baseline(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the tutorial's small CNN from scratch on the images (same split as the store)."""
-    from featx.baseline import BaselineSettings, default_output, train_baseline
+    from featx.baseline import default_output, train_baseline
     from featx.split import parse_fractions
 
     settings = BaselineSettings(size=size, resize=resize, epochs=epochs, batch_size=batch_size,
@@ -48,8 +51,10 @@ def baseline(
 
 
 def _print_baseline(s: dict[str, Any]) -> None:
+    from featx.metrics import accuracy_text
+
     def acc(part):
-        return f"{s[part]['accuracy']:.4f}" if s.get(part) else "n/a (empty part)"
+        return accuracy_text(s.get(part))
     p = s["params"]
     out.print(f"scratch CNN on {s['data_dir']} ({p['size']}x{p['size']}, {s['epochs_run']} epochs): "
               f"train {s['n_train']}, val {s['n_val']}, test {s['n_test']} images; "

@@ -50,15 +50,14 @@ def extract(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Embed every image under DATA_DIR into an HDF5 feature store (resumes where it stopped)."""
-    from featx.backbones import cpu_has_amx_bf16
+    from featx.backbones import precision_hint
     from featx.embed import ExtractorSettings
     from featx.extract import Interrupted
     from featx.extract import extract as run_extract
 
-    if precision == "float32" and cpu_has_amx_bf16():
-        err.print("hint: this CPU has AMX-BF16: --precision bfloat16 embeds several times faster "
-                  "(about 6x for VGG16; vectors are stored as float32 either way)",
-                  markup=False, highlight=False, soft_wrap=True)
+    hint = precision_hint(precision)
+    if hint:
+        err.print(f"hint: {hint}", markup=False, highlight=False, soft_wrap=True)
 
     settings = ExtractorSettings(model=model, layer=layer, pooling=pooling, weights=weights,
                                  precision=precision, resize=resize, input_size=input_size,
@@ -80,17 +79,7 @@ def extract(
                 err.print("interrupted before any vector was embedded: nothing to keep; run the "
                           "same command to start again", markup=False)
             sys.exit(stop.exit_code if stop.is_set() else 130)
-    result = {
-        "out": str(report.out), "n_images": report.n_images, "n_embedded": report.n_embedded,
-        "n_reused": report.n_reused, "n_duplicates": report.n_duplicates,
-        "n_removed": report.n_removed, "n_renamed": report.n_renamed,
-        "n_mirrored": report.n_mirrored,
-        "n_skipped": len(report.skipped), "dim": report.dim,
-        "wrote": report.wrote, "images_per_second": round(report.images_per_second, 2),
-        "timings": report.timings, "engine": report.engine, "workers": report.workers,
-        "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
-    }
-    emit(result, as_json, lambda: _print_extract(report))
+    emit(report.as_dict(), as_json, lambda: _print_extract(report))
 
 
 def _print_extract(report) -> None:

@@ -76,8 +76,10 @@ def _print_epoch(epochs: int):
 
 
 def _print_finetune(s: dict[str, Any]) -> None:
+    from featx.metrics import accuracy_text
+
     def acc(part):
-        return f"{s[part]['accuracy']:.4f}" if s.get(part) else "n/a (empty part)"
+        return accuracy_text(s.get(part))
     p, init = s["params"], s["initial"]
     out.print(f"finetune on {s['store']}: train {s['n_train']}, val {s['n_val']}, test "
               f"{s['n_test']} maps; {s['epochs_run']} epochs, {s['seconds_per_epoch']:.0f} s an "

@@ -9,10 +9,11 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from featx.cli import (JSON_OPTION, app, check_outputs, emit, err, out, progress_bar,
+from featx.cli import (JSON_OPTION, app, check_outputs, emit, err, flagged, out, progress_bar,
                        quiet_progress, warn)
 from featx.errors import FeatxError
 from featx.heads import DEFAULTS
+from featx.split import parse_tta  # noqa: F401  (lived here; featx.split parses it now)
 
 SOFTMAX = DEFAULTS["softmax"]
 
@@ -44,15 +45,6 @@ def exclusion_findings(outliers: bool) -> tuple[str, ...]:
     from featx.split import EXCLUDE_FINDINGS
 
     return (*EXCLUDE_FINDINGS, "outlier") if outliers else EXCLUDE_FINDINGS
-
-
-def parse_tta(tta: str | None) -> bool | None:
-    """--tta flip|none -> True / False (None: not given)."""
-    if tta is None:
-        return None
-    if tta not in ("flip", "none"):
-        raise FeatxError(f"`tta` is flip or none, got {tta!r}")
-    return tta == "flip"
 
 
 @app.command()
@@ -87,24 +79,27 @@ def fit(
     train_flips: Optional[bool] = TRAIN_FLIPS_OPTION,
     tta: Optional[str] = TTA_OPTION,
     no_corrections: bool = NO_CORRECTIONS_OPTION,
+    allow_degenerate: bool = typer.Option(
+        False, "--allow-degenerate", help="Save a head even when it gives every image the same "
+        "probabilities."),
     group: str = GROUP_OPTION,
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Bundle directory [default: models/<store>_<clf>/]."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train one classifier on a store's cached vectors, evaluate it, save a model bundle."""
-    from featx.bundle import default_bundle_dir
-    from featx.fit import fit_store
+    from featx.fit import default_output, fit_store
     from featx.index import split_groups
     from featx.split import parse_fractions
 
     groups, group_name = split_groups(store, group)
     result = fit_store(store, clf, parse_fractions(split), split_seed, groups=groups,
                        group_name=group_name,
-                       out=output or default_bundle_dir(store.stem, clf), exclude=exclude,
+                       out=output or default_output(store, clf), exclude=exclude,
                        exclude_from_test=exclude_from_test, train_flips=train_flips,
                        tta=parse_tta(tta), n_jobs=jobs, corrections=not no_corrections,
-                       exclude_findings=exclusion_findings(exclude_outliers), C=C,
+                       exclude_findings=exclusion_findings(exclude_outliers),
+                       allow_degenerate=allow_degenerate, C=C,
                        class_weight=class_weight, scale=scale, solver=solver, epochs=epochs, lr=lr,
                        batch_size=batch_size, patience=patience, max_iter=max_iter, seed=seed)
     summary = result.summary()
@@ -129,8 +124,10 @@ def _print_selection(sel: dict[str, Any]) -> None:
 
 
 def _print_fit(s: dict[str, Any]) -> None:
+    from featx.metrics import accuracy_text
+
     def acc(part):
-        return f"{s[part]['accuracy']:.4f}" if s.get(part) else "n/a (empty part)"
+        return accuracy_text(s.get(part))
     out.print(f"{s['clf']} on {s['store']}: train {s['n_train']}, val {s['n_val']}, "
               f"test {s['n_test']} vectors; fit {s['fit_seconds']:.2f} s")
     if s.get("selection"):
@@ -308,7 +305,7 @@ def _print_sweep(r) -> None:
     _print_flips(s)
     out.print(table)
     for note in r.notes:
-        out.print(f"note: {note}")
+        out.print(f"note: {flagged(note)}", markup=False)
     if r.best:
         b = r.best
         test = f"{b['test_accuracy']:.4f}" if b["test_accuracy"] is not None else "n/a"

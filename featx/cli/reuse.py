@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from featx.cli import JSON_OPTION, app, check_outputs, emit, err, out, progress_bar
+from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
 
 STORE_ARG = typer.Argument(..., help="A featx feature store (.h5).")
 EXACT_OPTION = typer.Option(
@@ -30,20 +30,12 @@ def neighbors(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Most similar stored images (cosine similarity) for stored paths or new image files."""
-    from featx.neighbors import find_neighbors
+    from featx.reuse import neighbors as run_neighbors
 
-    check_outputs(grid=grid)
-    results = find_neighbors(store, queries, k=k, weights=weights, exact=exact)
-    if grid:
-        from featx.figures import draw_neighbors
-        from featx.store import read_meta
-
-        draw_neighbors(results, read_meta(store).get("data_dir"), grid, store.name)
-    result = {"store": str(store), "k": k, "grid": str(grid) if grid else None,
-              "queries": [r.as_dict() for r in results]}
+    found = run_neighbors(store, queries, k=k, weights=weights, grid=grid, exact=exact)
 
     def human() -> None:
-        for r in results:
+        for r in found.results:
             label = f", stored as {r.label}" if r.label else ""
             out.print(f"{r.query} ({r.source}{label})")
             for n in r.neighbors:
@@ -51,7 +43,7 @@ def neighbors(
         if grid:
             out.print(f"grid: {grid}")
 
-    emit(result, as_json, human)
+    emit(found.as_dict(), as_json, human)
 
 
 @app.command("map")
@@ -70,31 +62,16 @@ def map_(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """A 2-D map of the collection: PCA + t-SNE, coloured by class; optionally a thumbnail mosaic."""
-    import time
+    from featx.reuse import map_store
 
-    from featx.figures import draw_mosaic, draw_scatter
-    from featx.maps import check_coords, make_map, save_coords
-
-    check_outputs(output=output, mosaic=mosaic)
-    if coords:
-        check_coords(coords)
     with progress_bar() as bar:
-        t0 = time.perf_counter()
-        m = make_map(store, method=method, max_points=max_points, perplexity=perplexity,
-                     seed=seed, progress=bar)
-        seconds = time.perf_counter() - t0
-        draw_scatter(m, output, store.name)
-        if mosaic:
-            draw_mosaic(m, mosaic, store.name, progress=bar)
-    if coords:
-        save_coords(m, coords)
-    result = {"store": str(store), "n_points": len(m.rows), "n_total": m.n_total,
-              "method": m.method, "seconds": round(seconds, 2), "map": str(output),
-              "mosaic": str(mosaic) if mosaic else None, "coords": str(coords) if coords else None}
+        made = map_store(store, output, mosaic=mosaic, coords=coords, method=method,
+                         max_points=max_points, perplexity=perplexity, seed=seed, progress=bar)
+    m, result = made.map, made.as_dict()
 
     def human() -> None:
         sample = f" (random sample of {m.n_total})" if len(m.rows) < m.n_total else ""
-        out.print(f"{len(m.rows)} images{sample} mapped by {m.method} in {seconds:.1f} s")
+        out.print(f"{len(m.rows)} images{sample} mapped by {m.method} in {made.seconds:.1f} s")
         for key in ("map", "mosaic", "coords"):
             if result[key]:
                 out.print(f"  {key}: {result[key]}")
@@ -115,18 +92,13 @@ def duplicates(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Exact (same content) and near-duplicate images; pairs across labels are listed first."""
-    from featx.figures import draw_pairs
-    from featx.near_duplicates import find_duplicates
+    from featx.reuse import duplicates as run_duplicates
 
-    check_outputs(sheet=sheet)
     with progress_bar() as bar:
-        report = find_duplicates(store, threshold=threshold, progress=bar, exact=exact)
-    if sheet and report.pairs:
-        draw_pairs(report, sheet, limit=sheet_max)
-    elif sheet:
+        found = run_duplicates(store, threshold, sheet, sheet_max, progress=bar, exact=exact)
+    report, result = found.report, found.as_dict()
+    if sheet and not found.sheet:
         err.print("no duplicate pairs: no sheet written")
-    result = {"store": str(store), **report.as_dict(),
-              "sheet": str(sheet) if sheet and report.pairs else None}
 
     def human() -> None:
         out.print(f"{report.n} images: {result['n_exact_pairs']} exact and "
