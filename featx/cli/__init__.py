@@ -305,6 +305,7 @@ from featx.cli import evaluate as _evaluate  # noqa: E402,F401  (evaluate)
 from featx.cli import serve as _serve  # noqa: E402,F401  (serve)
 from featx.cli import review as _review  # noqa: E402,F401  (review)
 from featx.cli import curve as _curve  # noqa: E402,F401  (curve, suggest)
+from featx.cli import export_model as _export_model  # noqa: E402,F401  (export-model)
 
 for _info in app.registered_commands:  # every command's help through Command
     if _info.cls in (None, typer.core.TyperCommand):
