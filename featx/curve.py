@@ -7,9 +7,10 @@ fixed test part, so the points compare. Draws are nested (a seed's 20 photos of 
 10) and made over distinct contents, so a duplicate never counts twice; the rows come from
 :func:`featx.split.load_split`, so corrections, exclusions and flips apply as in ``featx fit``.
 
-:func:`fit_curve` fits saturating curves to the mean accuracy per size (weighted by the spread of the
-draws), picks the one that predicts held-back larger sizes best, and says where it flattens and
-what doubling the photos is expected to give, with a bootstrap over the draws for the spread.
+:func:`fit_curve` fits a saturating curve to the mean accuracy per size (weighted by the spread of
+the draws; the power law ``a - b n^-c`` unless asked for another of :data:`MODELS`: measured, it
+extrapolated best, see BENCHMARKS.md) and says where it flattens and what doubling the photos is
+expected to give, with a parametric bootstrap for the spread.
 :func:`extrapolation` is the honest check: fitted on sizes up to half the train part alone, what
 did the curve predict at the full train part, against what was measured?
 """
@@ -35,6 +36,7 @@ SEEDS = 5
 LADDER = (1, 2, 5)  # sizes 5, 10, 20, 50, 100, 200, 500, 1000, ...
 FIRST_SIZE = 5
 CHOICES = ("once", "size", "point")  # when C / scale are picked: once, per size, per draw
+FAR = 100  # the summary names where the curve flattens only within FAR times the train part
 FLAT_GAIN = 0.002  # "flattens": from where doubling the photos gains less than 0.2 points
 BOOTSTRAP = 100
 CURVE_FILE = "curve.json"
@@ -299,15 +301,15 @@ class CurveFit:
 
 def fit_curve(points: list[dict[str, Any]], at: float, key: str = "accuracy", n_test: int = 0,
               model: str | None = None, seed: int = 0, spread: bool = True) -> CurveFit | None:
-    """Fit the curve (``model``, else the one :func:`choose_model` picks) to the points' mean per
-    size; None with fewer than 3 sizes or a failed fit. With ``spread``, the spreads come from a
-    bootstrap over each size's draws (else they are 0)."""
+    """Fit the curve (``model``, default the power law) to the points' mean per size; None with
+    fewer than 3 sizes or a failed fit. With ``spread``, the spreads come from a parametric
+    bootstrap (else they are 0) and ``held_back`` holds every model's error at predicting the two
+    largest sizes from the others (:func:`choose_model`), for comparison."""
     x, y, sigma = size_means(points, key, n_test)
     if len(x) < 3:
         return None
-    held = {}
-    if model is None:
-        model, held = choose_model(x, y, sigma)
+    held = choose_model(x, y, sigma)[1] if spread else {}
+    model = model or DEFAULT_MODEL
     p = _fit_model(model, x, y, sigma)
     if p is None:
         return None
@@ -394,9 +396,12 @@ class CurveResult:
         if c.ceiling is not None:
             words += (f"; the curve flattens near {100 * c.ceiling:.1f}% "
                       f"(± {100 * (c.ceiling_spread or 0):.1f})")
-        if c.flat_from is not None:
+        if c.flat_from is not None and c.flat_from <= FAR * self.full:
             words += (f", doubling gains under {100 * FLAT_GAIN:.1f} points from about "
                       f"{_n(c.flat_from)} a class")
+        else:
+            words += (f"; doubling still gains {100 * FLAT_GAIN:.1f} points or more at {FAR} "
+                      "times these photos")
         lines.append(words + f" ({c.model} fit, {FORMULAS[c.model]})")
         if self.check:
             k = self.check
@@ -465,8 +470,7 @@ def learning_curve(store: str | os.PathLike, clf: str = "logreg", sizes: list[in
 
     ``C`` / ``scale`` left None are picked by ``featx fit``'s cross-validation: ``choose="once"``
     on the whole train part (then used at every size), ``"size"`` on each size's first draw,
-    ``"point"`` on every draw. ``model``: the curve to fit (:data:`MODELS`; None: the best at
-    predicting held-back sizes). ``exclude``, ``exclude_findings``, ``corrections``,
+    ``"point"`` on every draw. ``model``: the curve to fit (:data:`MODELS`; None: the power law). ``exclude``, ``exclude_findings``, ``corrections``,
     ``train_flips``, ``tta``: see :func:`featx.split.load_split`. ``on_point(done, total)`` is called as draws finish.
     ``out_dir``: where :func:`write_curve` writes the JSON, the points and the picture.
     """

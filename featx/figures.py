@@ -217,7 +217,13 @@ def plot_photos_curve(curve: dict[str, Any], out: str | os.PathLike, title: str)
         ax.plot([check["at"]], [100 * check["predicted"]], "x", color="tab:red", markersize=9,
                 label=f"predicted from sizes up to {check['fitted_upto']:g} alone")
     ax.set_xscale("log")
-    ax.set_xticks(sizes, [f"{v:.0f}" for v in sizes], fontsize=8)
+    ticks: list[float] = []
+    for v in sizes:  # a size too close to the one before replaces it (the last one stays)
+        if ticks and v < 1.4 * ticks[-1]:
+            ticks[-1] = v
+        else:
+            ticks.append(v)
+    ax.set_xticks(ticks, [f"{v:.0f}" for v in ticks], fontsize=8)
     ax.minorticks_off()
     ax.set_xlabel("training photos per class (log scale)")
     ax.set_ylabel("test accuracy (%)")

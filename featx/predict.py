@@ -60,8 +60,9 @@ class PredictReport:
         """``3 of 40 photos look unlike the training photos`` (None: the bundle cannot tell)."""
         if self.familiar is None:
             return None
-        n = len(self.predictions)
-        return f"{self.n_unfamiliar} of {n} photo{'s' if n != 1 else ''} look unlike the training photos"
+        n, k = len(self.predictions), self.n_unfamiliar
+        return (f"{k} of {n} photo{'s' if n != 1 else ''} look{'s' if k == 1 else ''} unlike the "
+                "training photos")
 
     def as_dict(self) -> dict[str, Any]:
         return {"bundle": str(self.bundle), "class_names": self.class_names,
@@ -173,6 +174,8 @@ def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike],
 
 NO_RECORD = ("this bundle cannot tell photos unlike its training photos (it was made before "
              "featx recorded them); fit it again to add that")
+NO_RECORD_CNN = ("the scratch CNN keeps no record of its training photos, so it cannot tell "
+                 "photos unlike them; a bundle of featx fit or featx finetune can")
 
 
 def unfamiliar_threshold(b: Bundle, unfamiliar_at: float | None
@@ -184,7 +187,7 @@ def unfamiliar_threshold(b: Bundle, unfamiliar_at: float | None
         if unfamiliar_at is not None:
             raise FeatxError(f"`unfamiliar_at` needs a bundle that records its training photos; "
                              f"{b.path} does not: fit it again")
-        return float("inf"), None, [NO_RECORD]
+        return float("inf"), None, [NO_RECORD_CNN if b.kind == "cnn" else NO_RECORD]
     cal = record.calibration
     threshold = record.threshold if unfamiliar_at is None else float(unfamiliar_at)
     return threshold, {"method": record.method, "threshold": threshold,

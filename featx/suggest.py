@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,6 @@ from featx.split import DEFAULT_FRACTIONS, EXCLUDE_FINDINGS
 STRATEGIES = ("margin-diverse", "margin", "entropy", "random")
 DEFAULT_STRATEGY = "margin-diverse"
 POOL = 4  # margin-diverse: k-means over the POOL x n most uncertain photos
-PSEUDO_CLASS = "unlabelled"
 
 
 def margins(proba: np.ndarray) -> np.ndarray:
@@ -112,12 +110,10 @@ def _no_flips(settings):
 def embed_folder(store: str | os.PathLike, folder: str | os.PathLike, out: str | os.PathLike,
                  batch_size: int = 32, workers: int = 2, weights: str | None = None,
                  on_progress=None):
-    """Embed every image under ``folder`` (class subfolders or none) into the store ``out``,
-    with ``store``'s extractor settings; reruns reuse the stored vectors (``featx.extract``).
-
-    Until ``featx extract`` takes a folder without class subfolders, the folder is extracted as
-    one pseudo-class (a symlink ``unlabelled`` in a temporary folder), so the store's paths
-    read ``unlabelled/<path in folder>``."""
+    """Embed every image under ``folder`` into the store ``out`` with ``store``'s extractor
+    settings (``featx.extract``: reruns reuse the stored vectors). A folder without class
+    subfolders becomes an unlabelled store; one with subfolders, a store of those (their names
+    are not used here)."""
     from featx.embed import Extractor
     from featx.extract import extract
     from featx.store import read_meta
@@ -126,21 +122,13 @@ def embed_folder(store: str | os.PathLike, folder: str | os.PathLike, out: str |
     if not folder.is_dir():
         raise FeatxError(f"the folder of photos to label is not found: {folder}")
     settings = _no_flips(Extractor.from_meta(read_meta(store), weights).settings)
-    with tempfile.TemporaryDirectory(prefix="featx-suggest-") as root:
-        (Path(root) / PSEUDO_CLASS).symlink_to(folder.resolve(), target_is_directory=True)
-        try:
-            return extract(root, out, settings, batch_size=batch_size, workers=workers,
-                           on_progress=on_progress, min_classes=1)
-        except FeatxError as e:
-            if "no images found" in str(e):
-                raise FeatxError(f"no images found in {folder}") from None
-            raise
+    return extract(folder, out, settings, batch_size=batch_size, workers=workers,
+                   on_progress=on_progress, min_classes=1)
 
 
 def photo_path(stored: str, folder: Path) -> Path:
-    """Where a row of the unlabelled store is on disk (its path under the pseudo-class)."""
-    prefix = PSEUDO_CLASS + "/"
-    return folder / (stored[len(prefix):] if stored.startswith(prefix) else stored)
+    """Where a row of the folder's store is on disk."""
+    return folder / stored
 
 
 # --- the command --------------------------------------------------------------------------------

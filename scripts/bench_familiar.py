@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-CHANGES = ("crop", "rescale", "jpeg", "colour", "rotate")
+CHANGES = ("crop", "rescale", "jpeg", "jpeg40", "colour", "rotate", "tilt")
 
 
 # --- images -------------------------------------------------------------------------------------
@@ -74,36 +74,60 @@ def _save(img, path: Path) -> Path:
     return path
 
 
-def changed_photos(files: list[Path], folder: Path, seed: int = 0) -> dict[str, list[Path]]:
-    """Each photo changed five ways: a random crop of 50 to 80% of its area, scaled to 40% of its
-    size, re-encoded as JPEG quality 15, its colours shifted (saturation, brightness, a hue
-    rotation), rotated by 5 to 12 degrees either way."""
+def changed_photos(files: list[Path], folder: Path, seed: int = 0,
+                   only: tuple[str, ...] = CHANGES) -> dict[str, list[Path]]:
+    """Each photo changed seven ways: a random crop of 50 to 80% of its area, scaled to 40% of
+    its size, re-encoded as JPEG quality 15 and 40, its colours shifted (a hue rotation,
+    saturation, brightness), rotated by 5 to 12 degrees either way (black corners: ``rotate``) and
+    so rotated and cropped to the largest upright rectangle inside (``tilt``: a tilted camera)."""
     from PIL import Image, ImageEnhance
 
     rng = np.random.default_rng(seed)
-    out: dict[str, list[Path]] = {c: [] for c in CHANGES}
+    out: dict[str, list[Path]] = {c: [] for c in only}
     for i, f in enumerate(files):
         img = Image.open(f).convert("RGB")
         w, h = img.size
         s = np.sqrt(rng.uniform(0.5, 0.8))
         cw, ch = int(w * s), int(h * s)
         x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        changed = {"crop": img.crop((x0, y0, x0 + cw, y0 + ch)),
-                   "rescale": img.resize((max(8, int(w * 0.4)), max(8, int(h * 0.4))),
-                                         Image.BILINEAR)}
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=15)
-        changed["jpeg"] = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-        hsv = np.asarray(img.convert("HSV")).copy()
-        hsv[..., 0] = (hsv[..., 0].astype(int) + int(rng.integers(15, 40))) % 256
-        shifted = Image.fromarray(hsv, "HSV").convert("RGB")
-        shifted = ImageEnhance.Color(shifted).enhance(float(rng.uniform(0.6, 1.4)))
-        changed["colour"] = ImageEnhance.Brightness(shifted).enhance(float(rng.uniform(0.7, 1.3)))
+        changed = {"crop": lambda: img.crop((x0, y0, x0 + cw, y0 + ch)),
+                   "rescale": lambda: img.resize((max(8, int(w * 0.4)), max(8, int(h * 0.4))),
+                                                 Image.BILINEAR),
+                   "jpeg": lambda: _jpeg(img, 15), "jpeg40": lambda: _jpeg(img, 40)}
+        hue, sat, bright = int(rng.integers(15, 40)), float(rng.uniform(0.6, 1.4)), \
+            float(rng.uniform(0.7, 1.3))
+
+        def colour():
+            hsv = np.asarray(img.convert("HSV")).copy()
+            hsv[..., 0] = (hsv[..., 0].astype(int) + hue) % 256
+            shifted = ImageEnhance.Color(Image.fromarray(hsv, "HSV").convert("RGB")).enhance(sat)
+            return ImageEnhance.Brightness(shifted).enhance(bright)
+
         angle = float(rng.uniform(5, 12)) * (1 if rng.random() < 0.5 else -1)
-        changed["rotate"] = img.rotate(angle, resample=Image.BILINEAR)
-        for c, im in changed.items():
-            out[c].append(_save(im, folder / f"{c}_{i}.png"))
+        changed["colour"] = colour
+        changed["rotate"] = lambda: img.rotate(angle, resample=Image.BILINEAR)
+        changed["tilt"] = lambda: _upright(img.rotate(angle, resample=Image.BILINEAR), angle)
+        for c in only:
+            out[c].append(_save(changed[c](), folder / f"{c}_{i}.png"))
     return out
+
+
+def _jpeg(img, quality: int):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def _upright(rotated, angle: float):
+    """The largest axis-aligned rectangle of the original's aspect inside a rotated image."""
+    w, h = rotated.size
+    a = np.radians(abs(angle))
+    k = 1.0 / (np.cos(a) + np.sin(a) * max(w / h, h / w))
+    cw, ch = int(w * k), int(h * k)
+    x0, y0 = (w - cw) // 2, (h - ch) // 2
+    return rotated.crop((x0, y0, x0 + cw, y0 + ch))
 
 
 def embed(extractor, paths: list[Path]) -> np.ndarray:
@@ -122,10 +146,16 @@ def embedded_sets(stores: dict[str, Path], per_set: int, cache: Path,
     groups = {"generated": None, **stores}
     for group, store in groups.items():
         path = cache / f"{group}.npz"
-        if not path.is_file():
+        have: dict[str, np.ndarray] = {}
+        if path.is_file():
+            with np.load(path) as f:
+                have = {k: f[k] for k in f.files}
+        missing = tuple(c for c in CHANGES if f"{group}/{c}" not in have)
+        if not have or (store is not None and missing):
             t0 = time.perf_counter()
-            vectors = _embed_group(group, store, stores, per_set, data_root)
-            np.savez(path, **vectors)
+            vectors = _embed_group(group, store, stores, per_set, data_root,
+                                   missing if have else CHANGES)
+            np.savez(path, **{**have, **vectors})
             print(f"{group}: embedded {sum(len(v) for k, v in vectors.items() if 'files' not in k)}"
                   f" images in {time.perf_counter() - t0:.0f} s", flush=True)
         with np.load(path) as f:
@@ -134,7 +164,7 @@ def embedded_sets(stores: dict[str, Path], per_set: int, cache: Path,
 
 
 def _embed_group(group: str, store: Path | None, stores: dict[str, Path], per_set: int,
-                 data_root: Path) -> dict[str, np.ndarray]:
+                 data_root: Path, changes: tuple[str, ...] = CHANGES) -> dict[str, np.ndarray]:
     from featx.embed import Extractor
     from featx.store import read_meta
 
@@ -151,7 +181,7 @@ def _embed_group(group: str, store: Path | None, stores: dict[str, Path], per_se
             return out
         files = test_files(data_root / group, per_set)
         out[f"{group}/files"] = np.array([str(f) for f in files])
-        for change, paths in changed_photos(files, tmp).items():
+        for change, paths in changed_photos(files, tmp, only=changes).items():
             out[f"{group}/{change}"] = embed(extractor, paths)
     return out
 
@@ -218,8 +248,9 @@ def metrics(familiar: np.ndarray, unfamiliar: np.ndarray) -> dict[str, float]:
 
 
 def bench_store(name: str, store: Path, other: str, B: np.ndarray,
-                sets: dict[str, np.ndarray]) -> dict:
-    """Every detector of a model on ``store``, with ``B`` (vectors) as the unfamiliar photos."""
+                sets: dict[str, np.ndarray], B_paths: list[str] | None = None) -> dict:
+    """Every detector of a model on ``store``, with ``B`` (vectors) as the unfamiliar photos;
+    for featx's default (kNN, k=10), the unfamiliar photos that look most familiar."""
     from featx.fit import fit_store, load_split
 
     split = load_split(store)
@@ -239,6 +270,11 @@ def bench_store(name: str, store: Path, other: str, B: np.ndarray,
                            **{c: float(np.mean(score(sets[f"{name}/{c}"]) > threshold))
                               for c in CHANGES}}}
         row["seconds"] = round(time.perf_counter() - t0, 2)
+        if det.startswith("knn k=10 all") and B_paths is not None:
+            sB = score(B)
+            order = np.argsort(sB)[:8]
+            row["most_familiar_unfamiliar"] = [(B_paths[i], round(float(sB[i]), 4)) for i in order]
+            row["threshold"] = threshold
         rows.append(row)
     return {"store": str(store), "unfamiliar": other, "params": fit.params,
             "test_accuracy": fit.test["accuracy"], "n": {p: split.n(p) for p in ("train", "val", "test")},
@@ -265,8 +301,9 @@ def main() -> None:
     from featx.store import load_features
 
     (a, pa), (b, pb) = names.items()
-    results = [bench_store(a, pa, b, load_features(pb).features, sets),
-               bench_store(b, pb, a, load_features(pa).features, sets)]
+    fa, fb = load_features(pa), load_features(pb)
+    results = [bench_store(a, pa, b, fb.features, sets, fb.paths),
+               bench_store(b, pb, a, fa.features, sets, fa.paths)]
     print(f"CPU: {cpu_description()}")
     report(results)
     if args.json:
@@ -289,6 +326,9 @@ def report(results: list[dict]) -> None:
                   f"{f['test']:5.3f} {f[other]:7.3f} {f['generated noise']:5.2f} "
                   f"{f['generated flat']:5.2f} {f['generated text']:5.2f} | "
                   + " ".join(f"{f[c]:6.3f}" for c in CHANGES))
+            if row.get("most_familiar_unfamiliar"):
+                print(f"    closest {other} photos (threshold {row['threshold']:.4f}): "
+                      + ", ".join(f"{p} {v:.3f}" for p, v in row["most_familiar_unfamiliar"]))
 
 
 if __name__ == "__main__":

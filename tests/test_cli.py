@@ -220,7 +220,8 @@ def test_predict_exits_3_when_an_input_failed_and_still_predicts_the_others(
         main(["predict", bundle, str(good), str(tmp_path / "missing.jpg")])
     captured = capsys.readouterr()
     assert exit_info.value.code == 3
-    assert captured.out.startswith(f"{good}: ") and captured.out.count("\n") == 1
+    assert captured.out.startswith(f"{good}: ") and captured.out.count("\n") == 2
+    assert "of 1 photo" in captured.out.splitlines()[1]  # the unfamiliar photos' summary
     assert captured.err.splitlines() == [  # a quick run: no progress lines, the error only
         f"featx: error: {tmp_path / 'missing.jpg'}: no such file or folder"]
 

@@ -11,22 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featx.cli import main
 from featx.curve import default_sizes, fit_curve, learning_curve
 from featx.errors import FeatxError
 from featx.fit import load_split
 from featx.store import load_features, save_features
 from featx.suggest import margins, rank
-from tests.conftest import TINY, make_images, synthetic_store
+from tests.conftest import TINY, cli, make_images, synthetic_store
 
 FIXED = dict(C=1.0, scale="l2")  # no automatic choice: the tests stay fast
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    captured = capsys.readouterr()
-    return e.value.code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -227,6 +227,7 @@ def test_a_cv_bundle_says_it_was_refitted_on_train_and_val(tmp_path, capsys):
            "n_train": split["n_train"], "n_val": split["n_val"], "n_test": split["n_test"],
            "epochs": None, "fit_seconds": 0.1, "refit_on": "train+val", "cv": 3,
            "cv_score": score}
-    _, body = _table(SimpleNamespace(table=[row]))
-    assert body[0][2] == f"{score:.4f} (3-fold CV)"
-    assert body[0][4] == f"{split['n_fit']} (train+val) / - / {split['n_test']}"
+    head, body = _table(SimpleNamespace(table=[row]))
+    cells = dict(zip(head, body[0]))
+    assert cells["val accuracy"] == f"{score:.4f} (3-fold CV)"
+    assert cells["train / val / test"] == f"{split['n_fit']} (train+val) / - / {split['n_test']}"

@@ -195,9 +195,10 @@ def test_audit_uses_the_index_and_cli_group_near(structured, tmp_path):
     from featx.audit import audit_store
 
     path = fresh_copy(structured, tmp_path)
-    by_index = audit_store(path, folds=2, threshold=0.97, exact_below=100)
+    every = -1e9  # list every row as an outlier, ranked, to compare the rankings
+    by_index = audit_store(path, folds=2, threshold=0.97, exact_below=100, outlier_z=every)
     assert index_dir(path).is_dir()
-    by_scan = audit_store(path, folds=2, threshold=0.97, exact=True)
+    by_scan = audit_store(path, folds=2, threshold=0.97, exact=True, outlier_z=every)
     pairs = {(x.held, x.twin) for x in by_index.leaks}
     assert pairs == {(x.held, x.twin) for x in by_scan.leaks} and pairs
     worst = {x.path for x in by_index.outliers[:20]} & {x.path for x in by_scan.outliers[:20]}

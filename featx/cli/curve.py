@@ -32,8 +32,7 @@ def curve(
         "once", "--choose", help="When C / scale are picked: once (on the whole train part), "
         "size (on each size's first draw) or point (every draw)."),
     model: Optional[str] = typer.Option(
-        None, "--model", help="The curve: power, exp or loglinear [the best at predicting "
-        "held-back sizes]."),
+        None, "--model", help="The curve: power (a - b n^-c), exp or loglinear [power]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the classifier and of the CV folds."),
     jobs: int = typer.Option(2, "--jobs", "-j", help="Parallel fits."),
     split: str = SPLIT_OPTION,
