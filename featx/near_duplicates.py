@@ -5,8 +5,8 @@ all-pairs scan of the L2-normalised vectors (upper triangle only, so memory is b
 ``block x N`` similarities), above it a range search of the approximate index, re-scored
 exactly. Groups are tight, not chains: every two members of a group are a pair (complete-linkage
 clustering, scipy, cut at the threshold, run within each connected component of the pairs), so
-A~B and B~C do not put A and C together unless A~C. Pairs and groups whose images carry different labels come first: they are likely label errors or leaks
-across classes.
+A~B and B~C do not put A and C together unless A~C. Pairs and groups whose images carry
+different labels come first: they are likely label errors or leaks across classes.
 """
 
 from __future__ import annotations
