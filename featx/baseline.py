@@ -35,7 +35,7 @@ from featx.bundle import check_bundle_output, default_bundle_dir, save_bundle
 from featx.decode import RESIZE_POLICIES, DecodeError, DecodeSettings, decode_file
 from featx.errors import FeatxError
 from featx.heads import CnnHead
-from featx.metrics import classification_metrics
+from featx.metrics import ScoredResult, classification_metrics
 from featx.split import DEFAULT_FRACTIONS, Rows as SplitRows, split_rows
 from featx.store import Rows, open_store, read_rows, strings
 
@@ -219,7 +219,7 @@ def build_model(size: int, n_classes: int, lr: float = 1e-3):
 
 
 @dataclass
-class BaselineResult:
+class BaselineResult(ScoredResult):
     """A trained baseline and its evaluation (see :func:`train_baseline`)."""
 
     head: CnnHead
@@ -236,23 +236,12 @@ class BaselineResult:
     store: str | None = None
     bundle: Path | None = None  # where it was saved, if it was
 
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return {"val": self.val, "test": self.test, "fit_seconds": round(self.fit_seconds, 4)}
-
-    def as_dict(self) -> dict[str, Any]:
-        """The result as JSON: :meth:`summary`."""
-        return self.summary()
-
     def summary(self) -> dict[str, Any]:
         """The JSON document of ``featx baseline --json`` (the keys of ``featx fit --json``)."""
         return {"bundle": str(self.bundle) if self.bundle else None,
             "clf": "cnn", "params": self.head.get_params(), "data_dir": str(self.data_dir),
             "store": self.store, "rows": self.rows_source,
-            "val_accuracy": self.val["accuracy"] if self.val else None,
-            "test_accuracy": self.test["accuracy"] if self.test else None,
-            "n_train": self.split["n_train"], "n_val": self.split["n_val"],
-            "n_test": self.split["n_test"], "fit_seconds": round(self.fit_seconds, 4),
+            **self.scores(),
             "epochs_run": len(self.history.get("loss", [])), "class_names": self.class_names,
             "split": self.split, "history": self.history, "val": self.val, "test": self.test,
         }

@@ -464,14 +464,16 @@ def learning_curve(store: str | os.PathLike, clf: str = "logreg", sizes: list[in
                    exclude_from_test: bool = False, train_flips: bool | None = None,
                    tta: bool | None = None, corrections: bool = True,
                    exclude_findings=EXCLUDE_FINDINGS, n_jobs: int = 2, model: str | None = None,
-                   out_dir: str | os.PathLike | None = None, on_point: Callable[[int, int], None] | None = None,
+                   out_dir: str | os.PathLike | None = None,
+                   on_point: Callable[[int, int], None] | None = None,
                    **params: Any) -> CurveResult:
     """Test accuracy of ``clf`` trained on ``seeds`` draws of each size of photos a class.
 
     ``C`` / ``scale`` left None are picked by ``featx fit``'s cross-validation: ``choose="once"``
     on the whole train part (then used at every size), ``"size"`` on each size's first draw,
-    ``"point"`` on every draw. ``model``: the curve to fit (:data:`MODELS`; None: the power law). ``exclude``, ``exclude_findings``, ``corrections``,
-    ``train_flips``, ``tta``: see :func:`featx.split.load_split`. ``on_point(done, total)`` is called as draws finish.
+    ``"point"`` on every draw. ``model``: the curve to fit (:data:`MODELS`; None: the power law).
+    ``exclude``, ``exclude_findings``, ``corrections``, ``train_flips``, ``tta``: see
+    :func:`featx.split.load_split`. ``on_point(done, total)`` is called as draws finish.
     ``out_dir``: where :func:`write_curve` writes the JSON, the points and the picture.
     """
     from featx.split import load_split

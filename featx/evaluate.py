@@ -23,7 +23,7 @@ from featx.bundle import Bundle, load_bundle
 from featx.discover import discover
 from featx.errors import FeatxError
 from featx.files import check_output
-from featx.metrics import classification_metrics
+from featx.metrics import classification_metrics, wilson_interval
 
 Progress = Callable[[str, int, int], None]
 REUSE_KEYS = ("model", "layer", "pooling", "input_size", "resize", "precision", "weights_id")
@@ -65,16 +65,6 @@ class EvaluateReport:
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "files": self.files,
         }
-
-
-def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The Wilson score interval of ``k`` successes in ``n`` trials (scipy's binomtest)."""
-    from scipy.stats import binomtest
-
-    if n == 0:
-        return float("nan"), float("nan")
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
-    return round(float(ci.low), 6), round(float(ci.high), 6)
 
 
 def default_output(bundle: str | os.PathLike, data_dir: str | os.PathLike) -> Path:

@@ -44,6 +44,7 @@ import numpy as np
 from featx import __version__
 from featx.bundle import Bundle, load_bundle
 from featx.errors import FeatxError
+from featx.familiar import keras_score
 from featx.files import check_output, fsync_dir, fsync_replace, write_error
 
 FORMATS = {"keras": ".keras", "saved_model": "_saved_model", "onnx": ".onnx", "litert": ".tflite"}
@@ -253,45 +254,13 @@ def unfamiliar_output(b: Bundle) -> Outputs | None:
     """The bundle's unfamiliarity score (:mod:`featx.familiar`) as a second output
     ``unfamiliarity``, where the bundle keeps a record of its training photos; else None.
 
-    The score is :func:`featx.familiar.keras_ops_score`'s, with the record's matrices held by
-    frozen Dense layers: a constant array in ``keras.ops`` becomes an input of the ONNX graph,
-    where a layer's weights are frozen into it."""
+    The score is :func:`featx.familiar.keras_score`'s (its matrices held by frozen Dense layers,
+    so they are frozen into an ONNX graph rather than becoming its inputs)."""
     record = None if b.kind == "cnn" else b.familiar
     if record is None:
         return None
-    return lambda vectors: {UNFAMILIAR_NAME: score_layers(record, vectors)}
-
-
-def _frozen_dense(kernel: np.ndarray, bias: np.ndarray | None, name: str):
-    from keras import layers
-
-    dense = layers.Dense(kernel.shape[1], use_bias=bias is not None, trainable=False, name=name)
-    dense.build((None, kernel.shape[0]))
-    dense.set_weights([kernel.astype(np.float32)] + ([bias.astype(np.float32)] if bias is not None
-                                                     else []))
-    return dense
-
-
-def score_layers(record, x):
-    """The record's score of vectors ``x`` (N, D) -> (N,): the knn detector's 1 - k-th largest
-    cosine similarity to the bank, or the least squared Mahalanobis distance to a class mean."""
-    from keras import ops
-
-    from featx.familiar import EPS
-
-    x = ops.cast(x, "float32")
-    unit = ops.divide(x, ops.maximum(ops.sqrt(ops.sum(x * x, axis=1, keepdims=True)), EPS))
-    a = record.arrays
-    if record.method == "knn":
-        bank = np.asarray(a["bank"], np.float32)
-        k = min(int(record.params.get("k", 10)), len(bank))
-        sim = _frozen_dense(bank.T, None, "unfamiliar_bank")(unit)
-        return 1.0 - ops.top_k(sim, k, sorted=True)[0][:, k - 1]
-    z = _frozen_dense(np.asarray(a["whiten"], np.float32), None, "unfamiliar_whiten")(
-        unit if record.params.get("normalize", True) else x)
-    m = np.asarray(a["means"], np.float32)
-    cross = _frozen_dense(-2.0 * m.T, np.sum(m * m, axis=1), "unfamiliar_means")(z)
-    return ops.min(ops.sum(z * z, axis=1, keepdims=True) + cross, axis=1)
+    score = keras_score(record)
+    return lambda vectors: {UNFAMILIAR_NAME: score(vectors)}
 
 
 def head_model(b: Bundle):

@@ -26,7 +26,7 @@ Detectors (``method``), each a pure function of one vector, numpy here and ``ker
 The record lives in the bundle: its description in ``bundle.json`` (``familiar``) and its arrays
 in ``familiar.npz``; :func:`from_bundle` reads it back (None for bundles made before it existed).
 An exported model can carry the score as a second output: :func:`keras_outputs` (for
-``featx.export_model``'s ``extra_outputs``), :func:`keras_score` or :func:`keras_layer`.
+``featx.export_model``'s ``extra_outputs``) or :func:`keras_score`.
 """
 
 from __future__ import annotations
@@ -247,32 +247,40 @@ def from_bundle(info: dict[str, Any], directory: str | Path) -> Record | None:
 
 def keras_score(record: Record) -> Callable:
     """``f(tensor (N, D)) -> tensor (N,)``: the record's score in ``keras.ops`` (any backend),
-    with its arrays as constants; equal to :meth:`Record.score` in float32."""
-    from keras import ops
-
-    arrays = {k: ops.convert_to_tensor(np.asarray(v, dtype=np.float32))
-              for k, v in record.arrays.items()}
-    return lambda x: keras_ops_score(record.method, record.params, arrays, x)
+    equal to :meth:`Record.score` in float32. The record's matrices are held by frozen Dense
+    layers, not constants: a constant array in ``keras.ops`` becomes an input of an exported ONNX
+    graph, where a layer's weights are frozen into it (``featx.export_model``)."""
+    return lambda x: _score_layers(record, x)
 
 
-def keras_ops_score(method: str, params: dict[str, Any], arrays: dict[str, Any], x):
-    """The score in ``keras.ops`` on tensors (``arrays`` as :attr:`Record.arrays`, float32)."""
+def _frozen_dense(kernel: np.ndarray, bias: np.ndarray | None, name: str):
+    from keras import layers
+
+    dense = layers.Dense(kernel.shape[1], use_bias=bias is not None, trainable=False, name=name)
+    dense.build((None, kernel.shape[0]))
+    dense.set_weights([kernel.astype(np.float32)] + ([bias.astype(np.float32)] if bias is not None
+                                                     else []))
+    return dense
+
+
+def _score_layers(record: Record, x):
+    """The knn detector's 1 - k-th largest cosine similarity to the bank, or the least squared
+    Mahalanobis distance to a class mean, of vectors ``x`` (N, D) -> (N,)."""
     from keras import ops
 
     x = ops.cast(x, "float32")
-
-    def l2(v):
-        return v / ops.maximum(ops.sqrt(ops.sum(v * v, axis=1, keepdims=True)), EPS)
-
-    if method == "knn":
-        k = min(int(params.get("k", 10)), int(arrays["bank"].shape[0]))
-        sim = ops.matmul(l2(x), ops.transpose(arrays["bank"]))
+    unit = ops.divide(x, ops.maximum(ops.sqrt(ops.sum(x * x, axis=1, keepdims=True)), EPS))
+    a = record.arrays
+    if record.method == "knn":
+        bank = np.asarray(a["bank"], np.float32)
+        k = min(int(record.params.get("k", 10)), len(bank))
+        sim = _frozen_dense(bank.T, None, "unfamiliar_bank")(unit)
         return 1.0 - ops.top_k(sim, k, sorted=True)[0][:, k - 1]
-    z = ops.matmul(l2(x) if params.get("normalize", True) else x, arrays["whiten"])
-    m = arrays["means"]
-    d2 = (ops.sum(z * z, axis=1, keepdims=True) - 2.0 * ops.matmul(z, ops.transpose(m))
-          + ops.sum(m * m, axis=1)[None, :])
-    return ops.min(d2, axis=1)
+    z = _frozen_dense(np.asarray(a["whiten"], np.float32), None, "unfamiliar_whiten")(
+        unit if record.params.get("normalize", True) else x)
+    m = np.asarray(a["means"], np.float32)
+    cross = _frozen_dense(-2.0 * m.T, np.sum(m * m, axis=1), "unfamiliar_means")(z)
+    return ops.min(ops.sum(z * z, axis=1, keepdims=True) + cross, axis=1)
 
 
 def keras_outputs(bundle, name: str = "unfamiliarity") -> Callable | None:
@@ -290,46 +298,3 @@ def keras_outputs(bundle, name: str = "unfamiliarity") -> Callable | None:
         pooled = keras.Model(model.inputs, model.get_layer("avg_pool").output)
         return lambda v: {name: score(pooled(v))}
     return lambda v: {name: score(v)}
-
-
-def keras_layer(record: Record):
-    """A Keras layer holding the record's arrays as (non-trainable) weights, whose call is
-    :func:`keras_ops_score`: pooled vectors (N, D) in, scores (N,) out."""
-    return _layer_class()(record.method, record.params,
-                          {k: list(v.shape) for k, v in record.arrays.items()},
-                          arrays=record.arrays)
-
-
-_LAYER = None
-
-
-def _layer_class():
-    global _LAYER
-    if _LAYER is None:
-        import keras
-
-        @keras.saving.register_keras_serializable(package="featx")
-        class UnfamiliarScore(keras.layers.Layer):
-            """The unfamiliarity score of pooled vectors (featx.familiar)."""
-
-            def __init__(self, method, params, shapes, arrays=None, **kwargs):
-                super().__init__(**kwargs)
-                self.method, self.params, self.shapes = method, dict(params), dict(shapes)
-                self.arrays = {k: self.add_weight(shape=tuple(s), trainable=False, name=k,
-                                                  dtype="float32", initializer="zeros")
-                               for k, s in self.shapes.items()}
-                for k, v in (arrays or {}).items():
-                    self.arrays[k].assign(np.asarray(v, dtype=np.float32))
-
-            def call(self, x):
-                return keras_ops_score(self.method, self.params, self.arrays, x)
-
-            def compute_output_shape(self, input_shape):
-                return (input_shape[0],)
-
-            def get_config(self):
-                return {**super().get_config(), "method": self.method, "params": self.params,
-                        "shapes": self.shapes}
-
-        _LAYER = UnfamiliarScore
-    return _LAYER

@@ -21,7 +21,7 @@ from featx.bundle import check_bundle_output, default_bundle_dir, save_bundle
 from featx.errors import FeatxError
 from featx.familiar import from_split
 from featx.heads import Head, make_head, unused_params
-from featx.metrics import classification_metrics, small_sample_note
+from featx.metrics import ScoredResult, classification_metrics, small_sample_note
 from featx.selection import choose_params, degenerate, predict_labels, predict_proba
 from featx.split import (  # noqa: F401  Flips, with_flips, load_split, Split lived here before
     DEFAULT_FRACTIONS, EXCLUDE_FINDINGS, Flips, Split, load_split, with_flips)
@@ -82,7 +82,7 @@ def accuracy_warnings(result: "FitResult") -> list[str]:
 
 
 @dataclass
-class FitResult:
+class FitResult(ScoredResult):
     """A fitted head and its evaluation (see :func:`fit_store`)."""
 
     head: Head
@@ -102,22 +102,11 @@ class FitResult:
     warnings: list[str] = field(default_factory=list)  # said on stderr by the CLI
     familiar: Any = None  # the training photos' record (featx.familiar.Record), if any
 
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return {"val": self.val, "test": self.test, "fit_seconds": round(self.fit_seconds, 4)}
-
-    def as_dict(self) -> dict[str, Any]:
-        """The result as JSON: :meth:`summary`."""
-        return self.summary()
-
     def summary(self) -> dict[str, Any]:
         """The JSON document of ``featx fit --json``."""
         return {
             "clf": self.clf, "params": self.params, "store": str(self.store),
-            "val_accuracy": self.val["accuracy"] if self.val else None,
-            "test_accuracy": self.test["accuracy"] if self.test else None,
-            "n_train": self.split["n_train"], "n_val": self.split["n_val"],
-            "n_test": self.split["n_test"], "fit_seconds": round(self.fit_seconds, 4),
+            **self.scores(),
             "class_names": self.class_names, "split": self.split,
             "val": self.val, "test": self.test, "selection": self.selection, **self.extra,
             "familiar": self.familiar.as_dict() if self.familiar is not None else None,

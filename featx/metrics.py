@@ -96,3 +96,23 @@ def classification_metrics(y_true, y_pred, n_classes: int) -> dict[str, Any] | N
             "precision": precision.round(6).tolist(),
             "recall": recall.round(6).tolist(), "support": actual.tolist(),
             "confusion": cm.tolist()}
+
+
+class ScoredResult:
+    """What a trained head's result shares (``featx fit``'s and ``featx baseline``'s): the
+    ``val`` / ``test`` metrics, the ``split`` summary and ``fit_seconds``; ``summary()`` is its JSON."""
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return {"val": self.val, "test": self.test, "fit_seconds": round(self.fit_seconds, 4)}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as JSON: :meth:`summary`."""
+        return self.summary()
+
+    def scores(self) -> dict[str, Any]:
+        """The accuracies, part sizes and fit time: the keys both summaries start with."""
+        return {"val_accuracy": self.val["accuracy"] if self.val else None,
+                "test_accuracy": self.test["accuracy"] if self.test else None,
+                "n_train": self.split["n_train"], "n_val": self.split["n_val"],
+                "n_test": self.split["n_test"], "fit_seconds": round(self.fit_seconds, 4)}

@@ -3,10 +3,10 @@
 Pairs are found by the store's :class:`featx.index.Index`: below its size threshold a blocked
 all-pairs scan of the L2-normalised vectors (upper triangle only, so memory is bounded by
 ``block x N`` similarities), above it a range search of the approximate index, re-scored
-exactly. Groups are tight, not chains: every two members of a group are a pair (complete-linkage clustering, scipy, cut at the threshold, run within each
-connected component of the pairs), so A~B and B~C do not put A and C together unless A~C. Pairs and
-groups whose images carry different labels come first: they are likely label errors or leaks
-across classes.
+exactly. Groups are tight, not chains: every two members of a group are a pair (complete-linkage
+clustering, scipy, cut at the threshold, run within each connected component of the pairs), so
+A~B and B~C do not put A and C together unless A~C. Pairs and groups whose images carry
+different labels come first: they are likely label errors or leaks across classes.
 """
 
 from __future__ import annotations

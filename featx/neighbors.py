@@ -2,8 +2,9 @@
 
 Vectors are L2-normalised, so cosine similarity is a dot product. Small stores are scanned exactly
 a block of rows at a time (a running top-k per query, memory bounded by ``queries x chunk_rows``);
-from :data:`featx.index.EXACT_BELOW` rows on the store's approximate index answers. A query is a stored image (by its
-path in the store) or a new image file, embedded with the store's own extractor settings.
+from :data:`featx.index.EXACT_BELOW` rows on the store's approximate index answers. A query is a
+stored image (by its path in the store) or a new image file, embedded with the store's own
+extractor settings.
 """
 
 from __future__ import annotations

@@ -89,7 +89,8 @@ def main() -> None:
         for store in args.stores:
             targets.append((store.stem, store))
             for k in [int(v) for v in args.subsets.split(",") if v]:
-                targets.append((f"{store.stem}-{k}", subset_store(store, k, Path(tmp) / f"{store.stem}-{k}.h5")))
+                small = subset_store(store, k, Path(tmp) / f"{store.stem}-{k}.h5")
+                targets.append((f"{store.stem}-{k}", small))
         for name, store in targets:
             for choose in args.modes.split(","):
                 wall, doc = run_curve(store, choose, Path(tmp) / f"{name}-{choose}", args.extra.split())

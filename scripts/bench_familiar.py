@@ -29,6 +29,7 @@ import io
 import json
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -80,36 +81,43 @@ def changed_photos(files: list[Path], folder: Path, seed: int = 0,
     its size, re-encoded as JPEG quality 15 and 40, its colours shifted (a hue rotation,
     saturation, brightness), rotated by 5 to 12 degrees either way (black corners: ``rotate``) and
     so rotated and cropped to the largest upright rectangle inside (``tilt``: a tilted camera)."""
-    from PIL import Image, ImageEnhance
+    from PIL import Image
 
     rng = np.random.default_rng(seed)
     out: dict[str, list[Path]] = {c: [] for c in only}
     for i, f in enumerate(files):
-        img = Image.open(f).convert("RGB")
-        w, h = img.size
-        s = np.sqrt(rng.uniform(0.5, 0.8))
-        cw, ch = int(w * s), int(h * s)
-        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        changed = {"crop": lambda: img.crop((x0, y0, x0 + cw, y0 + ch)),
-                   "rescale": lambda: img.resize((max(8, int(w * 0.4)), max(8, int(h * 0.4))),
-                                                 Image.BILINEAR),
-                   "jpeg": lambda: _jpeg(img, 15), "jpeg40": lambda: _jpeg(img, 40)}
-        hue, sat, bright = int(rng.integers(15, 40)), float(rng.uniform(0.6, 1.4)), \
-            float(rng.uniform(0.7, 1.3))
-
-        def colour():
-            hsv = np.asarray(img.convert("HSV")).copy()
-            hsv[..., 0] = (hsv[..., 0].astype(int) + hue) % 256
-            shifted = ImageEnhance.Color(Image.fromarray(hsv, "HSV").convert("RGB")).enhance(sat)
-            return ImageEnhance.Brightness(shifted).enhance(bright)
-
-        angle = float(rng.uniform(5, 12)) * (1 if rng.random() < 0.5 else -1)
-        changed["colour"] = colour
-        changed["rotate"] = lambda: img.rotate(angle, resample=Image.BILINEAR)
-        changed["tilt"] = lambda: _upright(img.rotate(angle, resample=Image.BILINEAR), angle)
+        changed = _changes(Image.open(f).convert("RGB"), rng)
         for c in only:
             out[c].append(_save(changed[c](), folder / f"{c}_{i}.png"))
     return out
+
+
+def _changes(img, rng: np.random.Generator) -> dict:
+    """The seven changes of ``img`` (see :func:`changed_photos`), as functions; draws from ``rng``."""
+    from PIL import Image, ImageEnhance
+
+    w, h = img.size
+    s = np.sqrt(rng.uniform(0.5, 0.8))
+    cw, ch = int(w * s), int(h * s)
+    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    changed = {"crop": lambda: img.crop((x0, y0, x0 + cw, y0 + ch)),
+               "rescale": lambda: img.resize((max(8, int(w * 0.4)), max(8, int(h * 0.4))),
+                                             Image.BILINEAR),
+               "jpeg": lambda: _jpeg(img, 15), "jpeg40": lambda: _jpeg(img, 40)}
+    hue, sat, bright = int(rng.integers(15, 40)), float(rng.uniform(0.6, 1.4)), \
+        float(rng.uniform(0.7, 1.3))
+
+    def colour():
+        hsv = np.asarray(img.convert("HSV")).copy()
+        hsv[..., 0] = (hsv[..., 0].astype(int) + hue) % 256
+        shifted = ImageEnhance.Color(Image.fromarray(hsv, "HSV").convert("RGB")).enhance(sat)
+        return ImageEnhance.Brightness(shifted).enhance(bright)
+
+    angle = float(rng.uniform(5, 12)) * (1 if rng.random() < 0.5 else -1)
+    changed["colour"] = colour
+    changed["rotate"] = lambda: img.rotate(angle, resample=Image.BILINEAR)
+    changed["tilt"] = lambda: _upright(img.rotate(angle, resample=Image.BILINEAR), angle)
+    return changed
 
 
 def _jpeg(img, quality: int):
@@ -232,7 +240,7 @@ def detectors(split, head) -> dict[str, callable]:
     centres = KMeans(500, n_init=1, random_state=0).fit(fm.unit(X)).cluster_centers_
     for k in (1, 5):
         arrays = {"bank": fm.unit(centres).astype(np.float16)}
-        out[f"knn k={k} 500 k-means"] = (lambda a, k: lambda Z: fm.score_knn(a, Z, k=k))(arrays, k)
+        out[f"knn k={k} 500 k-means"] = partial(fm.score_knn, arrays, k=k)
     return out
 
 

@@ -2,10 +2,11 @@
 
     python3 scripts/bench_groups.py /work/stores/pets-dev.h5 /work/stores/flowers5.h5
 
-Per store and threshold (cosine 0.85, 0.90, 0.95): near-twin pairs (exact scan), the pairs that straddle the derived
-split's parts (test-train, val-train, test-val) and the test images with a near-twin in train,
-with the default grouping (content hash) and with near-twin groups (featx.index.near_groups);
-then `featx fit`'s default logreg (C picked by CV on the train part) with each, its test accuracy.
+Per store and threshold (cosine 0.85, 0.90, 0.95): near-twin pairs (exact scan), the pairs that
+straddle the derived split's parts (test-train, val-train, test-val) and the test images with a
+near-twin in train, with the default grouping (content hash) and with near-twin groups
+(featx.index.near_groups); then `featx fit`'s default logreg (C picked by CV on the train part)
+with each, its test accuracy.
 """
 
 from __future__ import annotations

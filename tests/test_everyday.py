@@ -37,7 +37,7 @@ def test_info_describes_a_bundle(syn_bundle: Path, capsys):
 @pytest.fixture(scope="module")
 def flat_store(tmp_path_factory):
     """A plain photo collection (no class subfolders) extracted with the tiny VGG16: (store, err)."""
-    from tests.conftest import TINY_ARGS, make_images
+    from tests.conftest import make_images
 
     base = tmp_path_factory.mktemp("flat")
     make_images(base / "gen", {"a": 6, "b": 6})
@@ -88,7 +88,6 @@ def tiny_bundle(tiny_store, tmp_path_factory) -> Path:
 def test_predict_writes_a_csv_and_sorts_into_class_folders(tiny_store, tiny_bundle, tmp_path,
                                                            capsys):
     import csv
-    import os
 
     from featx.store import read_meta
 

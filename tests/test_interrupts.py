@@ -50,13 +50,14 @@ def test_ctrl_c_and_sigterm_finish_the_batch_keep_the_vectors_and_remove_the_loc
             signal.SIGTERM: _start(data, tmp_path / "term.h5")}  # side by side: one start-up
     deadline = time.monotonic() + 240
     for signum, (proc, lines) in runs.items():
-        _wait_for(lambda: any(re.match(r"embed: [1-9]\d*/300", ln) for ln in lines), deadline,
+        _wait_for(lambda lines=lines: any(re.match(r"embed: [1-9]\d*/300", ln) for ln in lines), deadline,
                   "the first embedded batch")
         proc.send_signal(signum)
-        _wait_for(lambda: any("finishing the current batch" in ln for ln in lines), deadline,
+        _wait_for(lambda lines=lines: any("finishing the current batch" in ln for ln in lines), deadline,
                   "the message")
         assert proc.wait(timeout=max(1, deadline - time.monotonic())) == 128 + signum
-        _wait_for(lambda: any(ln.startswith("interrupted:") for ln in lines), deadline, "the end")
+        _wait_for(lambda lines=lines: any(ln.startswith("interrupted:") for ln in lines), deadline,
+                  "the end")
         text = "".join(lines)
         kept = int(re.search(r"interrupted: (\d+) vectors are kept", text).group(1))
         store = tmp_path / ("int.h5" if signum == signal.SIGINT else "term.h5")

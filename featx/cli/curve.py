@@ -11,7 +11,7 @@ from featx.cli import JSON_OPTION, app, emit, err, out, progress_bar
 from featx.cli.fit import (EXCLUDE_OPTION, EXCLUDE_OUTLIERS_OPTION, EXCLUDE_TEST_OPTION,
                            NO_CORRECTIONS_OPTION, SPLIT_OPTION, SPLIT_SEED_OPTION,
                            TRAIN_FLIPS_OPTION, TTA_OPTION, _print_excluded, _print_flips,
-                           exclusion_findings, parse_tta)
+                           exclusion_findings, split_args)
 
 CLF_OPTION = typer.Option("logreg", "--clf", help="logreg, svm, linear-svm or softmax.")
 C_OPTION = typer.Option(None, "--C", help="Inverse L2 strength [picked as featx fit does].")
@@ -50,15 +50,11 @@ def curve(
 ) -> None:
     """Test accuracy against training photos a class, the fitted curve, and what more would give."""
     from featx.curve import default_output, learning_curve, parse_sizes
-    from featx.split import parse_fractions
 
     result = learning_curve(store, clf, parse_sizes(sizes), seeds=seeds, choose=choose,
-                            fractions=parse_fractions(split), split_seed=split_seed,
-                            exclude=exclude, exclude_from_test=exclude_from_test,
-                            train_flips=train_flips, tta=parse_tta(tta),
-                            corrections=not no_corrections,
-                            exclude_findings=exclusion_findings(exclude_outliers), n_jobs=jobs,
-                            model=model,
+                            **split_args(split, split_seed, exclude, exclude_from_test,
+                                         exclude_outliers, train_flips, tta, no_corrections),
+                            n_jobs=jobs, model=model,
                             out_dir=output or default_output(store), C=C, scale=scale, seed=seed)
     emit(result.as_dict(), as_json, lambda: _print_curve(result))
 

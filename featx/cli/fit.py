@@ -47,6 +47,19 @@ def exclusion_findings(outliers: bool) -> tuple[str, ...]:
     return (*EXCLUDE_FINDINGS, "outlier") if outliers else EXCLUDE_FINDINGS
 
 
+def split_args(split: str, split_seed: int, exclude: Optional[Path], exclude_from_test: bool,
+               exclude_outliers: bool, train_flips: Optional[bool], tta: Optional[str],
+               no_corrections: bool) -> dict[str, Any]:
+    """The split options (--split ... --no-corrections) as the keyword arguments that
+    :func:`featx.split.load_split` takes, and so ``fit_store``, ``run_sweep`` and ``learning_curve``."""
+    from featx.split import parse_fractions
+
+    return {"fractions": parse_fractions(split), "split_seed": split_seed, "exclude": exclude,
+            "exclude_from_test": exclude_from_test, "train_flips": train_flips,
+            "tta": parse_tta(tta), "corrections": not no_corrections,
+            "exclude_findings": exclusion_findings(exclude_outliers)}
+
+
 @app.command()
 def fit(
     store: Path = typer.Argument(..., help="A featx feature store (.h5)."),
@@ -90,15 +103,12 @@ def fit(
     """Train one classifier on a store's cached vectors, evaluate it, save a model bundle."""
     from featx.fit import default_output, fit_store
     from featx.index import split_groups
-    from featx.split import parse_fractions
 
     groups, group_name = split_groups(store, group)
-    result = fit_store(store, clf, parse_fractions(split), split_seed, groups=groups,
-                       group_name=group_name,
-                       out=output or default_output(store, clf), exclude=exclude,
-                       exclude_from_test=exclude_from_test, train_flips=train_flips,
-                       tta=parse_tta(tta), n_jobs=jobs, corrections=not no_corrections,
-                       exclude_findings=exclusion_findings(exclude_outliers),
+    result = fit_store(store, clf, groups=groups, group_name=group_name,
+                       out=output or default_output(store, clf), n_jobs=jobs,
+                       **split_args(split, split_seed, exclude, exclude_from_test,
+                                    exclude_outliers, train_flips, tta, no_corrections),
                        allow_degenerate=allow_degenerate, C=C,
                        class_weight=class_weight, scale=scale, solver=solver, epochs=epochs, lr=lr,
                        batch_size=batch_size, patience=patience, max_iter=max_iter, seed=seed)
@@ -250,7 +260,6 @@ def sweep(
 ) -> None:
     """Fit a grid of classifiers in parallel, select on validation (or --cv K), test the best once."""
     from featx.index import split_groups
-    from featx.split import parse_fractions
     from featx.sweep import default_output, parse_grid, parse_values, point_label, run_sweep
 
     groups, group_name = split_groups(store, group)
@@ -264,13 +273,11 @@ def sweep(
                       + (_score(row) + f", {row['fit_seconds']:.2f} s" if "error" not in row
                          else row["error"]), markup=False, highlight=False)
 
-    result = run_sweep(store, parse_values(clf, str, "clf"), grid, fractions=parse_fractions(split),
-                       split_seed=split_seed, seed=seed, n_jobs=jobs, backend=backend, cv=cv,
-                       out_dir=out_dir, bundle=bundle, exclude=exclude,
-                       exclude_from_test=exclude_from_test, train_flips=train_flips,
-                       tta=parse_tta(tta), corrections=not no_corrections,
-                       exclude_findings=exclusion_findings(exclude_outliers), on_row=progress,
-                       groups=groups, group_name=group_name)
+    result = run_sweep(store, parse_values(clf, str, "clf"), grid, seed=seed, n_jobs=jobs,
+                       backend=backend, cv=cv, out_dir=out_dir, bundle=bundle,
+                       **split_args(split, split_seed, exclude, exclude_from_test,
+                                    exclude_outliers, train_flips, tta, no_corrections),
+                       on_row=progress, groups=groups, group_name=group_name)
     emit(result.as_dict(), as_json, lambda: _print_sweep(result))
     if result.interrupted:
         err.print(f"interrupted: {len(result.rows)} finished rows kept in {out_dir}")
