@@ -49,10 +49,11 @@ def test_ctrl_c_and_sigterm_finish_the_batch_keep_the_vectors_and_remove_the_loc
     runs = {signal.SIGINT: _start(data, tmp_path / "int.h5"),
             signal.SIGTERM: _start(data, tmp_path / "term.h5")}  # side by side: one start-up
     deadline = time.monotonic() + 240
-    for signum, (proc, lines) in runs.items():
+    for signum, (proc, lines) in runs.items():  # both signalled before either is awaited
         _wait_for(lambda lines=lines: any(re.match(r"embed: [1-9]\d*/300", ln) for ln in lines), deadline,
                   "the first embedded batch")
         proc.send_signal(signum)
+    for signum, (proc, lines) in runs.items():
         _wait_for(lambda lines=lines: any("finishing the current batch" in ln for ln in lines), deadline,
                   "the message")
         assert proc.wait(timeout=max(1, deadline - time.monotonic())) == 128 + signum
