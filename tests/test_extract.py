@@ -127,11 +127,19 @@ def test_decompression_bomb_is_skipped(image_tree: Path, tmp_path: Path):
     assert "decompression bomb" in dict(report.skipped)["dog/bomb.png"]
 
 
+@pytest.fixture(scope="module")
+def forty(tmp_path_factory) -> tuple[Path, object]:
+    """40 generated images (read only) and their store made in one uninterrupted run."""
+    base = tmp_path_factory.mktemp("forty")
+    data = make_images(base / "data", {"a": 20, "b": 20})
+    return data, load_features(extract(data, base / "clean.h5", SETTINGS).out)
+
+
 @pytest.mark.parametrize("sig, when", [
     (signal.SIGKILL, "after-merge"), (signal.SIGINT, "after-merge"), (signal.SIGKILL, "parts-only"),
 ], ids=["kill-9-after-merge", "ctrl-c-after-merge", "kill-9-before-any-merge"])
-def test_killed_run_leaves_readable_store_and_resumes(tmp_path: Path, sig, when):
-    data = make_images(tmp_path / "data", {"a": 20, "b": 20})
+def test_killed_run_leaves_readable_store_and_resumes(forty, tmp_path: Path, sig, when):
+    data, clean = forty
     out = tmp_path / "s.h5"
     args = ["extract", str(data), "-o", str(out), "--model", TINY["model"], "--layer", TINY["layer"],
             "--weights", "none", "--input-size", "32", "--batch-size", "4", "--commit-every", "4"]
@@ -164,7 +172,6 @@ def test_killed_run_leaves_readable_store_and_resumes(tmp_path: Path, sig, when)
     assert full.n == 40 and len(set(full.paths)) == 40
     assert report.n_embedded < 40  # committed work was not redone
     assert not parts.exists() and not out.with_name("s.h5.lock").exists()
-    clean = load_features(extract(data, tmp_path / "clean.h5", SETTINGS).out)
     np.testing.assert_allclose(full.features, clean.features, rtol=1e-5, atol=1e-6)
     assert full.paths == clean.paths
 
