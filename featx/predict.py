@@ -155,6 +155,7 @@ def predict(bundle: str | os.PathLike | Bundle, inputs: list[str | os.PathLike],
         return report
     extractor = extractor or b.reader(weights)  # image files -> what the model takes
     tta = b.tta if tta is None else tta
+    batch_size = min(batch_size, len(files))  # one photo runs the model on one, not on 32
     for start in range(0, len(files), batch_size):  # a batch at a time: bounded memory
         if progress:
             progress("predict", start, len(files))
