@@ -194,6 +194,11 @@ class Index:
             faiss.omp_set_num_threads(threads)
         return np.concatenate([r for r, _ in got]), np.concatenate([s for _, s in got])
 
+    def row_neighbors(self, rows, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest other rows of some stored rows (each row itself dropped), best first."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return _drop_self(rows, *self.search(self.vectors[rows], k + 1), k)
+
     def self_join(self, k: int, among: np.ndarray | None = None,
                   progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
         """For each row of ``among`` (all rows by default; a boolean mask or row numbers) its

@@ -41,6 +41,7 @@ from featx.audit import (DEFAULT_C, DEFAULT_FOLDS, DEFAULT_NEIGHBORS, Leak, find
 from featx.errors import FeatxError
 from featx.files import atomic_folder, atomic_path, check_output, write_text
 from featx.heads import make_head
+from featx.index import Index
 from featx.maps import DEFAULT_MAX_POINTS, METHODS
 from featx.near_duplicates import DEFAULT_THRESHOLD
 from featx.neighbors import normalize
@@ -259,6 +260,7 @@ class Review:
         self.cache = check_output(cache_dir(self.store), "the review's cache", folder=True)
         check_output(corr.corrections_path(self.store), "the corrections file")
         self.feats = load_features(self.store)
+        self.index = Index.for_store(self.store)  # the one neighbour search, kept beside the store
         if len(self.feats.class_names) < 2 or len(np.unique(self.feats.labels)) < 2:
             raise FeatxError(f"{self.store} holds one class; a review needs at least two")
         self.cache.mkdir(exist_ok=True)
@@ -570,18 +572,13 @@ class Review:
         """The ``k`` most similar other photos of each row (cosine), with their labels in force."""
         if not rows:
             return []
-        x = unit_vectors(self.feats)
-        sims = x[rows] @ x.T
-        sims[np.arange(len(rows)), rows] = -np.inf
-        k = min(k, self.feats.n - 1)
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        top, sims = self.index.row_neighbors(rows, min(k, self.feats.n - 1))
         names, in_force = self.feats.class_names, self.in_force
         out = []
-        for i, cand in enumerate(top):
-            cand = cand[np.argsort(-sims[i, cand], kind="stable")]
+        for cand, sim in zip(top, sims):
             out.append([{"row": int(j), "path": self.feats.paths[j],
                          "label": corr.EXCLUDE if in_force[j] < 0 else names[in_force[j]],
-                         "similarity": round(float(sims[i, j]), 4)} for j in cand])
+                         "similarity": round(float(s), 4)} for j, s in zip(cand, sim)])
         return out
 
     def neighbors(self, row: int, k: int = 12) -> dict[str, Any]:
