@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from featx.embed import ExtractorSettings
 from featx.errors import FeatxError
 from featx.extract import extract
 from featx.sweep import run_sweep
-from tests.conftest import TINY, TINY_ARGS, make_images, spawn_cli, synthetic_store, wait_for
+from tests.conftest import ROOT, TINY, make_images, spawn_cli, synthetic_store
 
 SETTINGS = ExtractorSettings(**TINY)
 FLIPS = ExtractorSettings(**{**TINY, "augment": "flip"})  # mirror images' vectors beside each row
@@ -78,16 +79,31 @@ def test_same_store_as_local_engine_on_distinct_gpus(ray_session, folder, local_
     assert {"connect", "decode", "model", "wait", "load_model", "embed_wall"} <= set(report.timings)
 
 
+# The driver kills itself (SIGKILL: no clean-up runs) once two parts are committed: a kill from
+# outside raced a quiet machine, where Ray delivered all 25 rows between two polls.
+DRIVER = """
+import os, signal, sys
+from featx.embed import ExtractorSettings
+from featx.extract import extract
+from tests.conftest import TINY
+
+def kill_after_two_parts(stage, done, total):
+    if stage == "embed" and done >= 8:  # commit_every=4: two parts committed, none merged yet
+        os.kill(os.getpid(), signal.SIGKILL)
+
+extract(sys.argv[1], sys.argv[2], ExtractorSettings(**TINY), batch_size=4, commit_every=4,
+        engine="ray", address=sys.argv[3], gpus_per_worker=0, on_progress=kill_after_two_parts)
+"""
+
+
 def test_driver_killed_then_same_command_embeds_each_image_once(ray_session, folder, local_store,
                                                                  local_flips, tmp_path):
     out = tmp_path / "s.h5"
-    proc = spawn_cli("extract", str(folder), "-o", str(out), *TINY_ARGS, "--batch-size", "4",
-                    "--commit-every", "4", "--engine", "ray", "--address", ray_session,
-                    "--gpus-per-worker", "0")
+    proc = subprocess.run([sys.executable, "-c", DRIVER, str(folder), str(out), ray_session],
+                          capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
     parts = tmp_path / "s.h5.parts"
-    wait_for(lambda: parts.is_dir() and len(list(parts.glob("part-*.h5"))) >= 2, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
+    assert len(list(parts.glob("part-*.h5"))) >= 2
 
     report = extract(folder, out, SETTINGS, batch_size=4, engine="ray", gpus_per_worker=0)
     assert 0 < report.n_embedded < N_ROWS - 1  # committed work was not redone
