@@ -208,6 +208,13 @@ def flowers_store(request) -> Path:
     return _shared_store(request, "flowers", FLOWERS, 40)
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """The tests on the one Ray instance run in one xdist worker (``--dist loadgroup``)."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance for the whole session: 2 CPUs and 2 fake GPUs (resources only).
