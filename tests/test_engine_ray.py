@@ -118,12 +118,17 @@ def test_driver_killed_then_same_command_embeds_each_image_once(ray_session, fol
 def test_worker_killed_mid_run_is_retried(ray_session, folder, local_store, tmp_path):
     import psutil
 
+    def model_actors() -> list:
+        return [p for p in psutil.process_iter(["cmdline"])
+                if "MapBatches(EmbedWorker)" in " ".join(p.info["cmdline"] or [])[:80]]
+
     killed: list[int] = []
+    earlier = {p.pid for p in model_actors()}  # an earlier test's, not yet reaped by Ray
 
     def kill_the_model_actor(stage: str, done: int, total: int) -> None:
         if stage == "embed" and done > 0 and not killed:
-            for p in psutil.process_iter(["cmdline"]):
-                if "MapBatches(EmbedWorker)" in " ".join(p.info["cmdline"] or [])[:80]:
+            for p in model_actors():
+                if p.pid not in earlier:
                     p.send_signal(signal.SIGKILL)
                     killed.append(p.pid)
 
