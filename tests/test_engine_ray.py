@@ -115,27 +115,29 @@ def test_driver_killed_then_same_command_embeds_each_image_once(ray_session, fol
     assert_same_store(out, local_flips)
 
 
-def test_worker_killed_mid_run_is_retried(ray_session, folder, local_store, tmp_path):
+def test_worker_killed_mid_run_is_retried(ray_session, folder, local_store, tmp_path, monkeypatch):
     import psutil
 
-    def model_actors() -> list:
-        return [p for p in psutil.process_iter(["cmdline"])
-                if "MapBatches(EmbedWorker)" in " ".join(p.info["cmdline"] or [])[:80]]
+    from featx import engine_ray
 
     killed: list[int] = []
-    earlier = {p.pid for p in model_actors()}  # an earlier test's, not yet reaped by Ray
+    embed = engine_ray.embed
 
-    def kill_the_model_actor(stage: str, done: int, total: int) -> None:
-        if stage == "embed" and done > 0 and not killed:
-            for p in model_actors():
-                if p.pid not in earlier:
-                    p.send_signal(signal.SIGKILL)
-                    killed.append(p.pid)
+    def kill_the_actor_of_the_first_batch(*args, **kw):
+        """The engine's batches, the actor that embedded the first one killed once it is in."""
+        for batch in embed(*args, **kw):
+            if not killed and batch.workers:
+                name = next(iter(batch.workers))  # "IP pid N": an actor that embedded this batch
+                killed.append(int(name.split(" pid ")[1].split()[0]))
+                psutil.Process(killed[0]).send_signal(signal.SIGKILL)
+            yield batch
 
+    monkeypatch.setattr(engine_ray, "embed", kill_the_actor_of_the_first_batch)
     report = extract(folder, tmp_path / "s.h5", SETTINGS, batch_size=4, engine="ray",
-                     gpus_per_worker=0, on_progress=kill_the_model_actor)
+                     gpus_per_worker=0)
     assert len(killed) == 1
     assert len(report.workers) == 2, report.workers  # the restarted actor did the rest
+    assert any(name.endswith(f" pid {killed[0]}") for name in report.workers)
     assert_same_store(report.out, local_store)
 
 
