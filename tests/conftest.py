@@ -209,10 +209,13 @@ def flowers_store(request) -> Path:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """The tests on the one Ray instance run in one xdist worker (``--dist loadgroup``)."""
+    """Under xdist (``--dist loadgroup``) a module runs in one worker, so its module fixtures are
+    built once; the modules on the one Ray instance share a worker."""
+    ray_modules = {item.module.__name__ for item in items
+                   if "ray_session" in getattr(item, "fixturenames", ())}
     for item in items:
-        if "ray_session" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("ray" if module in ray_modules else module))
 
 
 @pytest.fixture(scope="session")
