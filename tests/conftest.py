@@ -21,9 +21,6 @@ from PIL import Image
 from featx.errors import FeatxError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each (TensorFlow,
-    for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # BLAS, faiss)
-        os.environ.setdefault(name, "1")  # their children inherit it
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
