@@ -194,18 +194,20 @@ def _shared_store(request, name: str, src: Path, per_class: int, **settings) -> 
 
 @pytest.fixture(scope="session")
 def pets_store(request) -> Path:
-    """Real VGG16 features of 300 pets-dev photos (150 cats, 150 dogs)."""
+    """Real VGG16 features of 300 pets-dev photos (150 cats, 150 dogs) at 160x160 (the photos are
+    180 px; half the model time of 224, and logreg still scores 0.977 on the test part)."""
     if not SHARED_WEIGHTS.is_file():
         pytest.skip("../shared is absent")
-    return _shared_store(request, "pets", PETS, 150)
+    return _shared_store(request, "pets", PETS, 150, input_size=160)
 
 
 @pytest.fixture(scope="session")
 def flowers_store(request) -> Path:
-    """Real VGG16 features of 200 flowers5 photos (40 per class)."""
+    """Real VGG16 features of 200 flowers5 photos (40 per class) at the photos' own 128x128 (a third
+    of the model time of 224, the same test accuracy)."""
     if not SHARED_WEIGHTS.is_file():
         pytest.skip("../shared is absent")
-    return _shared_store(request, "flowers", FLOWERS, 40)
+    return _shared_store(request, "flowers", FLOWERS, 40, input_size=128)
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -2,7 +2,7 @@
 the runtimes that load it, each in a subprocess where featx cannot be imported.
 
 Mechanics on generated images and VGG16 with seeded random weights at 32x32 (each format exported
-once per module); real photos (../shared) for equality with ``featx predict`` at 224.
+once per module); real photos (../shared) for equality with ``featx predict`` at the pets store's 160.
 """
 
 from __future__ import annotations

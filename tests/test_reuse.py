@@ -136,7 +136,8 @@ def planted_store(flowers_store: Path, tmp_path_factory) -> tuple[Path, dict]:
     Image.open(tulip).convert("RGB").save(data / "sunflower" / "planted_reencoded.jpg", quality=80)
     out = base / "planted.h5"
     shutil.copy(flowers_store, out)
-    settings = ExtractorSettings(layer="block5_pool", pooling="avg", weights=str(SHARED_WEIGHTS))
+    settings = ExtractorSettings(layer="block5_pool", pooling="avg", weights=str(SHARED_WEIGHTS),
+                                 input_size=load_features(flowers_store).meta["input_size"])
     report = extract(data, out, settings, batch_size=16)
     assert report.n_images == 202 and report.n_embedded == 1  # only the re-encoded tulip
     planted = {"copy": ("daisy/" + daisy.name, "rose/planted_copy.jpg"),
