@@ -22,7 +22,7 @@ from featx.cli import main
 from featx.decode import DecodeSettings, decode_files
 from featx.embed import Extractor, ExtractorSettings
 from featx.errors import FeatxError
-from featx.export_model import EXPORTABLE, build_pixel_model, export_model
+from featx.export_model import EXPORTABLE, INT8_FORMATS, INT8_KINDS, build_pixel_model, export_model
 from featx.extract import extract
 from featx.fit import fit_store
 from featx.heads import CnnHead, FinetuneHead
@@ -378,6 +378,31 @@ def test_real_photos_every_kind_with_flips_equals_predict(pets):
         # batches of the photos themselves: predict's default pads each batch to 32 images
         want = predicted(bundle, pets["files"], tta=True, batch_size=len(pets["files"]))
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4, err_msg=kind)
+
+
+def test_int8_models_are_smaller_and_run_in_their_runtimes(tiny, exported, capsys):
+    """--int8: ONNX static (calibrated on the training photos), LiteRT dynamic-range (weights
+    only: no calibration); both run without featx and keep the float32 model's classes."""
+    svm, out = tiny["bundles"]["linear-svm"], tiny["base"] / "int8"
+    paths = {fmt: out / f"svm.int8.{ {'litert': 'tflite'}.get(fmt, fmt)}" for fmt in INT8_FORMATS}
+    for fmt, path in paths.items():
+        code, err = cli(capsys, "export-model", str(svm), "--format", fmt, "--int8", "-o", str(path))
+        assert code == 0, err
+        meta = json.loads(Path(f"{path}.json").read_text())
+        assert meta["int8"] is True and meta["precision"] == INT8_KINDS[fmt]
+        assert path.stat().st_size < 0.4 * exported["paths"][fmt].stat().st_size  # 4-byte weights to 1
+    doc = json.loads(finished(isolated(RUNTIME, str(tiny["base"] / "pixels.npy"),
+                                       *[str(a) for fmt in paths for a in (fmt, paths[fmt])],
+                                       cwd=tiny["base"])))
+    want = runtime_output(exported, "onnx")["probabilities"]  # float32, equal to predict's
+    for fmt in paths:
+        got = np.array(doc[fmt]["probabilities"])
+        assert got.shape == want.shape and np.allclose(got.sum(axis=1), 1.0, atol=1e-4)
+        assert (got.argmax(axis=1) == want.argmax(axis=1)).mean() >= 0.8, (fmt, got, want)
+        assert np.abs(got - want).max() > 0  # quantised: not the float32 model again
+    code, err = cli(capsys, "export-model", str(svm), "--format", "litert", "--int8",
+                    "--calibrate", str(tiny["data"]))
+    assert code == 2 and err.count("\n") == 1 and "--calibrate applies to --format onnx" in err
 
 
 def test_readme_example_runs_without_featx_and_names_predicts_class(tiny, exported):

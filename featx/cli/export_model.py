@@ -22,15 +22,16 @@ def export_model(
         None, "--flips/--no-flips",
         help="Average over each image and its mirror inside the model [as the bundle does]."),
     int8: bool = typer.Option(
-        False, "--int8", help="Post-training int8 quantisation (onnx, litert), calibrated on "
-        "the bundle's training photos or --calibrate."),
+        False, "--int8", help="Post-training int8 quantisation: onnx static, calibrated on the "
+        "bundle's training photos or --calibrate; litert dynamic-range (no calibration)."),
     calibrate: Optional[List[Path]] = typer.Option(
-        None, "--calibrate", help="Calibration images or folders for --int8 (repeatable)."),
+        None, "--calibrate", help="Calibration images or folders for onnx --int8 (repeatable)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """One model from RGB uint8 pixels (N, S, S, 3) to class probabilities, with its metadata
     beside it (PATH.json); decode and resize the photos as featx does (README)."""
     from featx.bundle import load_bundle
+    from featx.errors import FeatxError
     from featx.export_model import (calibration_from_files, check_export_output, check_format,
                                     default_output)
     from featx.export_model import export_model as run_export
@@ -40,6 +41,9 @@ def export_model(
     if output is not None:
         check_export_output(output, fmt)
     calibration = None
+    if calibrate and not (int8 and fmt == "onnx"):
+        raise FeatxError("--calibrate applies to --format onnx --int8 (litert's int8 is "
+                         "dynamic-range and needs no calibration)")
     if int8 and calibrate:
         files, _ = expand_inputs(list(calibrate))
         calibration = calibration_from_files(files, load_bundle(bundle))
