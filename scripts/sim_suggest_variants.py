@@ -2,12 +2,13 @@
 strategy here is a function of (probabilities, vectors, n, seed) swapped in for featx.suggest.rank.
 
     python3 scripts/sim_suggest_variants.py /work/stores/flowers5.h5 \
-        random,md4,typical,uncertain-typical,hybrid 5
+        random,md4,md16,typical,uncertain-typical,hybrid 5
 
-md4: featx's margin-diverse (k-means over the 4n most uncertain); typical: k-means over the whole
-pool, the member nearest each centre; uncertain-typical: the same clusters, the most uncertain
-member of each; hybrid: half margin-diverse, half random. Prints the mean test accuracy after
-each round and the labels each needs to reach random's final accuracy.
+md4: featx's margin-diverse (k-means over the 4n most uncertain); md16: over the 16n;
+typical: k-means over the whole pool, the member nearest each centre; uncertain-typical: the
+same clusters, the most uncertain member of each; hybrid: half margin-diverse, half random.
+Prints the mean test accuracy after each round and the labels each needs to reach random's final
+accuracy.
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def hybrid(p, X, n, seed):
 
 S = {"random": lambda p, X, n, seed: orig(p, X, n, "random", seed=seed),
      "md4": lambda p, X, n, seed: orig(p, X, n, "margin-diverse", seed=seed),
+     "md16": lambda p, X, n, seed: orig(p, X, n, "margin-diverse", seed=seed, pool=16),
      "typical": typical, "uncertain-typical": uncertain_typical, "hybrid": hybrid}
 
 def main() -> None:
