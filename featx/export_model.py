@@ -421,8 +421,9 @@ def export_model(bundle: str | os.PathLike, fmt: str = "onnx", out: str | os.Pat
     """Write ``bundle`` as one model from pixels to probabilities in format ``fmt``.
 
     ``out``: the file (folder for ``saved_model``; default :func:`default_output`); ``int8``:
-    post-training quantisation calibrated on ``calibration`` (batches of uint8 pixels; default:
-    :func:`calibration_batches` of the bundle's training photos); ``unfamiliar``: carry the
+    post-training quantisation: ONNX static, calibrated on ``calibration`` (batches of uint8
+    pixels; default: :func:`calibration_batches` of the bundle's training photos), LiteRT
+    dynamic-range (no calibration); ``unfamiliar``: carry the
     bundle's unfamiliarity score as a second output where it has one (:func:`unfamiliar_output`;
     ``extra_outputs`` replaces it). Every input and the output are checked before the model is
     built; nothing half-written is left behind.
