@@ -35,6 +35,12 @@ NO_CORRECTIONS_OPTION = typer.Option(
 TRAIN_FLIPS_OPTION = typer.Option(
     None, "--train-flips/--no-train-flips", help="Also train on the mirrored images' vectors "
     "(featx extract --augment flip) [when the store has them].", show_default=False)
+# predict and serve: "none of these"
+REJECT_OPTION = typer.Option(
+    False, "--reject", help="Answer none for photos unlike the training photos.")
+UNFAMILIAR_AT_OPTION = typer.Option(
+    None, "--unfamiliar-at", help="Flag photos scoring above this [the bundle's threshold, "
+    "calibrated so that 95% of validation photos pass].")
 TTA_OPTION = typer.Option(
     None, "--tta", help="flip: predict from the mean over each image and its mirror; none "
     "[flip when the store has mirrored vectors].")
@@ -336,11 +342,8 @@ def predict(
     tta: Optional[str] = typer.Option(
         None, "--tta", help="flip: average over each image and its mirror (twice the model time); "
         "none [as the bundle was evaluated]."),
-    reject: bool = typer.Option(
-        False, "--reject", help="Answer none for photos unlike the training photos."),
-    unfamiliar_at: Optional[float] = typer.Option(
-        None, "--unfamiliar-at", help="Flag photos scoring above this [the bundle's threshold, "
-        "calibrated so that 95% of validation photos pass]."),
+    reject: bool = REJECT_OPTION,
+    unfamiliar_at: Optional[float] = UNFAMILIAR_AT_OPTION,
     csv_file: Optional[Path] = typer.Option(
         None, "--csv", help="Also write the predictions to this CSV file (path, label, "
         "probability, one column per class, error)."),

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from featx.cli import app, err, warn
+from featx.cli.fit import REJECT_OPTION, UNFAMILIAR_AT_OPTION
 
 
 @app.command()
@@ -29,11 +30,8 @@ def serve(
     max_files: int = typer.Option(64, "--max-files", help="Most photos in one request (413)."),
     top_k: int = typer.Option(3, "--top-k", help="Classes listed per photo."),
     neighbors: int = typer.Option(6, "--neighbors", help="Stored photos shown per photo (--store)."),
-    reject: bool = typer.Option(
-        False, "--reject", help="Answer 'none' for photos unlike the training photos."),
-    unfamiliar_at: Optional[float] = typer.Option(
-        None, "--unfamiliar-at", help="Unfamiliarity threshold (default: the bundle's, "
-        "calibrated so that 95% of validation photos pass)."),
+    reject: bool = REJECT_OPTION,
+    unfamiliar_at: Optional[float] = UNFAMILIAR_AT_OPTION,
     weights: Optional[str] = typer.Option(
         None, help="Where the bundle's weights file is now, if it moved."),
     engine: str = typer.Option("local", "--engine", help="local (uvicorn) or ray (Ray Serve)."),
